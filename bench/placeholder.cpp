@@ -1,0 +1,2 @@
+// Benchmarks land with the policy server.
+int main() { return 0; }

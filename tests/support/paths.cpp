@@ -1,0 +1,18 @@
+// Temporary directories for tests.
+#include "support/paths.hpp"
+
+#include <cstdlib>
+#include <stdexcept>
+#include <vector>
+
+namespace calloutd::test {
+
+std::string make_temp_dir(const std::string& tag) {
+    std::string templ = "/tmp/calloutd-" + tag + "-XXXXXX";
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    if (mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    return std::string(buf.data());
+}
+
+}  // namespace calloutd::test

@@ -1,0 +1,9 @@
+// placeholder so the unit test binary exists before the first test lands
+#include <gtest/gtest.h>
+#include "callout/verdict.hpp"
+namespace calloutd {
+TEST(Verdict, NamesRoundTrip) {
+    for (auto c : kAllVerdictClasses) EXPECT_EQ(verdict_class_from_string(to_string(c)), c);
+    EXPECT_FALSE(verdict_class_from_string("bogus"));
+}
+}  // namespace calloutd
