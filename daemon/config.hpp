@@ -1,0 +1,112 @@
+// The daemon's configuration as typed values, and loading it from a TOML file.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "callout/ip_net.hpp"
+#include "policy/settings.hpp"
+#include "storage/rate.hpp"
+
+namespace calloutd {
+
+using Duration = std::chrono::milliseconds;
+
+// A listener in Postfix notation: inet:HOST:PORT, inet:[V6]:PORT or unix:PATH.
+struct ListenAddress {
+    enum class Kind { inet, unix_socket };
+    Kind kind = Kind::inet;
+    std::string host;  // IP literal (inet)
+    uint16_t port = 0;
+    std::string path;  // unix socket path
+    std::string text;  // as written
+    friend bool operator==(const ListenAddress&, const ListenAddress&) = default;
+};
+
+enum class LogLevel { debug, info, notice, warning, error };
+
+struct ServerSettings {
+    std::vector<ListenAddress> listen;
+    Duration reply_timeout{};
+    int64_t max_connections = 0;
+    int64_t max_line_bytes = 0;
+    int64_t max_request_bytes = 0;
+    Duration idle_timeout{};
+    Duration shutdown_timeout{};
+    int64_t socket_mode = 0;
+    std::string user;
+    std::string group;
+};
+
+struct LogSettings {
+    std::string target;  // "stderr" | "syslog"
+    LogLevel level = LogLevel::info;
+    std::string syslog_facility;
+    std::string syslog_ident;
+};
+
+struct DnsSettings {
+    std::vector<std::string> servers;
+    Duration timeout{};
+    int64_t tries = 0;
+};
+
+struct CalloutSettings {
+    int64_t port = 25;
+    std::string helo_name;
+    CidrSet allow_networks;
+    std::string source_address;
+    Duration connect_timeout{};
+    Duration command_timeout{};
+    Duration probe_timeout{};
+    int64_t max_mx = 0;
+    bool random_check = true;
+};
+
+struct CacheSettings {
+    Duration positive_ttl{};
+    Duration negative_ttl{};
+    Duration tempfail_ttl{};
+    Duration domain_ttl{};
+    Duration positive_refresh{};
+    int64_t memory_entries = 0;
+};
+
+struct LimitSettings {
+    Rate domain_rate;
+    Rate client_rate;
+    Rate global_rate;
+    int64_t global_concurrency = 0;
+    Rate mx_rate;
+    int64_t mx_concurrency = 0;
+};
+
+struct RedisSettings {
+    std::string url;
+    Duration timeout{};
+    Duration near_cache_ttl{};
+};
+
+struct Config {
+    std::string path;  // file it was loaded from
+    ServerSettings server;
+    LogSettings log;
+    PolicySettings policy;
+    DnsSettings dns;
+    CalloutSettings callout;
+    CacheSettings cache;
+    LimitSettings limits;
+    RedisSettings redis;
+};
+
+// Either a complete configuration or the errors, each "FILE:LINE:COL: message".
+using ConfigResult = std::variant<Config, std::vector<std::string>>;
+
+ConfigResult load_config_file(const std::string& path);
+// Parses TOML text; `path` is used in messages only.
+ConfigResult load_config_text(std::string_view toml_text, const std::string& path);
+
+}  // namespace calloutd

@@ -1,0 +1,459 @@
+// The configuration schema table and typed parsing of TOML values against it.
+#include "daemon/config_schema.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "daemon/config_values.hpp"
+
+namespace calloutd {
+
+namespace {
+
+template <class T>
+void assign(T& dst, ConfigValue&& v) {
+    dst = std::get<T>(std::move(v));
+}
+
+template <VerdictClass C>
+void assign_action(Config& c, ConfigValue&& v) {
+    c.policy.actions[static_cast<size_t>(C)] = std::get<std::string>(std::move(v));
+}
+
+#define FIELD(member) [](Config& c, ConfigValue&& v) { assign(c.member, std::move(v)); }
+#define ACTION(cls) &assign_action<VerdictClass::cls>
+
+constexpr int64_t kMs = 1;
+constexpr int64_t kSec = 1000;
+constexpr int64_t kMin = 60 * kSec;
+constexpr int64_t kHour = 60 * kMin;
+constexpr int64_t kDay = 24 * kHour;
+
+using K = ValueKind;
+
+const KeyDef kSchema[] = {
+    // [server]
+    {"server.listen", K::listen_list, R"(["inet:127.0.0.1:10023"])", 0, 0, "",
+     "policy listeners: inet:HOST:PORT, inet:[V6]:PORT, unix:PATH", FIELD(server.listen)},
+    {"server.reply_timeout", K::duration, R"("10s")", 100 * kMs, kHour, "",
+     "answer budget per request; a probe still running then gets actions.in_progress",
+     FIELD(server.reply_timeout)},
+    {"server.max_connections", K::integer, "1024", 1, 1'000'000, "",
+     "concurrent policy connections; more are closed at once", FIELD(server.max_connections)},
+    {"server.max_line_bytes", K::integer, "4096", 64, 1 << 20, "",
+     "longest attribute line accepted", FIELD(server.max_line_bytes)},
+    {"server.max_request_bytes", K::integer, "16384", 256, 16 << 20, "", "largest request accepted",
+     FIELD(server.max_request_bytes)},
+    {"server.idle_timeout", K::duration, R"("10m")", kSec, kDay, "",
+     "close a connection idle this long (longer than Postfix's smtpd_policy_service_max_idle)",
+     FIELD(server.idle_timeout)},
+    {"server.shutdown_timeout", K::duration, R"("10s")", 0, 10 * kMin, "",
+     "on SIGTERM, how long in-flight requests may still be answered",
+     FIELD(server.shutdown_timeout)},
+    {"server.socket_mode", K::file_mode, R"("0666")", 0, 0, "",
+     "permissions of unix listener sockets", FIELD(server.socket_mode)},
+    {"server.user", K::string, R"("")", 0, 0, "",
+     "user to run as after binding listeners (empty = do not change)", FIELD(server.user)},
+    {"server.group", K::string, R"("")", 0, 0, "",
+     "group to run as after binding listeners (empty = the user's group)", FIELD(server.group)},
+    // [log]
+    {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog", "where log lines go",
+     FIELD(log.target)},
+    {"log.level", K::log_level, R"("info")", 0, 0, "", "debug, info, notice, warning or error",
+     FIELD(log.level)},
+    {"log.syslog_facility", K::choice, R"("mail")", 0, 0,
+     "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|local7", "syslog facility",
+     FIELD(log.syslog_facility)},
+    {"log.syslog_ident", K::string, R"("calloutd")", 0, 0, "", "syslog program name",
+     FIELD(log.syslog_ident)},
+    // [policy]
+    {"policy.protocol_states", K::state_list, R"(["RCPT"])", 0, 0, "",
+     "Postfix protocol_state values that are verified; others are skipped",
+     FIELD(policy.protocol_states)},
+    {"policy.trusted_networks", K::cidr_list, "[]", 0, 0, "",
+     "client networks whose mail is never verified", FIELD(policy.trusted_networks)},
+    {"policy.own_domains", K::domain_list, "[]", 0, 0, "",
+     "our own domains (and subdomains): never probed", FIELD(policy.own_domains)},
+    {"policy.skip_domains", K::domain_list, "[]", 0, 0, "",
+     "sender domains (and subdomains) never probed", FIELD(policy.skip_domains)},
+    {"policy.dry_run", K::boolean, "false", 0, 0, "", "log verdicts but always answer DUNNO",
+     FIELD(policy.dry_run)},
+    // [dns]
+    {"dns.servers", K::dns_server_list, "[]", 0, 0, "",
+     "resolvers as IP, IP:PORT or [V6]:PORT; empty = /etc/resolv.conf", FIELD(dns.servers)},
+    {"dns.timeout", K::duration, R"("5s")", 100 * kMs, kMin, "", "timeout of one DNS query try",
+     FIELD(dns.timeout)},
+    {"dns.tries", K::integer, "2", 1, 10, "", "tries per DNS query", FIELD(dns.tries)},
+    // [callout]
+    {"callout.port", K::integer, "25", 1, 65535, "", "SMTP port probed", FIELD(callout.port)},
+    {"callout.helo_name", K::string, R"("")", 0, 0, "",
+     "name sent in EHLO/HELO (empty = this host's name)", FIELD(callout.helo_name)},
+    {"callout.allow_networks", K::cidr_list, "[]", 0, 0, "",
+     "private/loopback/reserved networks that may be probed anyway", FIELD(callout.allow_networks)},
+    {"callout.source_address", K::ip_or_empty, R"("")", 0, 0, "",
+     "local IP to probe from (empty = chosen by the kernel)", FIELD(callout.source_address)},
+    {"callout.connect_timeout", K::duration, R"("10s")", 100 * kMs, 5 * kMin, "",
+     "TCP connect timeout per MX address", FIELD(callout.connect_timeout)},
+    {"callout.command_timeout", K::duration, R"("30s")", 100 * kMs, 10 * kMin, "",
+     "timeout for the banner and each reply", FIELD(callout.command_timeout)},
+    {"callout.probe_timeout", K::duration, R"("60s")", kSec, 30 * kMin, "",
+     "overall deadline of one probe across all MX hosts", FIELD(callout.probe_timeout)},
+    {"callout.max_mx", K::integer, "3", 1, 10, "", "MX hosts tried per probe",
+     FIELD(callout.max_mx)},
+    {"callout.random_check", K::boolean, "true", 0, 0, "",
+     "ask a random local part first to detect accept-all domains", FIELD(callout.random_check)},
+    // [cache]
+    {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
+     "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
+    {"cache.negative_ttl", K::duration, R"("3d")", kMin, 365 * kDay, "",
+     "how long invalid verdicts are kept", FIELD(cache.negative_ttl)},
+    {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
+     "how long tempfail verdicts are kept", FIELD(cache.tempfail_ttl)},
+    {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
+     "how long domain facts (accept_all, null_sender_rejected, policy_blocked, no_mail_domain) "
+     "are kept",
+     FIELD(cache.domain_ttl)},
+    {"cache.positive_refresh", K::duration, R"("7d")", kMin, 365 * kDay, "",
+     "a valid verdict older than this is served and re-probed in the background",
+     FIELD(cache.positive_refresh)},
+    {"cache.memory_entries", K::integer, "100000", 100, 100'000'000, "",
+     "entries kept in the in-memory cache (LRU)", FIELD(cache.memory_entries)},
+    // [limits]
+    {"limits.domain_rate", K::rate, R"("10/1m")", 0, 0, "", "probes per sender domain",
+     FIELD(limits.domain_rate)},
+    {"limits.client_rate", K::rate, R"("60/1m")", 0, 0, "", "probes caused by one client IP",
+     FIELD(limits.client_rate)},
+    {"limits.global_rate", K::rate, R"("600/1m")", 0, 0, "", "probes in total",
+     FIELD(limits.global_rate)},
+    {"limits.global_concurrency", K::integer, "200", 1, 100'000, "", "probes running at once",
+     FIELD(limits.global_concurrency)},
+    {"limits.mx_rate", K::rate, R"("30/1m")", 0, 0, "", "connections per target MX IP",
+     FIELD(limits.mx_rate)},
+    {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
+     "concurrent connections per target MX IP", FIELD(limits.mx_concurrency)},
+    // [redis]
+    {"redis.url", K::string, R"("")", 0, 0, "",
+     "shared cache and budgets: redis://[:PASSWORD@]HOST:PORT/DB or unix:PATH; empty = "
+     "in-memory",
+     FIELD(redis.url)},
+    {"redis.timeout", K::duration, R"("250ms")", 10 * kMs, kMin, "",
+     "deadline of one Redis command", FIELD(redis.timeout)},
+    {"redis.near_cache_ttl", K::duration, R"("10s")", 0, kHour, "",
+     "how long Redis answers are reused locally", FIELD(redis.near_cache_ttl)},
+    // [actions]
+    {"actions.valid", K::action, R"("DUNNO")", 0, 0, "", "action for valid senders", ACTION(valid)},
+    {"actions.invalid", K::action,
+     R"("REJECT 5.1.7 Sender address rejected: the sender's mail server says this mailbox does not exist")",
+     0, 0, "", "action for senders whose mailbox does not exist", ACTION(invalid)},
+    {"actions.no_mail_domain", K::action,
+     R"("REJECT 5.1.8 Sender address rejected: the sender's domain does not accept mail")", 0, 0,
+     "", "action for sender domains that cannot receive mail", ACTION(no_mail_domain)},
+    {"actions.accept_all", K::action, R"("DUNNO")", 0, 0, "",
+     "action when the sender's domain accepts every address", ACTION(accept_all)},
+    {"actions.null_sender_rejected", K::action, R"("DUNNO")", 0, 0, "",
+     "action when the sender's MX rejects MAIL FROM:<>", ACTION(null_sender_rejected)},
+    {"actions.policy_blocked", K::action, R"("DUNNO")", 0, 0, "",
+     "action when the sender's MX refuses to talk to us", ACTION(policy_blocked)},
+    {"actions.tempfail", K::action, R"("DUNNO")", 0, 0, "",
+     "action when the probe failed temporarily", ACTION(tempfail)},
+    {"actions.in_progress", K::action,
+     R"("DEFER_IF_PERMIT 4.1.7 Sender address verification in progress, please try again later")",
+     0, 0, "", "action when the probe is still running at reply time", ACTION(in_progress)},
+    {"actions.rate_limited", K::action, R"("DUNNO")", 0, 0, "",
+     "action when a probe budget is exhausted", ACTION(rate_limited)},
+    {"actions.skipped", K::action, R"("DUNNO")", 0, 0, "", "action when a skip rule matched",
+     ACTION(skipped)},
+};
+
+#undef FIELD
+#undef ACTION
+
+std::string type_name(const toml::node& node) {
+    switch (node.type()) {
+        case toml::node_type::string:
+            return "a string";
+        case toml::node_type::integer:
+            return "an integer";
+        case toml::node_type::floating_point:
+            return "a float";
+        case toml::node_type::boolean:
+            return "a boolean";
+        case toml::node_type::array:
+            return "an array";
+        case toml::node_type::table:
+            return "a table";
+        default:
+            return "a date/time";
+    }
+}
+
+std::string expected_name(ValueKind kind) {
+    switch (kind) {
+        case K::boolean:
+            return "a boolean (true or false)";
+        case K::integer:
+            return "an integer";
+        case K::duration:
+            return "a duration string like \"15s\"";
+        case K::rate:
+            return "a rate string like \"10/1m\"";
+        case K::file_mode:
+            return "an octal mode string like \"0660\"";
+        case K::string_list:
+        case K::state_list:
+        case K::domain_list:
+        case K::dns_server_list:
+            return "an array of strings";
+        case K::cidr_list:
+            return "an array of networks like \"192.0.2.0/24\"";
+        case K::listen_list:
+            return "an array of listen addresses like \"inet:127.0.0.1:10023\"";
+        default:
+            return "a string";
+    }
+}
+
+bool is_protocol_state(std::string_view s) {
+    static constexpr std::string_view kStates[] = {"CONNECT", "EHLO", "HELO", "MAIL",
+                                                   "RCPT",    "DATA", "BDAT", "END-OF-MESSAGE",
+                                                   "VRFY",    "ETRN"};
+    return std::find(std::begin(kStates), std::end(kStates), s) != std::end(kStates);
+}
+
+bool is_domain_name(std::string_view s) {
+    if (s.empty() || s.size() > 253) return false;
+    for (char c : s) {
+        bool ok =
+            (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+        if (!ok) return false;
+    }
+    return s.front() != '.' && s.back() != '.' && s.find("..") == std::string_view::npos;
+}
+
+bool is_dns_server(std::string_view s) {
+    if (IpAddress::parse(s)) return true;
+    std::string_view host;
+    std::string_view port;
+    if (s.starts_with("[")) {
+        auto close = s.find("]:");
+        if (close == std::string_view::npos) return false;
+        host = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+    } else {
+        auto colon = s.find(':');
+        if (colon == std::string_view::npos) return false;
+        host = s.substr(0, colon);
+        port = s.substr(colon + 1);
+    }
+    auto ip = IpAddress::parse(host);
+    if (!ip || ip->is_v4() == s.starts_with("[")) return false;
+    if (port.empty() || port.size() > 5) return false;
+    int p = 0;
+    for (char c : port) {
+        if (c < '0' || c > '9') return false;
+        p = p * 10 + (c - '0');
+    }
+    return p >= 1 && p <= 65535;
+}
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    return out;
+}
+
+std::string range_text(const KeyDef& def) {
+    if (def.kind == K::duration) {
+        return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
+    }
+    return std::to_string(def.min) + ".." + std::to_string(def.max);
+}
+
+// Parses each string of an array with `one`, reporting the first bad element.
+template <class Out, class Fn>
+std::optional<Out> parse_string_array(const toml::node& node, std::string* error, Fn one) {
+    const auto* arr = node.as_array();
+    if (arr == nullptr) return std::nullopt;
+    Out out;
+    for (const auto& el : *arr) {
+        const auto* s = el.as_string();
+        if (s == nullptr) {
+            *error = "array elements must be strings, found " + type_name(el);
+            return std::nullopt;
+        }
+        if (!one(out, std::string_view(s->get()), error)) return std::nullopt;
+    }
+    return out;
+}
+
+}  // namespace
+
+std::span<const KeyDef> config_schema() {
+    return kSchema;
+}
+
+const KeyDef* find_key(std::string_view key) {
+    for (const auto& def : kSchema) {
+        if (def.key == key) return &def;
+    }
+    return nullptr;
+}
+
+std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node,
+                                       std::string* error) {
+    std::string why;
+    auto wrong_type = [&]() -> std::optional<ConfigValue> {
+        if (why.empty()) why = "expected " + expected_name(def.kind) + ", got " + type_name(node);
+        *error = std::string(def.key) + ": " + why;
+        return std::nullopt;
+    };
+    const auto* str = node.as_string();
+    switch (def.kind) {
+        case K::boolean:
+            if (const auto* b = node.as_boolean()) return ConfigValue(b->get());
+            return wrong_type();
+        case K::integer: {
+            const auto* i = node.as_integer();
+            if (i == nullptr) return wrong_type();
+            if (i->get() < def.min || i->get() > def.max) {
+                why = "value " + std::to_string(i->get()) + " is out of range " + range_text(def);
+                return wrong_type();
+            }
+            return ConfigValue(static_cast<int64_t>(i->get()));
+        }
+        case K::string:
+            if (str == nullptr) return wrong_type();
+            return ConfigValue(str->get());
+        case K::ip_or_empty:
+            if (str == nullptr) return wrong_type();
+            if (!str->get().empty() && !IpAddress::parse(str->get())) {
+                why = "'" + str->get() + "' is not an IP address";
+                return wrong_type();
+            }
+            return ConfigValue(str->get());
+        case K::duration: {
+            if (str == nullptr) return wrong_type();
+            auto d = parse_duration(str->get(), &why);
+            if (!d) return wrong_type();
+            if (d->count() < def.min || d->count() > def.max) {
+                why = "duration " + str->get() + " is out of range " + range_text(def);
+                return wrong_type();
+            }
+            return ConfigValue(*d);
+        }
+        case K::rate: {
+            if (str == nullptr) return wrong_type();
+            auto r = parse_rate(str->get(), &why);
+            if (!r) return wrong_type();
+            return ConfigValue(*r);
+        }
+        case K::choice: {
+            if (str == nullptr) return wrong_type();
+            std::string_view choices = def.choices;
+            while (!choices.empty()) {
+                auto bar = choices.find('|');
+                if (choices.substr(0, bar) == str->get()) return ConfigValue(str->get());
+                choices = bar == std::string_view::npos ? "" : choices.substr(bar + 1);
+            }
+            why = "'" + str->get() + "' is not one of " + std::string(def.choices);
+            return wrong_type();
+        }
+        case K::log_level: {
+            if (str == nullptr) return wrong_type();
+            if (auto l = parse_log_level(str->get())) return ConfigValue(*l);
+            why = "'" + str->get() + "' is not a log level (debug, info, notice, warning, error)";
+            return wrong_type();
+        }
+        case K::file_mode: {
+            if (str == nullptr) return wrong_type();
+            auto m = parse_file_mode(str->get(), &why);
+            if (!m) return wrong_type();
+            return ConfigValue(*m);
+        }
+        case K::action:
+            if (str == nullptr) return wrong_type();
+            if (!validate_action(str->get(), &why)) return wrong_type();
+            return ConfigValue(str->get());
+        case K::string_list:
+        case K::state_list:
+        case K::domain_list:
+        case K::dns_server_list: {
+            if (node.as_array() == nullptr) return wrong_type();
+            auto list = parse_string_array<std::vector<std::string>>(
+                node, &why, [&](auto& out, std::string_view s, std::string* err) {
+                    std::string v(s);
+                    if (def.kind == K::state_list) {
+                        if (!is_protocol_state(v)) {
+                            *err = "'" + v + "' is not a Postfix protocol_state (RCPT, MAIL, ...)";
+                            return false;
+                        }
+                    } else if (def.kind == K::domain_list) {
+                        v = lower(v);
+                        if (!is_domain_name(v)) {
+                            *err = "'" + v + "' is not a domain name";
+                            return false;
+                        }
+                    } else if (def.kind == K::dns_server_list && !is_dns_server(v)) {
+                        *err = "'" + v + "' is not IP, IP:PORT or [V6]:PORT";
+                        return false;
+                    }
+                    out.push_back(std::move(v));
+                    return true;
+                });
+            if (!list) return wrong_type();
+            return ConfigValue(std::move(*list));
+        }
+        case K::cidr_list: {
+            if (node.as_array() == nullptr) return wrong_type();
+            auto nets = parse_string_array<std::vector<Cidr>>(
+                node, &why, [](auto& out, std::string_view s, std::string* err) {
+                    auto c = Cidr::parse(s, err);
+                    if (c) out.push_back(*c);
+                    return c.has_value();
+                });
+            if (!nets) return wrong_type();
+            return ConfigValue(CidrSet(std::move(*nets)));
+        }
+        case K::listen_list: {
+            if (node.as_array() == nullptr) return wrong_type();
+            auto addrs = parse_string_array<std::vector<ListenAddress>>(
+                node, &why, [](auto& out, std::string_view s, std::string* err) {
+                    auto a = parse_listen_address(s, err);
+                    if (a) out.push_back(*a);
+                    return a.has_value();
+                });
+            if (!addrs) return wrong_type();
+            if (addrs->empty()) {
+                why = "at least one listener is needed";
+                return wrong_type();
+            }
+            return ConfigValue(std::move(*addrs));
+        }
+    }
+    return wrong_type();
+}
+
+ConfigValue default_value(const KeyDef& def) {
+    // Defaults are TOML text so the sample file and the schema are compared in one language.
+    std::string doc = "v = " + std::string(def.default_toml);
+    std::string error;
+    std::optional<ConfigValue> v;
+    try {
+        toml::table parsed = toml::parse(doc);
+        if (const auto* node = parsed.get("v")) v = parse_value(def, *node, &error);
+    } catch (const toml::parse_error& e) {
+        error = std::string(e.description());
+    }
+    if (!v) {
+        // A broken default is a programming error, caught by the schema unit test.
+        std::fprintf(stderr, "default_value: bad default for %s: %s\n",
+                     std::string(def.key).c_str(), error.c_str());
+        std::abort();
+    }
+    return std::move(*v);
+}
+
+}  // namespace calloutd

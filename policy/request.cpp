@@ -1,0 +1,146 @@
+// Postfix policy protocol codec (SMTPD_POLICY_README): name=value lines, empty line ends.
+#include "policy/request.hpp"
+
+#include <array>
+
+namespace calloutd {
+
+namespace {
+
+struct AttributeField {
+    std::string_view name;
+    std::string PolicyRequest::*field;
+};
+
+constexpr std::array<AttributeField, 19> kAttributes = {{
+    {"request", &PolicyRequest::request},
+    {"protocol_state", &PolicyRequest::protocol_state},
+    {"protocol_name", &PolicyRequest::protocol_name},
+    {"sender", &PolicyRequest::sender},
+    {"recipient", &PolicyRequest::recipient},
+    {"recipient_count", &PolicyRequest::recipient_count},
+    {"client_address", &PolicyRequest::client_address},
+    {"client_name", &PolicyRequest::client_name},
+    {"reverse_client_name", &PolicyRequest::reverse_client_name},
+    {"helo_name", &PolicyRequest::helo_name},
+    {"queue_id", &PolicyRequest::queue_id},
+    {"instance", &PolicyRequest::instance},
+    {"sasl_method", &PolicyRequest::sasl_method},
+    {"sasl_username", &PolicyRequest::sasl_username},
+    {"sasl_sender", &PolicyRequest::sasl_sender},
+    {"encryption_protocol", &PolicyRequest::encryption_protocol},
+    {"server_address", &PolicyRequest::server_address},
+    {"server_port", &PolicyRequest::server_port},
+    {"policy_context", &PolicyRequest::policy_context},
+}};
+
+// Control bytes other than TAB never occur in a Postfix request; they mean binary garbage
+// or an injection attempt. Bytes >= 0x80 are allowed (SMTPUTF8 addresses).
+bool is_forbidden_byte(unsigned char c) {
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+}  // namespace
+
+RequestReader::Status RequestReader::fail(std::string reason) {
+    dead_ = true;
+    error_ = std::move(reason);
+    return Status::error;
+}
+
+void RequestReader::compact() {
+    // Drop consumed bytes once they dominate the buffer, keeping the copy cost amortised.
+    if (consumed_ > 0 && (consumed_ == buf_.size() || consumed_ >= 4096)) {
+        buf_.erase(0, consumed_);
+        scanned_ -= consumed_;
+        consumed_ = 0;
+    }
+}
+
+RequestReader::Status RequestReader::next(PolicyRequest& out) {
+    if (dead_) return Status::error;
+    compact();
+    size_t line_start = scanned_;
+    // Find the start of the line containing scanned_: it is after the last '\n' before it.
+    if (line_start > consumed_) {
+        auto prev = buf_.rfind('\n', line_start - 1);
+        line_start = (prev == std::string::npos || prev < consumed_) ? consumed_ : prev + 1;
+    }
+    while (scanned_ < buf_.size()) {
+        auto nl = buf_.find('\n', scanned_);
+        size_t line_end = nl == std::string::npos ? buf_.size() : nl;
+        // A CR is tolerated only right before the LF (CRLF from hand-written clients); a CR
+        // that ends the bytes received so far is judged when the next byte arrives.
+        size_t check_end = line_end;
+        if (check_end > scanned_ && buf_[check_end - 1] == '\r') --check_end;
+        for (size_t i = scanned_; i < check_end; ++i) {
+            if (is_forbidden_byte(static_cast<unsigned char>(buf_[i]))) {
+                return fail("binary or control byte in request");
+            }
+        }
+        if (line_end - line_start > limits_.max_line_bytes) return fail("line too long");
+        if (line_end - consumed_ > limits_.max_request_bytes) return fail("request too large");
+        if (nl == std::string::npos) {
+            scanned_ = check_end;
+            return Status::need_more;
+        }
+        scanned_ = nl + 1;
+        bool empty_line = nl == line_start || (nl == line_start + 1 && buf_[line_start] == '\r');
+        if (empty_line) {
+            std::string_view block(buf_.data() + consumed_, line_start - consumed_);
+            consumed_ = scanned_;
+            return parse_request(block, out);
+        }
+        line_start = scanned_;
+    }
+    return Status::need_more;
+}
+
+RequestReader::Status RequestReader::finish(PolicyRequest& out) {
+    if (dead_) return Status::error;
+    if (pending_bytes() == 0) return Status::need_more;
+    if (buf_.back() != '\n') return fail("connection closed in the middle of a line");
+    std::string_view block(buf_.data() + consumed_, buf_.size() - consumed_);
+    consumed_ = scanned_ = buf_.size();
+    return parse_request(block, out);
+}
+
+RequestReader::Status RequestReader::parse_request(std::string_view block, PolicyRequest& out) {
+    out = PolicyRequest{};
+    uint32_t seen = 0;  // bit per known attribute, to catch duplicates
+    while (!block.empty()) {
+        auto nl = block.find('\n');
+        std::string_view line = block.substr(0, nl);
+        block = nl == std::string_view::npos ? std::string_view{} : block.substr(nl + 1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        auto eq = line.find('=');
+        if (eq == std::string_view::npos) return fail("attribute line without '='");
+        if (eq == 0) return fail("attribute line with an empty name");
+        std::string_view name = line.substr(0, eq);
+        std::string_view value = line.substr(eq + 1);
+        for (size_t i = 0; i < kAttributes.size(); ++i) {
+            if (kAttributes[i].name != name) continue;
+            // Postfix never repeats an attribute; a repeat is a confused or hostile client.
+            if (seen & (1u << i)) return fail("duplicate attribute '" + std::string(name) + "'");
+            seen |= 1u << i;
+            out.*(kAttributes[i].field) = value;
+            break;
+        }
+    }
+    if (out.request != "smtpd_access_policy") {
+        return fail(out.request.empty() ? "request without request=smtpd_access_policy"
+                                        : "unsupported request type");
+    }
+    return Status::request;
+}
+
+std::string encode_reply(std::string_view action) {
+    std::string out;
+    out.reserve(action.size() + 9);
+    out += "action=";
+    out += action;
+    out += "\n\n";
+    return out;
+}
+
+}  // namespace calloutd

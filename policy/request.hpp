@@ -1,0 +1,75 @@
+// The Postfix policy delegation protocol: request value, incremental reader, reply encoding.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace calloutd {
+
+// The attributes of a Postfix 3.x policy request that calloutd uses; others are ignored.
+struct PolicyRequest {
+    std::string request;  // must be "smtpd_access_policy"
+    std::string protocol_state;
+    std::string protocol_name;
+    std::string sender;
+    std::string recipient;
+    std::string recipient_count;
+    std::string client_address;
+    std::string client_name;
+    std::string reverse_client_name;
+    std::string helo_name;
+    std::string queue_id;
+    std::string instance;
+    std::string sasl_method;
+    std::string sasl_username;
+    std::string sasl_sender;
+    std::string encryption_protocol;
+    std::string server_address;
+    std::string server_port;
+    std::string policy_context;
+};
+
+struct ReaderLimits {
+    size_t max_line_bytes = 4096;
+    size_t max_request_bytes = 16384;
+};
+
+// Splits a byte stream into requests. Bytes may arrive in any chunking; the outcome for a
+// stream never depends on where it was split. Once an error is reported the reader is dead.
+class RequestReader {
+  public:
+    enum class Status { need_more, request, error };
+
+    explicit RequestReader(ReaderLimits limits = {}) : limits_(limits) {}
+
+    void append(std::string_view bytes) { buf_.append(bytes.data(), bytes.size()); }
+    // Extracts the next complete request into `out`, or says more bytes are needed, or
+    // reports a protocol violation (reason in error()).
+    Status next(PolicyRequest& out);
+    // At end of input: a final request whose lines are complete but which lacks the empty
+    // terminator line (a hand-written Exim readsocket string) is accepted; a partial line is
+    // an error. Returns need_more when nothing was pending.
+    Status finish(PolicyRequest& out);
+
+    const std::string& error() const { return error_; }
+    // Bytes received but not yet consumed as a complete request.
+    size_t pending_bytes() const { return buf_.size() - consumed_; }
+
+  private:
+    Status fail(std::string reason);
+    Status parse_request(std::string_view block, PolicyRequest& out);
+    void compact();
+
+    ReaderLimits limits_;
+    std::string buf_;
+    size_t consumed_ = 0;  // start of the request being assembled
+    size_t scanned_ = 0;   // bytes of the current request already checked for line ends
+    std::string error_;
+    bool dead_ = false;
+};
+
+// "action=TEXT\n\n"
+std::string encode_reply(std::string_view action);
+
+}  // namespace calloutd

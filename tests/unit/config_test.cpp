@@ -1,0 +1,259 @@
+// Configuration: value parsers, schema defaults, error positions, and the sample file.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "daemon/config.hpp"
+#include "daemon/config_schema.hpp"
+#include "daemon/config_values.hpp"
+#include "support/paths.hpp"
+
+namespace calloutd {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(ConfigValues, Durations) {
+    struct {
+        const char* text;
+        Duration want;
+    } good[] = {{"250ms", 250ms},  {"15s", 15s},     {"5m", 5min}, {"3h", 3h},
+                {"31d", 31 * 24h}, {"2w", 14 * 24h}, {"0s", 0ms}};
+    for (auto& g : good) EXPECT_EQ(parse_duration(g.text, nullptr), g.want) << g.text;
+    for (const char* bad :
+         {"", "15", "s", "-5s", "1.5s", "15 s", "15sec", "5M", "1h30m", "99999999999999d", " 5s"}) {
+        std::string err;
+        EXPECT_FALSE(parse_duration(bad, &err)) << bad;
+        EXPECT_FALSE(err.empty()) << bad;
+    }
+    EXPECT_EQ(format_duration(90s), "90s");
+    EXPECT_EQ(format_duration(5min), "5m");
+    EXPECT_EQ(format_duration(250ms), "250ms");
+    EXPECT_EQ(format_duration(31 * 24h), "31d");
+}
+
+TEST(ConfigValues, Rates) {
+    EXPECT_EQ(parse_rate("10/1m", nullptr), (Rate{10, 1min, false}));
+    EXPECT_EQ(parse_rate("600/1h", nullptr), (Rate{600, 1h, false}));
+    EXPECT_EQ(parse_rate("1/250ms", nullptr), (Rate{1, 250ms, false}));
+    EXPECT_TRUE(parse_rate("unlimited", nullptr)->unlimited);
+    for (const char* bad :
+         {"", "10", "10/", "/1m", "0/1m", "10/0s", "10/m", "-1/1m", "x/1m", "10/1m/2", "10 / 1m"}) {
+        std::string err;
+        EXPECT_FALSE(parse_rate(bad, &err)) << bad;
+        EXPECT_FALSE(err.empty()) << bad;
+    }
+}
+
+TEST(ConfigValues, ListenAddresses) {
+    auto a = parse_listen_address("inet:127.0.0.1:10023", nullptr);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->kind, ListenAddress::Kind::inet);
+    EXPECT_EQ(a->host, "127.0.0.1");
+    EXPECT_EQ(a->port, 10023);
+    auto b = parse_listen_address("inet:[::1]:10023", nullptr);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->host, "::1");
+    EXPECT_EQ(parse_listen_address("inet:localhost:25", nullptr)->host, "127.0.0.1");
+    auto u = parse_listen_address("unix:/run/calloutd/policy.sock", nullptr);
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->kind, ListenAddress::Kind::unix_socket);
+    EXPECT_EQ(u->path, "/run/calloutd/policy.sock");
+    for (const char* bad :
+         {"127.0.0.1:10023", "inet:127.0.0.1", "inet:127.0.0.1:70000", "inet:::1:10023",
+          "inet:[127.0.0.1]:25", "inet:[::1]10023", "inet:mail.example.org:25",
+          "unix:", "tcp:127.0.0.1:1", "inet:127.0.0.1:x"}) {
+        std::string err;
+        EXPECT_FALSE(parse_listen_address(bad, &err)) << bad;
+        EXPECT_FALSE(err.empty()) << bad;
+    }
+    EXPECT_FALSE(parse_listen_address("unix:/" + std::string(200, 'x'), nullptr));
+}
+
+TEST(ConfigValues, Actions) {
+    for (const char* good :
+         {"DUNNO", "OK", "REJECT", "REJECT 5.1.7 no such user", "DEFER_IF_PERMIT 4.1.7 in progress",
+          "450 4.1.7 try later", "550 5.1.7 no", "WARN suspicious sender", "HOLD"}) {
+        EXPECT_TRUE(validate_action(good, nullptr)) << good;
+    }
+    for (const char* bad :
+         {"", "450", "550 ", "dunno", "ACCEPT", "WARN", "250 ok", "REJECT bad\r\nx", "REJECT\tx"}) {
+        std::string err;
+        EXPECT_FALSE(validate_action(bad, &err)) << bad;
+        EXPECT_FALSE(err.empty()) << bad;
+    }
+}
+
+TEST(ConfigSchema, EveryDefaultParsesAndKeysAreUnique) {
+    std::set<std::string_view> seen;
+    for (const auto& def : config_schema()) {
+        EXPECT_TRUE(seen.insert(def.key).second) << def.key;
+        EXPECT_FALSE(def.doc.empty()) << def.key;
+        (void)default_value(def);  // aborts on a broken default
+    }
+    // One action key per verdict class.
+    for (auto c : kAllVerdictClasses) {
+        EXPECT_NE(find_key("actions." + std::string(to_string(c))), nullptr) << to_string(c);
+    }
+}
+
+TEST(ConfigSchema, StableKeysFromDesignExist) {
+    for (const char* key :
+         {"server.listen", "server.reply_timeout", "dns.servers", "callout.port",
+          "callout.helo_name", "callout.allow_networks", "cache.positive_ttl", "cache.negative_ttl",
+          "cache.tempfail_ttl", "limits.domain_rate", "limits.client_rate", "limits.global_rate",
+          "limits.mx_rate", "limits.mx_concurrency", "redis.url", "policy.dry_run"}) {
+        EXPECT_NE(find_key(key), nullptr) << key;
+    }
+}
+
+Config load_ok(const std::string& text) {
+    auto r = load_config_text(text, "test.toml");
+    if (auto* errs = std::get_if<std::vector<std::string>>(&r)) {
+        ADD_FAILURE() << "unexpected errors: " << (errs->empty() ? "" : errs->front());
+        return {};
+    }
+    return std::get<Config>(std::move(r));
+}
+
+std::vector<std::string> load_errors(const std::string& text) {
+    auto r = load_config_text(text, "test.toml");
+    if (auto* errs = std::get_if<std::vector<std::string>>(&r)) return *errs;
+    return {};
+}
+
+TEST(Config, EmptyFileGivesDefaults) {
+    Config c = load_ok("");
+    ASSERT_EQ(c.server.listen.size(), 1u);
+    EXPECT_EQ(c.server.listen[0].port, 10023);
+    EXPECT_EQ(c.server.reply_timeout, 10s);
+    EXPECT_EQ(c.policy.protocol_states, std::vector<std::string>{"RCPT"});
+    EXPECT_EQ(c.limits.domain_rate, (Rate{10, 1min, false}));
+    EXPECT_EQ(c.policy.actions[static_cast<size_t>(VerdictClass::valid)], "DUNNO");
+    EXPECT_TRUE(
+        c.policy.actions[static_cast<size_t>(VerdictClass::invalid)].starts_with("REJECT 5.1.7 "));
+}
+
+TEST(Config, ValuesAreApplied) {
+    Config c = load_ok(R"(
+[server]
+listen = ["inet:[::1]:9999", "unix:/tmp/x.sock"]
+reply_timeout = "250ms"
+[policy]
+trusted_networks = ["192.0.2.0/24", "2001:db8::/32"]
+own_domains = ["Example.ORG"]
+[limits]
+domain_rate = "5/1h"
+[actions]
+invalid = "550 5.1.1 no"
+)");
+    EXPECT_EQ(c.server.listen.size(), 2u);
+    EXPECT_EQ(c.server.reply_timeout, 250ms);
+    EXPECT_TRUE(c.policy.trusted_networks.contains(*IpAddress::parse("192.0.2.77")));
+    EXPECT_EQ(c.policy.own_domains, std::vector<std::string>{"example.org"});
+    EXPECT_EQ(c.limits.domain_rate, (Rate{5, 1h, false}));
+    EXPECT_EQ(c.policy.actions[static_cast<size_t>(VerdictClass::invalid)], "550 5.1.1 no");
+}
+
+struct ErrorCase {
+    const char* name;
+    const char* text;
+    const char* where;    // "LINE:COL"
+    const char* message;  // substring
+};
+
+class ConfigErrors : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(ConfigErrors, ReportsFileLineAndReason) {
+    const auto& c = GetParam();
+    auto errs = load_errors(c.text);
+    ASSERT_EQ(errs.size(), 1u) << (errs.empty() ? "no error" : errs.back());
+    EXPECT_TRUE(errs[0].starts_with(std::string("test.toml:") + c.where + ": ")) << errs[0];
+    EXPECT_NE(errs[0].find(c.message), std::string::npos) << errs[0];
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ConfigErrors,
+    ::testing::Values(
+        ErrorCase{"empty_listen", "[server]\nlisten = []\n", "2:10", "at least one listener"},
+        ErrorCase{"unknown_key_in_section", "[server]\n\n  bogus = 1\n", "3:3",
+                  "unknown key 'server.bogus'"},
+        ErrorCase{"unknown_section", "# c\n[nosuch]\nx = 1\n", "2:2", "unknown key 'nosuch'"},
+        ErrorCase{"unknown_top_level", "speed = 3\n", "1:1", "unknown key 'speed'"},
+        ErrorCase{"wrong_type_duration", "[server]\nreply_timeout = 15\n", "2:17",
+                  "expected a duration string"},
+        ErrorCase{"bad_duration", "[server]\nreply_timeout = \"15 seconds\"\n", "2:17",
+                  "is not a duration"},
+        ErrorCase{"duration_out_of_range", "[server]\nreply_timeout = \"2h\"\n", "2:17",
+                  "out of range 100ms..1h"},
+        ErrorCase{"integer_out_of_range", "[callout]\nport = 70000\n", "2:8",
+                  "out of range 1..65535"},
+        ErrorCase{"wrong_type_bool", "[policy]\ndry_run = \"yes\"\n", "2:11", "expected a boolean"},
+        ErrorCase{"bad_rate", "[limits]\ndomain_rate = \"ten per minute\"\n", "2:15",
+                  "is not a rate"},
+        ErrorCase{"bad_cidr", "[policy]\ntrusted_networks = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n",
+                  "2:20", "host bits"},
+        ErrorCase{"cidr_not_string", "[callout]\nallow_networks = [10]\n", "2:18",
+                  "must be strings"},
+        ErrorCase{"bad_listen", "[server]\nlisten = [\"tcp:1.2.3.4:5\"]\n", "2:10",
+                  "not a listen address"},
+        ErrorCase{"bad_action", "[actions]\ninvalid = \"550\"\n", "2:11", "needs text"},
+        ErrorCase{"bad_state", "[policy]\nprotocol_states = [\"RCPT\", \"rcpt\"]\n", "2:19",
+                  "protocol_state"},
+        ErrorCase{"bad_log_level", "[log]\nlevel = \"loud\"\n", "2:9", "not a log level"},
+        ErrorCase{"bad_dns_server", "[dns]\nservers = [\"1.2.3.4:99999\"]\n", "2:11", "IP:PORT"},
+        ErrorCase{"toml_syntax", "[server]\nreply_timeout = \"15s\n", "2:21", "Error while parsing"},
+        ErrorCase{"section_not_table", "server = 5\n", "1:1", "must be a table"},
+        ErrorCase{"relation", "[server]\nmax_request_bytes = 1000\nmax_line_bytes = 2000\n", "3:18",
+                  "must not exceed"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Config, CollectsSeveralErrors) {
+    auto errs = load_errors("[server]\nbogus = 1\n[callout]\nport = 0\n");
+    ASSERT_EQ(errs.size(), 2u);
+    EXPECT_TRUE(errs[0].starts_with("test.toml:2:1: ")) << errs[0];
+    EXPECT_TRUE(errs[1].starts_with("test.toml:4:8: ")) << errs[1];
+}
+
+TEST(Config, MissingFileIsAnError) {
+    auto r = load_config_file("/nonexistent/calloutd.toml");
+    ASSERT_TRUE(std::holds_alternative<std::vector<std::string>>(r));
+}
+
+// The shipped sample must show every key with exactly the schema's default, and document it.
+TEST(SampleConfig, MatchesSchemaAndDocumentsEveryKey) {
+    std::string path = test::source_dir() + "/etc/calloutd.toml";
+    toml::table sample = toml::parse_file(path);
+    for (const auto& def : config_schema()) {
+        const toml::node* node = sample.at_path(def.key).node();
+        ASSERT_NE(node, nullptr) << "etc/calloutd.toml lacks " << def.key;
+        std::string err;
+        auto v = parse_value(def, *node, &err);
+        ASSERT_TRUE(v) << err;
+        EXPECT_TRUE(*v == default_value(def))
+            << def.key << ": sample differs from schema default " << def.default_toml;
+    }
+    auto r = load_config_file(path);
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+
+    // Each key line has a comment line right above it.
+    std::ifstream in(path);
+    std::string line;
+    std::string prev;
+    std::regex key_line(R"(^([a-z_]+)\s*=)");
+    int keys = 0;
+    while (std::getline(in, line)) {
+        std::smatch m;
+        if (std::regex_search(line, m, key_line)) {
+            ++keys;
+            EXPECT_TRUE(prev.starts_with("#")) << "undocumented key: " << line;
+        }
+        prev = line;
+    }
+    EXPECT_EQ(keys, static_cast<int>(config_schema().size()));
+}
+
+}  // namespace
+}  // namespace calloutd

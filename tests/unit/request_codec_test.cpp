@@ -1,0 +1,181 @@
+// Policy protocol codec: table of streams, each fed at every split point and byte by byte.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "policy/request.hpp"
+
+namespace calloutd {
+namespace {
+
+// Runs a stream through a reader in the given chunks and renders what came out.
+std::vector<std::string> run(const std::vector<std::string_view>& chunks, bool eof,
+                             ReaderLimits limits) {
+    RequestReader reader(limits);
+    std::vector<std::string> out;
+    PolicyRequest req;
+    auto drain = [&](RequestReader::Status st) {
+        if (st == RequestReader::Status::request) {
+            out.push_back("state=" + req.protocol_state + " sender=" + req.sender +
+                          " client=" + req.client_address + " instance=" + req.instance);
+            return true;
+        }
+        if (st == RequestReader::Status::error) out.push_back("error: " + reader.error());
+        return false;
+    };
+    for (auto c : chunks) {
+        reader.append(c);
+        while (drain(reader.next(req))) {
+        }
+        if (!out.empty() && out.back().starts_with("error")) return out;
+    }
+    if (eof) drain(reader.finish(req));
+    return out;
+}
+
+std::vector<std::string> whole(std::string_view s, bool eof, ReaderLimits lim) {
+    return run({s}, eof, lim);
+}
+
+struct CodecCase {
+    const char* name;
+    std::string stream;
+    bool eof;
+    std::vector<std::string> expect;
+    ReaderLimits limits = {};
+};
+
+const std::string kReq =
+    "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
+    "client_address=192.0.2.1\nclient_name=mail.example.com\nhelo_name=mail.example.com\n"
+    "sender=alice@example.org\nrecipient=bob@example.net\nqueue_id=\ninstance=123.456.7\n"
+    "size=12345\nccert_subject=\n\n";
+const std::string kOut = "state=RCPT sender=alice@example.org client=192.0.2.1 instance=123.456.7";
+
+std::vector<CodecCase> cases() {
+    std::string crlf;
+    for (char c : kReq) {
+        if (c == '\n') crlf += '\r';
+        crlf += c;
+    }
+    return {
+        {"single", kReq, false, {kOut}},
+        {"pipelined_three", kReq + kReq + kReq, false, {kOut, kOut, kOut}},
+        {"crlf_line_ends", crlf, false, {kOut}},
+        {"incomplete_waits", kReq.substr(0, kReq.size() - 1), false, {}},
+        {"missing_terminator_at_eof_complete_lines", kReq.substr(0, kReq.size() - 1), true, {kOut}},
+        {"missing_terminator_at_eof_partial_line",
+         "request=smtpd_access_policy\nsender=a@b",
+         true,
+         {"error: connection closed in the middle of a line"}},
+        {"value_with_equals",
+         "request=smtpd_access_policy\nsender=a=b@example.org\n\n",
+         false,
+         {"state= sender=a=b@example.org client= instance="}},
+        {"empty_values",
+         "request=smtpd_access_policy\nprotocol_state=\nsender=\n\n",
+         false,
+         {"state= sender= client= instance="}},
+        {"unknown_attributes_ignored",
+         "request=smtpd_access_policy\nfoo=1\nfoo=2\nsender=x@y\n\n",
+         false,
+         {"state= sender=x@y client= instance="}},
+        {"duplicate_attribute",
+         "request=smtpd_access_policy\nsender=a@b\nsender=c@d\n\n",
+         false,
+         {"error: duplicate attribute 'sender'"}},
+        {"nul_byte",
+         std::string("request=smtpd_access_policy\nsender=a\0b@c\n\n", 42),
+         false,
+         {"error: binary or control byte in request"}},
+        {"binary_garbage",
+         "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+         false,
+         {"error: binary or control byte in request"}},
+        {"lone_cr_inside_value",
+         "request=smtpd_access_policy\nsender=a\rRCPT@b\n\n",
+         false,
+         {"error: binary or control byte in request"}},
+        {"line_without_equals",
+         "request=smtpd_access_policy\nGET / HTTP/1.0\n\n",
+         false,
+         {"error: attribute line without '='"}},
+        {"empty_name",
+         "request=smtpd_access_policy\n=x\n\n",
+         false,
+         {"error: attribute line with an empty name"}},
+        {"missing_request",
+         "sender=a@b\n\n",
+         false,
+         {"error: request without request=smtpd_access_policy"}},
+        {"wrong_request",
+         "request=junk\nsender=a@b\n\n",
+         false,
+         {"error: unsupported request type"}},
+        {"empty_request", "\n", false, {"error: request without request=smtpd_access_policy"}},
+        {"oversize_line",
+         "request=smtpd_access_policy\nsender=" + std::string(200, 'a') + "\n\n",
+         false,
+         {"error: line too long"},
+         {100, 1000}},
+        {"oversize_line_without_newline",
+         "sender=" + std::string(200, 'a'),
+         false,
+         {"error: line too long"},
+         {100, 1000}},
+        {"oversize_request",
+         "request=smtpd_access_policy\n" + std::string(20, 'x') + "=1\n" + std::string(20, 'y') +
+             "=1\n" + std::string(20, 'z') + "=1\n\n",
+         false,
+         {"error: request too large"},
+         {100, 60}},
+        {"good_then_bad", kReq + "garbage\n\n", false, {kOut, "error: attribute line without '='"}},
+    };
+}
+
+class Codec : public ::testing::TestWithParam<CodecCase> {};
+
+TEST_P(Codec, SameOutcomeAtEverySplit) {
+    const auto& c = GetParam();
+    auto expected = whole(c.stream, c.eof, c.limits);
+    EXPECT_EQ(expected, c.expect);
+    for (size_t cut = 0; cut <= c.stream.size(); ++cut) {
+        std::string_view s(c.stream);
+        EXPECT_EQ(run({s.substr(0, cut), s.substr(cut)}, c.eof, c.limits), expected)
+            << "split at " << cut;
+    }
+    std::vector<std::string_view> bytes;
+    for (size_t i = 0; i < c.stream.size(); ++i)
+        bytes.push_back(std::string_view(c.stream).substr(i, 1));
+    EXPECT_EQ(run(bytes, c.eof, c.limits), expected) << "byte by byte";
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, Codec, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Codec, ReaderStaysDeadAfterError) {
+    RequestReader r;
+    PolicyRequest req;
+    r.append("bad line\n\n");
+    EXPECT_EQ(r.next(req), RequestReader::Status::error);
+    r.append(kReq);
+    EXPECT_EQ(r.next(req), RequestReader::Status::error);
+}
+
+TEST(Codec, LongStreamOfRequestsKeepsMemoryBounded) {
+    RequestReader r;
+    PolicyRequest req;
+    for (int i = 0; i < 10000; ++i) {
+        r.append(kReq);
+        ASSERT_EQ(r.next(req), RequestReader::Status::request);
+        ASSERT_EQ(r.pending_bytes(), 0u);
+    }
+}
+
+TEST(Codec, EncodesReply) {
+    EXPECT_EQ(encode_reply("DUNNO"), "action=DUNNO\n\n");
+}
+
+}  // namespace
+}  // namespace calloutd
