@@ -1,0 +1,66 @@
+// The decision pipeline: skip rules, one verdict per message, verification, action.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "callout/verdict.hpp"
+#include "policy/request.hpp"
+#include "policy/settings.hpp"
+#include "storage/lru_map.hpp"
+
+namespace calloutd {
+
+// Where a verdict came from, as logged in the `source` field.
+enum class DecisionSource { skip, cache, probe, limit };
+std::string_view to_string(DecisionSource s);
+
+struct Decision {
+    Verdict verdict;
+    std::string action;  // what is sent to the MTA
+    DecisionSource source = DecisionSource::skip;
+    bool repeat = false;  // repeated from an earlier request of the same message (instance)
+};
+
+// Verifies senders that passed the skip rules. Implemented by the callout engine; a verdict
+// available at once is returned, otherwise `done` is called later (never from inside verify).
+class SenderVerifier {
+  public:
+    using Done = std::function<void(Verdict, DecisionSource)>;
+    struct Immediate {
+        Verdict verdict;
+        DecisionSource source;
+    };
+    virtual ~SenderVerifier() = default;
+    virtual std::optional<Immediate> verify(const PolicyRequest& req, Done done) = 0;
+};
+
+class Decider {
+  public:
+    using Clock = std::chrono::steady_clock;
+    using Done = std::function<void(Decision)>;
+
+    // `verifier` may be null: then every request that passes the skip rules is answered
+    // skipped/no-engine rather than pretending to verify.
+    Decider(PolicySettings settings, SenderVerifier* verifier);
+
+    // Decides at once when it can (returned), otherwise calls `done` later. `done` is never
+    // called from inside decide().
+    std::optional<Decision> decide(const PolicyRequest& req, Done done);
+    void update_settings(PolicySettings settings) { settings_ = std::move(settings); }
+    const PolicySettings& settings() const { return settings_; }
+
+  private:
+    Decision finish(const PolicyRequest& req, Verdict verdict, DecisionSource source);
+    static std::string memo_key(const PolicyRequest& req);
+
+    PolicySettings settings_;
+    SenderVerifier* verifier_;
+    // One verdict per message: Postfix asks once per recipient; later requests repeat it.
+    LruMap<std::string, Decision> by_instance_;
+};
+
+}  // namespace calloutd

@@ -1,0 +1,53 @@
+// Skip rules, evaluated in the order an admin expects to read them in the log.
+#include "policy/skip_rules.hpp"
+
+#include <algorithm>
+
+namespace calloutd {
+
+std::string sender_domain(std::string_view sender) {
+    auto at = sender.rfind('@');
+    if (at == std::string_view::npos) return {};
+    std::string domain(sender.substr(at + 1));
+    for (char& c : domain) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    if (!domain.empty() && domain.back() == '.') domain.pop_back();
+    return domain;
+}
+
+bool domain_matches(std::string_view domain, const std::vector<std::string>& domains) {
+    for (const auto& d : domains) {
+        if (domain == d) return true;
+        if (domain.size() > d.size() && domain.ends_with(d) &&
+            domain[domain.size() - d.size() - 1] == '.') {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool state_is_verified(const PolicyRequest& req, const PolicySettings& settings) {
+    const auto& states = settings.protocol_states;
+    return std::find(states.begin(), states.end(), req.protocol_state) != states.end();
+}
+
+std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings& settings) {
+    auto skip = [](const char* reason) { return Verdict{VerdictClass::skipped, reason}; };
+    if (!state_is_verified(req, settings)) return skip("protocol-state");
+    // Bounces must never be probed: there is no sender to verify.
+    if (req.sender.empty() || req.sender == "<>") return skip("null-sender");
+    if (!req.sasl_username.empty() || !req.sasl_method.empty()) {
+        return skip("sasl-authenticated");
+    }
+    if (!settings.trusted_networks.empty()) {
+        auto ip = IpAddress::parse(req.client_address);
+        if (ip && settings.trusted_networks.contains(*ip)) return skip("trusted-client");
+    }
+    std::string domain = sender_domain(req.sender);
+    if (domain_matches(domain, settings.own_domains)) return skip("own-domain");
+    if (domain_matches(domain, settings.skip_domains)) return skip("skip-domain");
+    return std::nullopt;
+}
+
+}  // namespace calloutd

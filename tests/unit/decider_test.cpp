@@ -1,0 +1,196 @@
+// Decision pipeline: skip rules table, one verdict per message, action mapping, dry run.
+#include <gtest/gtest.h>
+
+#include "daemon/config.hpp"
+#include "policy/decider.hpp"
+#include "policy/skip_rules.hpp"
+
+namespace calloutd {
+namespace {
+
+PolicySettings default_settings() {
+    auto r = load_config_text("", "t.toml");
+    return std::get<Config>(r).policy;
+}
+
+PolicyRequest rcpt(std::string sender, std::string client = "198.51.100.7") {
+    PolicyRequest r;
+    r.request = "smtpd_access_policy";
+    r.protocol_state = "RCPT";
+    r.sender = std::move(sender);
+    r.client_address = std::move(client);
+    return r;
+}
+
+struct SkipCase {
+    const char* name;
+    PolicyRequest req;
+    const char* reason;  // nullptr = must be verified
+};
+
+TEST(SkipRules, Table) {
+    PolicySettings s = default_settings();
+    s.trusted_networks = CidrSet({*Cidr::parse("192.0.2.0/24"), *Cidr::parse("2001:db8::/32")});
+    s.own_domains = {"example.com"};
+    s.skip_domains = {"gmail.com", "hotmail.com"};
+
+    auto with = [](PolicyRequest r, auto fn) {
+        fn(r);
+        return r;
+    };
+    const SkipCase cases[] = {
+        {"verified", rcpt("alice@example.org"), nullptr},
+        {"mail_state", with(rcpt("a@example.org"), [](auto& r) { r.protocol_state = "MAIL"; }),
+         "protocol-state"},
+        {"data_state", with(rcpt("a@example.org"), [](auto& r) { r.protocol_state = "DATA"; }),
+         "protocol-state"},
+        {"null_sender", rcpt(""), "null-sender"},
+        {"angle_null_sender", rcpt("<>"), "null-sender"},
+        {"sasl_user", with(rcpt("a@example.org"), [](auto& r) { r.sasl_username = "alice"; }),
+         "sasl-authenticated"},
+        {"sasl_method", with(rcpt("a@example.org"), [](auto& r) { r.sasl_method = "PLAIN"; }),
+         "sasl-authenticated"},
+        {"trusted_v4", rcpt("a@example.org", "192.0.2.99"), "trusted-client"},
+        {"trusted_v6", rcpt("a@example.org", "2001:db8::25"), "trusted-client"},
+        {"untrusted_v6", rcpt("a@example.org", "2001:db9::25"), nullptr},
+        {"unknown_client", rcpt("a@example.org", "unknown"), nullptr},
+        {"own_domain", rcpt("bob@Example.COM"), "own-domain"},
+        {"own_subdomain", rcpt("bob@lists.example.com"), "own-domain"},
+        {"own_lookalike", rcpt("bob@notexample.com"), nullptr},
+        {"skip_domain", rcpt("x@gmail.com"), "skip-domain"},
+        {"skip_subdomain", rcpt("x@eu.hotmail.com"), "skip-domain"},
+    };
+    for (const auto& c : cases) {
+        auto v = skip_rule(c.req, s);
+        if (c.reason == nullptr) {
+            EXPECT_FALSE(v) << c.name << " skipped as " << v->reason;
+        } else {
+            ASSERT_TRUE(v) << c.name;
+            EXPECT_EQ(v->cls, VerdictClass::skipped) << c.name;
+            EXPECT_EQ(v->reason, c.reason) << c.name;
+        }
+    }
+}
+
+TEST(Decider, WithoutEngineSaysSoAndDoesNotPretend) {
+    Decider d(default_settings(), nullptr);
+    auto dec = d.decide(rcpt("alice@example.org"), [](Decision) { FAIL(); });
+    ASSERT_TRUE(dec);
+    EXPECT_EQ(dec->verdict.cls, VerdictClass::skipped);
+    EXPECT_EQ(dec->verdict.reason, "no-engine");
+    EXPECT_EQ(dec->action, "DUNNO");
+    EXPECT_EQ(dec->source, DecisionSource::skip);
+}
+
+// A verifier that answers from a table, at once or later.
+class TableVerifier : public SenderVerifier {
+  public:
+    std::optional<Immediate> verify(const PolicyRequest& req, Done done) override {
+        ++calls;
+        if (later) {
+            pending.push_back(std::move(done));
+            return std::nullopt;
+        }
+        return Immediate{
+            {req.sender.starts_with("bad") ? VerdictClass::invalid : VerdictClass::valid, "table"},
+            DecisionSource::probe};
+    }
+    int calls = 0;
+    bool later = false;
+    std::vector<Done> pending;
+};
+
+TEST(Decider, MapsEveryClassToItsConfiguredAction) {
+    PolicySettings s = default_settings();
+    for (auto c : kAllVerdictClasses) {
+        s.actions[static_cast<size_t>(c)] = "WARN " + std::string(to_string(c));
+    }
+    TableVerifier v;
+    Decider d(s, &v);
+    EXPECT_EQ(d.decide(rcpt("bad@example.org"), {})->action, "WARN invalid");
+    EXPECT_EQ(d.decide(rcpt("good@example.org"), {})->action, "WARN valid");
+    EXPECT_EQ(d.decide(rcpt(""), {})->action, "WARN skipped");
+}
+
+TEST(Decider, DefaultActionsWithCodesCarryText) {
+    PolicySettings s = default_settings();
+    for (auto c : kAllVerdictClasses) {
+        const auto& a = s.actions[static_cast<size_t>(c)];
+        if (a != "DUNNO") {
+            EXPECT_NE(a.find(' '), std::string::npos) << to_string(c);
+        }
+    }
+    EXPECT_TRUE(s.actions[static_cast<size_t>(VerdictClass::invalid)].starts_with("REJECT 5.1.7"));
+    EXPECT_TRUE(
+        s.actions[static_cast<size_t>(VerdictClass::no_mail_domain)].starts_with("REJECT 5.1.8"));
+    EXPECT_TRUE(s.actions[static_cast<size_t>(VerdictClass::in_progress)].starts_with(
+        "DEFER_IF_PERMIT 4.1.7"));
+}
+
+TEST(Decider, DryRunAlwaysAnswersDunnoButKeepsTheVerdict) {
+    PolicySettings s = default_settings();
+    s.dry_run = true;
+    TableVerifier v;
+    Decider d(s, &v);
+    auto dec = d.decide(rcpt("bad@example.org"), {});
+    EXPECT_EQ(dec->verdict.cls, VerdictClass::invalid);
+    EXPECT_EQ(dec->action, "DUNNO");
+}
+
+TEST(Decider, OneVerdictPerMessage) {
+    TableVerifier v;
+    Decider d(default_settings(), &v);
+    auto r = rcpt("bad@example.org");
+    r.instance = "abc.123.1";
+    for (int i = 0; i < 5; ++i) {
+        r.recipient = "rcpt" + std::to_string(i) + "@example.net";
+        auto dec = d.decide(r, {});
+        ASSERT_TRUE(dec);
+        EXPECT_EQ(dec->verdict.cls, VerdictClass::invalid);
+        EXPECT_EQ(dec->repeat, i > 0);
+    }
+    EXPECT_EQ(v.calls, 1);
+    // Another message, or a new MAIL FROM in the same instance, is decided afresh.
+    r.instance = "abc.123.2";
+    d.decide(r, {});
+    r.sender = "good@example.org";
+    EXPECT_EQ(d.decide(r, {})->verdict.cls, VerdictClass::valid);
+    EXPECT_EQ(v.calls, 3);
+    // A DATA-state request of the same message is skipped by state, not repeated.
+    r.protocol_state = "DATA";
+    EXPECT_EQ(d.decide(r, {})->verdict.reason, "protocol-state");
+}
+
+TEST(Decider, AsyncVerdictIsDeliveredLaterAndMemoised) {
+    TableVerifier v;
+    v.later = true;
+    Decider d(default_settings(), &v);
+    auto r = rcpt("alice@example.org");
+    r.instance = "i1";
+    std::optional<Decision> got;
+    EXPECT_FALSE(d.decide(r, [&](Decision dec) { got = dec; }));
+    EXPECT_FALSE(got);  // never synchronous
+    ASSERT_EQ(v.pending.size(), 1u);
+    v.pending[0]({VerdictClass::valid, "rcpt-ok"}, DecisionSource::probe);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->verdict.cls, VerdictClass::valid);
+    EXPECT_EQ(got->source, DecisionSource::probe);
+    auto again = d.decide(r, {});
+    ASSERT_TRUE(again);
+    EXPECT_TRUE(again->repeat);
+}
+
+TEST(Decider, InProgressIsNotMemoised) {
+    TableVerifier v;
+    v.later = true;
+    Decider d(default_settings(), &v);
+    auto r = rcpt("alice@example.org");
+    r.instance = "i2";
+    d.decide(r, [](Decision) {});
+    v.pending[0]({VerdictClass::in_progress, "probe-running"}, DecisionSource::probe);
+    EXPECT_FALSE(d.decide(r, [](Decision) {}));
+    EXPECT_EQ(v.calls, 2);
+}
+
+}  // namespace
+}  // namespace calloutd
