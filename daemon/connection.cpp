@@ -1,0 +1,263 @@
+// Policy connection: pipelined requests answered in order, half-close honoured, limits enforced.
+#include "daemon/connection.hpp"
+
+#include <array>
+
+#include "daemon/log.hpp"
+#include "daemon/server.hpp"
+
+namespace calloutd {
+
+namespace {
+
+// Requests decoded but not yet answered, per connection; beyond this we stop reading until
+// replies drain, so a client that never reads cannot make us buffer without bound.
+constexpr size_t kMaxPendingRequests = 256;
+constexpr size_t kMaxWriteQueueBytes = 256 * 1024;
+
+struct WriteOp {
+    uv_write_t req;
+    std::string data;
+};
+
+// One read buffer for the whole loop: reads are consumed synchronously in on_read.
+std::array<char, 64 * 1024> g_read_buffer;
+
+}  // namespace
+
+Connection::Connection(Server& server, uint64_t id, bool is_unix)
+    : server_(server), id_(id), is_unix_(is_unix), reader_(server.reader_limits()) {
+    if (is_unix_) {
+        uv_pipe_init(server_.loop(), &handle_.pipe, 0);
+    } else {
+        uv_tcp_init(server_.loop(), &handle_.tcp);
+    }
+    uv_timer_init(server_.loop(), &idle_);
+    handle_.tcp.data = this;  // `data` is at the same offset in every handle type
+    idle_.data = this;
+    open_handles_ = 2;
+}
+
+void Connection::start() {
+    self_ = shared_from_this();
+    describe_peer();
+    if (!is_unix_) uv_tcp_nodelay(&handle_.tcp, 1);
+    uv_timer_start(&idle_, on_idle, static_cast<uint64_t>(server_.settings().idle_timeout.count()),
+                   0);
+    update_reading();
+}
+
+void Connection::describe_peer() {
+    if (is_unix_) {
+        peer_ = "unix#" + std::to_string(id_);
+        return;
+    }
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&handle_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+        peer_ = "unknown#" + std::to_string(id_);
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET6) {
+        const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+        uv_ip6_name(a, ip, sizeof ip);
+        port = ntohs(a->sin6_port);
+        peer_ = "[" + std::string(ip) + "]:" + std::to_string(port);
+    } else {
+        const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+        uv_ip4_name(a, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+        peer_ = std::string(ip) + ":" + std::to_string(port);
+    }
+}
+
+void Connection::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+    *buf = uv_buf_init(g_read_buffer.data(), g_read_buffer.size());
+}
+
+void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+    auto* self = static_cast<Connection*>(s->data);
+    if (nread > 0) {
+        self->handle_bytes(buf->base, static_cast<size_t>(nread));
+    } else if (nread == UV_EOF) {
+        self->handle_eof();
+    } else if (nread < 0) {
+        LogLine(LogLevel::info, "connection-error")
+            .field("peer", self->peer_)
+            .field("reason", uv_strerror(static_cast<int>(nread)));
+        self->close("read error");
+    }
+}
+
+void Connection::handle_bytes(const char* data, size_t len) {
+    uv_timer_again(&idle_);
+    reader_.append(std::string_view(data, len));
+    for (;;) {
+        auto st = reader_.next(scratch_);
+        if (st == RequestReader::Status::request) {
+            submit(scratch_);
+            continue;
+        }
+        if (st == RequestReader::Status::error) violation(reader_.error());
+        break;
+    }
+    flush();
+    update_reading();
+}
+
+void Connection::handle_eof() {
+    // A client that half-closes after its request (Exim ${readsocket}) still gets its reply.
+    auto st = reader_.finish(scratch_);
+    if (st == RequestReader::Status::request) submit(scratch_);
+    if (st == RequestReader::Status::error) {
+        violation(reader_.error());
+        return;
+    }
+    read_done_ = true;
+    update_reading();
+    flush();
+    maybe_finish();
+}
+
+void Connection::violation(const std::string& reason) {
+    // Postfix applies its own default action when the connection closes without a reply;
+    // earlier complete requests are still answered.
+    LogLine(LogLevel::warning, "protocol-violation").field("peer", peer_).field("reason", reason);
+    read_done_ = true;
+    update_reading();
+    flush();
+    maybe_finish();
+}
+
+void Connection::submit(const PolicyRequest& req) {
+    uint64_t seq = next_seq_++;
+    Slot& slot = slots_.emplace_back();
+    slot.seq = seq;
+    slot.start = Clock::now();
+    slot.queue_id = req.queue_id;
+    slot.sender = req.sender;
+    slot.client = req.client_address;
+    std::weak_ptr<Connection> weak = weak_from_this();
+    auto immediate = server_.decider().decide(req, [weak, seq](Decision d) {
+        auto self = weak.lock();
+        if (!self) return;  // the client went away; the verdict is still cached upstream
+        self->complete(seq, d);
+        self->flush();
+        self->maybe_finish();
+    });
+    // Immediate answers are flushed together once the bytes just read are all decoded.
+    if (immediate) complete(seq, *immediate);
+}
+
+void Connection::complete(uint64_t seq, const Decision& d) {
+    if (closing_ || slots_.empty() || seq < slots_.front().seq) return;
+    Slot& slot = slots_[seq - slots_.front().seq];
+    if (slot.ready) return;
+    slot.ready = true;
+    slot.reply = encode_reply(d.action);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - slot.start);
+    LogLine line(LogLevel::info, "decision");
+    line.field("queue_id", slot.queue_id)
+        .field("sender", slot.sender)
+        .field("client", slot.client)
+        .field("class", to_string(d.verdict.cls))
+        .field("reason", d.verdict.reason)
+        .field("action", d.action)
+        .field("source", to_string(d.source))
+        .field("ms", static_cast<long long>(ms.count()));
+    if (d.repeat) line.field("repeat", "yes");
+    line.emit();
+}
+
+void Connection::flush() {
+    if (closing_) return;
+    std::string out;
+    while (!slots_.empty() && slots_.front().ready) {
+        out += slots_.front().reply;
+        slots_.pop_front();
+    }
+    if (out.empty()) return;
+    auto op = std::make_unique<WriteOp>();
+    op->data = std::move(out);
+    uv_buf_t buf = uv_buf_init(op->data.data(), op->data.size());
+    op->req.data = this;
+    int rc = uv_write(&op->req, stream(), &buf, 1, on_write);
+    if (rc != 0) {
+        LogLine(LogLevel::info, "connection-error")
+            .field("peer", peer_)
+            .field("reason", uv_strerror(rc));
+        close("write error");
+        return;
+    }
+    op.release();  // owned by libuv until on_write
+    ++writes_in_flight_;
+    update_reading();
+}
+
+void Connection::on_write(uv_write_t* req, int status) {
+    std::unique_ptr<WriteOp> op(reinterpret_cast<WriteOp*>(req));
+    auto* self = static_cast<Connection*>(req->data);
+    --self->writes_in_flight_;
+    if (self->closing_) return;
+    if (status != 0) {
+        LogLine(LogLevel::info, "connection-error")
+            .field("peer", self->peer_)
+            .field("reason", uv_strerror(status));
+        self->close("write error");
+        return;
+    }
+    self->update_reading();
+    self->maybe_finish();
+}
+
+void Connection::update_reading() {
+    if (closing_) return;
+    bool want = !read_done_ && slots_.size() < kMaxPendingRequests &&
+                uv_stream_get_write_queue_size(stream()) < kMaxWriteQueueBytes;
+    if (want && !reading_) {
+        reading_ = uv_read_start(stream(), on_alloc, on_read) == 0;
+    } else if (!want && reading_) {
+        uv_read_stop(stream());
+        reading_ = false;
+    }
+}
+
+void Connection::maybe_finish() {
+    if (!closing_ && read_done_ && slots_.empty() && writes_in_flight_ == 0) close("done");
+}
+
+void Connection::drain() {
+    read_done_ = true;
+    update_reading();
+    maybe_finish();
+}
+
+void Connection::on_idle(uv_timer_t* t) {
+    auto* self = static_cast<Connection*>(t->data);
+    if (!self->slots_.empty() || self->writes_in_flight_ > 0) {
+        uv_timer_again(t);  // still working for this client
+        return;
+    }
+    LogLine(LogLevel::debug, "idle-timeout").field("peer", self->peer_);
+    self->close("idle");
+}
+
+void Connection::close(const char*) {
+    if (closing_) return;
+    closing_ = true;
+    reading_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&idle_), on_closed);
+}
+
+void Connection::on_closed(uv_handle_t* h) {
+    auto* self = static_cast<Connection*>(h->data);
+    if (--self->open_handles_ > 0) return;
+    // Last handle closed: drop the server's reference, then our own.
+    auto keep = std::move(self->self_);
+    self->server_.forget(self);
+}
+
+}  // namespace calloutd

@@ -1,0 +1,86 @@
+// One policy client connection: reads requests, answers them strictly in order.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "policy/decider.hpp"
+#include "policy/request.hpp"
+
+namespace calloutd {
+
+class Server;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+  public:
+    using Clock = std::chrono::steady_clock;
+
+    Connection(Server& server, uint64_t id, bool is_unix);
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
+    // Starts reading after uv_accept succeeded.
+    void start();
+    // Stops reading new requests; closes once everything received has been answered.
+    void drain();
+    // Closes at once; unanswered requests are dropped.
+    void close(const char* why);
+    const std::string& peer() const { return peer_; }
+
+  private:
+    // A request waiting for its turn to be answered; replies leave in arrival order.
+    struct Slot {
+        uint64_t seq = 0;
+        bool ready = false;
+        std::string reply;
+        Clock::time_point start;
+        std::string queue_id;
+        std::string sender;
+        std::string client;
+    };
+
+    static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+    static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+    static void on_write(uv_write_t* req, int status);
+    static void on_idle(uv_timer_t* t);
+    static void on_closed(uv_handle_t* h);
+
+    void handle_bytes(const char* data, size_t len);
+    void handle_eof();
+    void violation(const std::string& reason);
+    void submit(const PolicyRequest& req);
+    void complete(uint64_t seq, const Decision& decision);
+    void flush();
+    void update_reading();
+    void maybe_finish();
+    void describe_peer();
+
+    Server& server_;
+    uint64_t id_;
+    bool is_unix_;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } handle_;
+    uv_timer_t idle_;
+    int open_handles_ = 0;
+    bool reading_ = false;
+    bool read_done_ = false;  // EOF, violation or draining: no more requests will be read
+    bool closing_ = false;
+    size_t writes_in_flight_ = 0;
+    RequestReader reader_;
+    PolicyRequest scratch_;
+    std::deque<Slot> slots_;
+    uint64_t next_seq_ = 0;
+    std::string peer_;
+    // Keeps this object alive until both handles have closed.
+    std::shared_ptr<Connection> self_;
+};
+
+}  // namespace calloutd

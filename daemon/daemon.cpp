@@ -1,0 +1,165 @@
+// Daemon lifecycle: start listeners, drop privileges, serve, reload on HUP, drain on TERM.
+#include "daemon/daemon.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+
+#include "daemon/log.hpp"
+
+namespace calloutd {
+
+Daemon::Daemon(Config config) : config_(std::move(config)) {
+    uv_loop_init(&loop_);
+    decider_ = std::make_unique<Decider>(config_.policy, nullptr);
+    server_ = std::make_unique<Server>(&loop_, *decider_, config_.server);
+}
+
+Daemon::~Daemon() {
+    // Close whatever is still open so the loop can be closed cleanly.
+    uv_walk(
+        &loop_,
+        [](uv_handle_t* h, void*) {
+            if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    server_.reset();
+    decider_.reset();
+    uv_loop_close(&loop_);
+}
+
+int Daemon::run() {
+    Log::configure(config_.log);
+    Log::attach(&loop_);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    uv_signal_init(&loop_, &sigterm_);
+    uv_signal_init(&loop_, &sigint_);
+    uv_signal_init(&loop_, &sighup_);
+    uv_timer_init(&loop_, &shutdown_timer_);
+    for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) s->data = this;
+    uv_signal_start(&sigterm_, on_signal, SIGTERM);
+    uv_signal_start(&sigint_, on_signal, SIGINT);
+    uv_signal_start(&sighup_, on_signal, SIGHUP);
+
+    if (!server_->listen() || !drop_privileges()) {
+        finish_shutdown();
+        uv_run(&loop_, UV_RUN_DEFAULT);
+        Log::detach();
+        return 1;
+    }
+    LogLine(LogLevel::notice, "started")
+        .field("version", CALLOUTD_VERSION)
+        .field("config", config_.path)
+        .field("mode", config_.redis.url.empty() ? "memory" : "redis")
+        .field("dry_run", config_.policy.dry_run ? "yes" : "no");
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    LogLine(LogLevel::notice, "stopped");
+    Log::detach();
+    return 0;
+}
+
+bool Daemon::drop_privileges() {
+    const auto& user = config_.server.user;
+    const auto& group = config_.server.group;
+    if (user.empty() && group.empty()) return true;
+    auto fail = [](const std::string& why) {
+        LogLine(LogLevel::error, "privilege-drop-failed").field("reason", why);
+        return false;
+    };
+    gid_t gid = getgid();
+    uid_t uid = getuid();
+    if (!user.empty()) {
+        const passwd* pw = getpwnam(user.c_str());
+        if (pw == nullptr) return fail("unknown server.user '" + user + "'");
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    if (!group.empty()) {
+        const struct group* gr = getgrnam(group.c_str());
+        if (gr == nullptr) return fail("unknown server.group '" + group + "'");
+        gid = gr->gr_gid;
+    }
+    // Order matters: supplementary groups and gid while still root, uid last.
+    if (getuid() == 0) {
+        if (!user.empty() && initgroups(user.c_str(), gid) != 0) return fail("initgroups failed");
+        if (user.empty() && setgroups(0, nullptr) != 0) return fail("setgroups failed");
+    }
+    if (setgid(gid) != 0) return fail("setgid failed");
+    if (setuid(uid) != 0) return fail("setuid failed");
+    if (uid != 0 && setuid(0) == 0) return fail("could regain root after dropping privileges");
+    LogLine(LogLevel::notice, "privileges-dropped")
+        .field("uid", static_cast<long long>(uid))
+        .field("gid", static_cast<long long>(gid));
+    return true;
+}
+
+void Daemon::on_signal(uv_signal_t* handle, int signum) {
+    auto* self = static_cast<Daemon*>(handle->data);
+    if (signum == SIGHUP) {
+        self->reload();
+    } else {
+        self->begin_shutdown(signum);
+    }
+}
+
+void Daemon::reload() {
+    auto result = load_config_file(config_.path);
+    if (auto* errors = std::get_if<std::vector<std::string>>(&result)) {
+        for (const auto& e : *errors) {
+            LogLine(LogLevel::error, "reload-failed").field("error", e);
+        }
+        LogLine(LogLevel::error, "reload-failed")
+            .field("reason", "configuration has errors; the previous one stays in force");
+        return;
+    }
+    Config next = std::get<Config>(std::move(result));
+    Log::configure(next.log);
+    decider_->update_settings(next.policy);
+    server_->update_settings(next.server);
+    config_ = std::move(next);
+    LogLine(LogLevel::notice, "reloaded").field("config", config_.path);
+}
+
+void Daemon::begin_shutdown(int signum) {
+    if (shutting_down_) {
+        // A second signal: stop waiting for in-flight requests.
+        LogLine(LogLevel::warning, "shutdown").field("reason", "second signal, closing now");
+        server_->close_all();
+        finish_shutdown();
+        return;
+    }
+    shutting_down_ = true;
+    LogLine(LogLevel::notice, "shutdown")
+        .field("signal", signum == SIGTERM ? "TERM" : "INT")
+        .field("connections", static_cast<long long>(server_->connection_count()));
+    shutdown_timer_.data = this;
+    uv_timer_start(
+        &shutdown_timer_,
+        [](uv_timer_t* t) {
+            auto* self = static_cast<Daemon*>(t->data);
+            LogLine(LogLevel::warning, "shutdown")
+                .field("reason", "server.shutdown_timeout reached, closing remaining connections")
+                .field("connections", static_cast<long long>(self->server_->connection_count()));
+            self->server_->close_all();
+            self->finish_shutdown();
+        },
+        static_cast<uint64_t>(config_.server.shutdown_timeout.count()), 0);
+    server_->drain([this] { finish_shutdown(); });
+}
+
+void Daemon::finish_shutdown() {
+    if (finished_) return;
+    finished_ = true;
+    for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
+        uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
+    server_->close_all();
+}
+
+}  // namespace calloutd

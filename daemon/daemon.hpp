@@ -1,0 +1,43 @@
+// The running daemon: event loop, policy server, signals (TERM/INT drain, HUP reload).
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+
+#include "daemon/config.hpp"
+#include "daemon/server.hpp"
+#include "policy/decider.hpp"
+
+namespace calloutd {
+
+class Daemon {
+  public:
+    explicit Daemon(Config config);
+    ~Daemon();
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    // Runs until SIGTERM/SIGINT; returns the process exit code.
+    int run();
+
+  private:
+    static void on_signal(uv_signal_t* handle, int signum);
+    void reload();
+    void begin_shutdown(int signum);
+    void finish_shutdown();
+    bool drop_privileges();
+
+    uv_loop_t loop_;
+    Config config_;
+    std::unique_ptr<Decider> decider_;
+    std::unique_ptr<Server> server_;
+    uv_signal_t sigterm_;
+    uv_signal_t sigint_;
+    uv_signal_t sighup_;
+    uv_timer_t shutdown_timer_;
+    bool shutting_down_ = false;
+    bool finished_ = false;
+};
+
+}  // namespace calloutd

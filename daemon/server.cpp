@@ -1,0 +1,206 @@
+// Listeners (TCP v4/v6 and unix sockets) and connection bookkeeping for the policy server.
+#include "daemon/server.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "daemon/connection.hpp"
+#include "daemon/log.hpp"
+
+namespace calloutd {
+
+namespace {
+
+constexpr int kBacklog = 511;
+
+void log_bind_error(const ListenAddress& a, const std::string& why) {
+    LogLine(LogLevel::error, "listen-failed").field("listen", a.text).field("reason", why);
+}
+
+// True when something accepts connections on the unix socket at `path`.
+bool socket_is_live(const std::string& path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
+    bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0;
+    ::close(fd);
+    return live;
+}
+
+}  // namespace
+
+Server::Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings)
+    : loop_(loop), decider_(decider), settings_(settings) {}
+
+Server::~Server() = default;
+
+ReaderLimits Server::reader_limits() const {
+    return ReaderLimits{static_cast<size_t>(settings_.max_line_bytes),
+                        static_cast<size_t>(settings_.max_request_bytes)};
+}
+
+bool Server::listen() {
+    for (const auto& addr : settings_.listen) {
+        auto l = std::make_unique<Listener>();
+        l->server = this;
+        l->address = addr;
+        l->is_unix = addr.kind == ListenAddress::Kind::unix_socket;
+        bool ok = l->is_unix ? bind_unix(*l) : bind_inet(*l);
+        listeners_.push_back(std::move(l));
+        if (!ok) {
+            close_listeners();
+            return false;
+        }
+    }
+    return true;
+}
+
+bool Server::bind_inet(Listener& l) {
+    uv_tcp_init(loop_, &l.handle.tcp);
+    l.handle.tcp.data = &l;
+    l.open = true;
+    sockaddr_storage ss{};
+    bool v6 = l.address.host.find(':') != std::string::npos;
+    int rc = v6 ? uv_ip6_addr(l.address.host.c_str(), l.address.port,
+                              reinterpret_cast<sockaddr_in6*>(&ss))
+                : uv_ip4_addr(l.address.host.c_str(), l.address.port,
+                              reinterpret_cast<sockaddr_in*>(&ss));
+    if (rc == 0) {
+        rc = uv_tcp_bind(&l.handle.tcp, reinterpret_cast<sockaddr*>(&ss), v6 ? UV_TCP_IPV6ONLY : 0);
+    }
+    if (rc == 0)
+        rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l.handle.tcp), kBacklog, on_connection);
+    if (rc != 0) {
+        log_bind_error(l.address, uv_strerror(rc));
+        return false;
+    }
+    // Port 0 asks the kernel for a free port; report the real one.
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    uv_tcp_getsockname(&l.handle.tcp, reinterpret_cast<sockaddr*>(&bound), &len);
+    int port =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    std::string text = v6 ? "inet:[" + l.address.host + "]:" + std::to_string(port)
+                          : "inet:" + l.address.host + ":" + std::to_string(port);
+    bound_.push_back(text);
+    LogLine(LogLevel::notice, "listening").field("listen", text);
+    return true;
+}
+
+bool Server::bind_unix(Listener& l) {
+    const std::string& path = l.address.path;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            log_bind_error(l.address, "path exists and is not a socket");
+            return false;
+        }
+        if (socket_is_live(path)) {
+            log_bind_error(l.address, "another process is listening on this socket");
+            return false;
+        }
+        // A socket file left behind by a previous run that did not exit cleanly.
+        ::unlink(path.c_str());
+    }
+    uv_pipe_init(loop_, &l.handle.pipe, 0);
+    l.handle.pipe.data = &l;
+    l.open = true;
+    int rc = uv_pipe_bind(&l.handle.pipe, path.c_str());
+    if (rc == 0 && ::chmod(path.c_str(), static_cast<mode_t>(settings_.socket_mode)) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0)
+        rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l.handle.pipe), kBacklog, on_connection);
+    if (rc != 0) {
+        log_bind_error(l.address, uv_strerror(rc));
+        return false;
+    }
+    bound_.push_back("unix:" + path);
+    LogLine(LogLevel::notice, "listening").field("listen", "unix:" + path);
+    return true;
+}
+
+void Server::on_connection(uv_stream_t* stream, int status) {
+    auto* l = static_cast<Listener*>(stream->data);
+    Server* self = l->server;
+    if (status != 0) {
+        LogLine(LogLevel::warning, "accept-failed").field("reason", uv_strerror(status));
+        return;
+    }
+    auto conn = std::make_shared<Connection>(*self, self->next_connection_id_++, l->is_unix);
+    self->connections_.emplace(conn.get(), conn);
+    if (uv_accept(stream, conn->stream()) != 0) {
+        conn->close("accept failed");
+        return;
+    }
+    conn->start();
+    if (self->draining_) {
+        conn->drain();
+    } else if (self->connections_.size() > static_cast<size_t>(self->settings_.max_connections)) {
+        LogLine(LogLevel::warning, "connection-refused")
+            .field("peer", conn->peer())
+            .field("reason", "server.max_connections reached");
+        conn->close("too many connections");
+    }
+}
+
+void Server::forget(Connection* c) {
+    connections_.erase(c);
+    check_drained();
+}
+
+void Server::update_settings(const ServerSettings& settings) {
+    if (settings.listen != settings_.listen || settings.socket_mode != settings_.socket_mode) {
+        LogLine(LogLevel::warning, "reload")
+            .field("reason", "server.listen and server.socket_mode changes need a restart");
+    }
+    auto listen = settings_.listen;
+    settings_ = settings;
+    settings_.listen = std::move(listen);
+}
+
+void Server::close_listeners() {
+    for (auto& l : listeners_) {
+        if (!l->open) continue;
+        l->open = false;
+        uv_close(l->as_handle(), nullptr);
+        if (l->is_unix) ::unlink(l->address.path.c_str());
+    }
+}
+
+void Server::drain(std::function<void()> drained) {
+    draining_ = true;
+    drained_ = std::move(drained);
+    close_listeners();
+    // Copy: drain() may close a connection, which erases it from the map.
+    std::vector<std::shared_ptr<Connection>> conns;
+    conns.reserve(connections_.size());
+    for (auto& [ptr, conn] : connections_) conns.push_back(conn);
+    for (auto& c : conns) c->drain();
+    check_drained();
+}
+
+void Server::close_all() {
+    close_listeners();
+    std::vector<std::shared_ptr<Connection>> conns;
+    for (auto& [ptr, conn] : connections_) conns.push_back(conn);
+    for (auto& c : conns) c->close("shutdown");
+}
+
+void Server::check_drained() {
+    if (draining_ && connections_.empty() && drained_) {
+        auto cb = std::move(drained_);
+        drained_ = nullptr;
+        cb();
+    }
+}
+
+}  // namespace calloutd

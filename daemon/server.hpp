@@ -1,0 +1,78 @@
+// The policy server: listeners from server.listen and the set of live connections.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "daemon/config.hpp"
+#include "policy/decider.hpp"
+#include "policy/request.hpp"
+
+namespace calloutd {
+
+class Connection;
+
+class Server {
+  public:
+    Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // Binds every listener; on failure logs why and returns false (nothing keeps listening).
+    bool listen();
+    // New limits for new requests and connections (SIGHUP). Listeners are not rebound.
+    void update_settings(const ServerSettings& settings);
+    // Stops accepting and lets connections answer what they hold; `drained` runs once the
+    // last connection is gone.
+    void drain(std::function<void()> drained);
+    // Closes every connection and listener now.
+    void close_all();
+
+    // What the listeners are bound to (ports resolved), e.g. "inet:127.0.0.1:10023".
+    const std::vector<std::string>& bound() const { return bound_; }
+    size_t connection_count() const { return connections_.size(); }
+
+    // For Connection.
+    uv_loop_t* loop() const { return loop_; }
+    Decider& decider() { return decider_; }
+    const ServerSettings& settings() const { return settings_; }
+    ReaderLimits reader_limits() const;
+    void forget(Connection* c);
+
+  private:
+    struct Listener {
+        Server* server = nullptr;
+        bool is_unix = false;
+        bool open = false;
+        ListenAddress address;
+        union {
+            uv_tcp_t tcp;
+            uv_pipe_t pipe;
+        } handle;
+        uv_handle_t* as_handle() { return reinterpret_cast<uv_handle_t*>(&handle); }
+    };
+
+    bool bind_inet(Listener& l);
+    bool bind_unix(Listener& l);
+    static void on_connection(uv_stream_t* listener, int status);
+    void close_listeners();
+    void check_drained();
+
+    uv_loop_t* loop_;
+    Decider& decider_;
+    ServerSettings settings_;
+    std::vector<std::unique_ptr<Listener>> listeners_;
+    std::vector<std::string> bound_;
+    std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
+    uint64_t next_connection_id_ = 1;
+    bool draining_ = false;
+    std::function<void()> drained_;
+};
+
+}  // namespace calloutd

@@ -1,0 +1,276 @@
+// The real calloutd binary over TCP and unix sockets: pipelining, concurrency, half-close,
+// protocol violations, limits, SIGHUP reload and SIGTERM drain.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "support/daemon_process.hpp"
+#include "support/paths.hpp"
+#include "support/policy_client.hpp"
+
+namespace calloutd::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string config(const std::string& extra_server = "", const std::string& rest = "") {
+    return "[server]\nlisten = [\"inet:127.0.0.1:0\", \"unix:@DIR@/policy.sock\"]\n"
+           "reply_timeout = \"2s\"\n" +
+           extra_server + "\n[log]\nlevel = \"debug\"\n" + rest;
+}
+
+class PolicyServer : public ::testing::Test {
+  protected:
+    void start(const std::string& cfg) {
+        daemon_ = std::make_unique<DaemonProcess>("server", cfg);
+        ASSERT_TRUE(daemon_->started()) << daemon_->log();
+        port_ = daemon_->tcp_port();
+        ASSERT_NE(port_, 0) << daemon_->log();
+    }
+    PolicyClient tcp() { return PolicyClient::inet("127.0.0.1", port_); }
+    PolicyClient unix_client() {
+        return PolicyClient::unix_socket(daemon_->dir() + "/policy.sock");
+    }
+
+    std::unique_ptr<DaemonProcess> daemon_;
+    uint16_t port_ = 0;
+};
+
+TEST_F(PolicyServer, AnswersOverTcpAndUnixAndKeepsConnectionOpen) {
+    start(config());
+    for (bool use_unix : {false, true}) {
+        PolicyClient c = use_unix ? unix_client() : tcp();
+        ASSERT_TRUE(c.connected());
+        for (int i = 0; i < 3; ++i) {
+            ASSERT_TRUE(c.send(policy_request("alice@example.org")));
+            EXPECT_EQ(c.read_action(), "DUNNO");
+        }
+    }
+    EXPECT_NE(daemon_->log().find("class=skipped reason=no-engine action=DUNNO source=skip"),
+              std::string::npos)
+        << daemon_->log();
+}
+
+TEST_F(PolicyServer, UnixSocketModeAndStaleSocketReplaced) {
+    std::string dir = "/tmp/calloutd-stale-" + std::to_string(getpid());
+    ::mkdir(dir.c_str(), 0700);
+    std::string path = dir + "/policy.sock";
+    // Leave a dead socket file behind, as a crashed daemon would.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+    ::close(fd);
+    start("[server]\nlisten = [\"inet:127.0.0.1:0\", \"unix:" + path +
+          "\"]\nsocket_mode = \"0620\"\n");
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0620u);
+    PolicyClient c = PolicyClient::unix_socket(path);
+    ASSERT_TRUE(c.send(policy_request("a@example.org")));
+    EXPECT_EQ(c.read_action(), "DUNNO");
+    daemon_->signal(SIGTERM);
+    EXPECT_EQ(daemon_->wait_exit(5s), 0);
+    ::unlink(path.c_str());
+    ::rmdir(dir.c_str());
+}
+
+TEST_F(PolicyServer, RefusesToStartOnALiveSocketOrBadConfig) {
+    start(config());
+    DaemonProcess second("second",
+                         "[server]\nlisten = [\"unix:" + daemon_->dir() + "/policy.sock\"]\n");
+    EXPECT_FALSE(second.started());
+    EXPECT_NE(second.wait_exit(5s), 0);
+    EXPECT_NE(second.log().find("another process is listening"), std::string::npos) << second.log();
+
+    DaemonProcess bad("bad", "[server]\nlisten = [\"inet:127.0.0.1:0\"]\nbogus = 1\n");
+    EXPECT_FALSE(bad.started());
+    EXPECT_EQ(bad.wait_exit(5s), 1);
+    EXPECT_NE(bad.log().find("calloutd.toml:3:1: unknown key 'server.bogus'"), std::string::npos)
+        << bad.log();
+}
+
+TEST_F(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
+    // Requests alternate between three answers so order is visible.
+    start(config("",
+                 "[policy]\nprotocol_states = [\"RCPT\"]\n[actions]\n"
+                 "skipped = \"WARN skipped\"\n"));
+    PolicyClient c = tcp();
+    std::string batch;
+    std::vector<std::string> want;
+    for (int i = 0; i < 100; ++i) {
+        std::string req =
+            policy_request(i % 3 == 0 ? "" : "user" + std::to_string(i) + "@example.org");
+        if (i % 3 == 2) {
+            // Not a request the daemon verifies at all: answered from the protocol_state rule.
+            req.replace(req.find("RCPT"), 4, "DATA");
+        }
+        batch += req;
+        want.push_back("WARN skipped");
+    }
+    ASSERT_TRUE(c.send(batch));
+    for (int i = 0; i < 100; ++i) ASSERT_EQ(c.read_action(), want[static_cast<size_t>(i)]) << i;
+    // The log shows the three kinds in request order.
+    std::string log = daemon_->log();
+    size_t pos = 0;
+    for (int i = 0; i < 6; ++i) {
+        const char* reason = i % 3 == 0   ? "reason=null-sender"
+                             : i % 3 == 1 ? "reason=no-engine"
+                                          : "reason=protocol-state";
+        pos = log.find(reason, pos);
+        ASSERT_NE(pos, std::string::npos) << i << log;
+    }
+}
+
+TEST_F(PolicyServer, FiveHundredConcurrentConnectionsAllAnswered) {
+    start(config());
+    std::vector<PolicyClient> clients;
+    for (int i = 0; i < 500; ++i) {
+        clients.push_back(i % 2 == 0 ? tcp() : unix_client());
+        ASSERT_TRUE(clients.back().connected()) << i;
+    }
+    for (auto& c : clients) ASSERT_TRUE(c.send(policy_request("bob@example.org")));
+    int answered = 0;
+    for (auto& c : clients) answered += c.read_action() == "DUNNO";
+    EXPECT_EQ(answered, 500);
+}
+
+TEST_F(PolicyServer, HalfClosedClientGetsItsReply) {
+    start(config());
+    PolicyClient c = tcp();
+    ASSERT_TRUE(c.send(policy_request("alice@example.org")));
+    c.shutdown_write();
+    EXPECT_EQ(c.read_action(), "DUNNO");
+    EXPECT_TRUE(c.wait_closed());
+    // Exim's readsocket string may also lack the final empty line.
+    PolicyClient u = unix_client();
+    std::string req = policy_request("alice@example.org");
+    ASSERT_TRUE(u.send(req.substr(0, req.size() - 1)));
+    u.shutdown_write();
+    EXPECT_EQ(u.read_action(), "DUNNO");
+    EXPECT_TRUE(u.wait_closed());
+}
+
+TEST_F(PolicyServer, ViolationsCloseOnlyTheirConnection) {
+    start(config("max_request_bytes = 1024\nmax_line_bytes = 512\n"));
+    PolicyClient good = tcp();
+    ASSERT_TRUE(good.send(policy_request("a@example.org")));
+    ASSERT_EQ(good.read_action(), "DUNNO");
+
+    struct Bad {
+        const char* name;
+        std::string bytes;
+        const char* logged;
+    };
+    const Bad bads[] = {
+        {"oversize line", "request=smtpd_access_policy\nsender=" + std::string(600, 'a'),
+         "line too long"},
+        {"oversize request",
+         "request=smtpd_access_policy\n" + std::string(30, 'x') + "=" + std::string(400, 'y') +
+             "\n" + std::string(30, 'z') + "=" + std::string(400, 'y') + "\n" +
+             std::string(30, 'w') + "=" + std::string(400, 'y') + "\n",
+         "request too large"},
+        {"binary", std::string("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11),
+         "binary or control byte"},
+        {"http", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "attribute line without"},
+        {"not a policy request", "request=junk\n\n", "unsupported request type"},
+    };
+    for (const auto& b : bads) {
+        PolicyClient bad = tcp();
+        ASSERT_TRUE(bad.send(b.bytes));
+        EXPECT_TRUE(bad.wait_closed()) << b.name;
+        EXPECT_TRUE(daemon_->wait_for_log(b.logged, 2s)) << b.name;
+        // The parallel good connection is still served.
+        ASSERT_TRUE(good.send(policy_request("a@example.org")));
+        EXPECT_EQ(good.read_action(), "DUNNO") << b.name;
+    }
+    std::string log = daemon_->log();
+    EXPECT_NE(log.find("protocol-violation peer=127.0.0.1:"), std::string::npos) << log;
+}
+
+TEST_F(PolicyServer, GoodRequestsBeforeAViolationAreStillAnswered) {
+    start(config());
+    PolicyClient c = tcp();
+    ASSERT_TRUE(
+        c.send(policy_request("a@example.org") + policy_request("b@example.org") + "garbage\n\n"));
+    EXPECT_EQ(c.read_action(), "DUNNO");
+    EXPECT_EQ(c.read_action(), "DUNNO");
+    EXPECT_TRUE(c.wait_closed());
+}
+
+TEST_F(PolicyServer, MaxConnectionsAndIdleTimeout) {
+    start(config("max_connections = 3\nidle_timeout = \"1s\"\n"));
+    std::vector<PolicyClient> held;
+    for (int i = 0; i < 3; ++i) {
+        held.push_back(tcp());
+        ASSERT_TRUE(held.back().send(policy_request("a@example.org")));
+        ASSERT_EQ(held.back().read_action(), "DUNNO");
+    }
+    PolicyClient extra = tcp();
+    EXPECT_TRUE(extra.wait_closed(2s));
+    EXPECT_TRUE(daemon_->wait_for_log("server.max_connections reached", 2s));
+    // Idle connections are closed after idle_timeout; then there is room again.
+    for (auto& h : held) EXPECT_TRUE(h.wait_closed(3s));
+    PolicyClient again = tcp();
+    ASSERT_TRUE(again.send(policy_request("a@example.org")));
+    EXPECT_EQ(again.read_action(), "DUNNO");
+}
+
+TEST_F(PolicyServer, SighupReloadsAndKeepsOldConfigWhenBroken) {
+    start(config("", "[actions]\nskipped = \"WARN first\"\n"));
+    PolicyClient c = tcp();
+    ASSERT_TRUE(c.send(policy_request("a@example.org")));
+    EXPECT_EQ(c.read_action(), "WARN first");
+
+    daemon_->write_config(config("", "[actions]\nskipped = \"WARN second\"\nbogus = 1\n"));
+    daemon_->signal(SIGHUP);
+    ASSERT_TRUE(daemon_->wait_for_log("reload-failed", 5s)) << daemon_->log();
+    EXPECT_NE(daemon_->log().find("unknown key 'actions.bogus'"), std::string::npos);
+    ASSERT_TRUE(c.send(policy_request("a@example.org")));
+    EXPECT_EQ(c.read_action(), "WARN first");
+
+    daemon_->write_config(config("", "[actions]\nskipped = \"WARN third\"\n"));
+    daemon_->signal(SIGHUP);
+    ASSERT_TRUE(daemon_->wait_for_log("reloaded", 5s)) << daemon_->log();
+    ASSERT_TRUE(c.send(policy_request("a@example.org")));
+    EXPECT_EQ(c.read_action(), "WARN third");
+}
+
+TEST_F(PolicyServer, SigtermDrainsAndExits) {
+    start(config("shutdown_timeout = \"3s\"\n"));
+    PolicyClient idle = tcp();
+    PolicyClient busy = tcp();
+    ASSERT_TRUE(idle.send(policy_request("a@example.org")));
+    ASSERT_EQ(idle.read_action(), "DUNNO");
+    // A request already sent when the signal arrives is still answered.
+    ASSERT_TRUE(busy.send(policy_request("b@example.org")));
+    daemon_->signal(SIGTERM);
+    EXPECT_EQ(busy.read_action(), "DUNNO");
+    EXPECT_TRUE(idle.wait_closed(3s));
+    EXPECT_EQ(daemon_->wait_exit(5s), 0) << daemon_->log();
+    EXPECT_FALSE(tcp().connected());
+    EXPECT_NE(daemon_->log().find("shutdown signal=TERM"), std::string::npos);
+}
+
+TEST(Cli, CheckConfigAndVersion) {
+    std::string bin = daemon_binary();
+    std::string sample = source_dir() + "/etc/calloutd.toml";
+    EXPECT_EQ(std::system((bin + " check-config -c " + sample + " >/dev/null").c_str()), 0);
+    EXPECT_EQ(std::system((bin + " version >/dev/null").c_str()), 0);
+    EXPECT_NE(std::system((bin + " check-config -c /nonexistent.toml 2>/dev/null").c_str()), 0);
+    EXPECT_NE(std::system((bin + " 2>/dev/null >/dev/null").c_str()), 0);
+    for (const char* sub : {"run", "check-config", "version"}) {
+        EXPECT_EQ(std::system((bin + " " + sub + " --help >/dev/null").c_str()), 0) << sub;
+    }
+}
+
+}  // namespace
+}  // namespace calloutd::test
