@@ -1,0 +1,47 @@
+// Sender address syntax (RFC 5321 Mailbox, RFC 6531 UTF-8 local parts) and the random local
+// part used by the accept-all check: nothing reaches "RCPT TO:<...>" that is unsafe to write.
+#pragma once
+
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+namespace calloutd {
+
+struct SenderAddress {
+    std::string local;   // wire form as written: dot-atom, or quoted string with its escapes
+    std::string domain;  // A-label form, lower case, no trailing dot
+    // local@domain, exactly what goes between the angle brackets of RCPT TO.
+    std::string address() const;
+};
+
+// Either an address or why it was refused: "bad-address: <why>" or "address-literal".
+struct AddressParse {
+    std::optional<SenderAddress> address;
+    std::string refusal;
+    explicit operator bool() const { return address.has_value(); }
+};
+
+inline constexpr size_t kMaxLocalPartOctets = 64;  // RFC 5321 4.5.3.1.1
+inline constexpr size_t kMaxDomainOctets = 253;    // 255 on the wire: length octets + root
+inline constexpr size_t kMaxAddressOctets = 254;   // RFC 5321 path 256 minus the brackets
+inline constexpr size_t kMaxLabelOctets = 63;
+
+// Parses a sender as Postfix/Exim hand it over (no angle brackets). Never throws.
+AddressParse parse_sender(std::string_view text);
+
+inline constexpr std::string_view kRandomLocalPrefix = "calloutd-check-";
+inline constexpr size_t kRandomLocalLength = 12;
+
+// "calloutd-check-" + 12 characters of [a-z0-9]; deterministic for a given engine state.
+template <class RNG>
+std::string random_local_part(RNG& rng) {
+    static constexpr std::string_view kAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+    std::uniform_int_distribution<size_t> pick(0, kAlphabet.size() - 1);
+    std::string out(kRandomLocalPrefix);
+    for (size_t i = 0; i < kRandomLocalLength; ++i) out += kAlphabet[pick(rng)];
+    return out;
+}
+
+}  // namespace calloutd

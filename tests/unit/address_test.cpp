@@ -1,0 +1,170 @@
+// Sender address syntax: RFC 5321 forms, IDN domains, limits and SMTP injection attempts.
+#include "callout/address.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+#include <string>
+
+namespace calloutd {
+namespace {
+
+struct Case {
+    std::string input;
+    std::string expected;  // normalised address, or the refusal text (prefix match)
+    bool ok;
+};
+
+TEST(Address, Table) {
+    const std::string l64(64, 'a');
+    const std::string l65(65, 'a');
+    const std::string l300(300, 'a');
+    const std::string label63(63, 'b');
+    const std::string label64(64, 'b');
+    // 64 + 1 + 189 = 254 octets, and a 255-octet address.
+    const std::string d189 = label63 + "." + label63 + "." + std::string(53, 'c') + ".example";
+    const std::string d190 = label63 + "." + label63 + "." + std::string(54, 'c') + ".example";
+    const Case cases[] = {
+        // accepted
+        {"user@example.org", "user@example.org", true},
+        {"user@EXAMPLE.org", "user@example.org", true},
+        {"User.Name+tag@Example.ORG", "User.Name+tag@example.org", true},
+        {"o'brien@example.org", "o'brien@example.org", true},
+        {"!#$%&'*+-/=?^_`{|}~@example.org", "!#$%&'*+-/=?^_`{|}~@example.org", true},
+        {"\"john smith\"@example.org", "\"john smith\"@example.org", true},
+        {"\"a\\\"b\\\\c\"@example.org", "\"a\\\"b\\\\c\"@example.org", true},
+        {"\"a@b\"@example.org", "\"a@b\"@example.org", true},
+        {"\"a>b\"@example.org", "\"a>b\"@example.org", true},  // legal qtextSMTP, no line break
+        {"user@bücher.example", "user@xn--bcher-kva.example", true},
+        {"user@BÜCHER.example", "user@xn--bcher-kva.example", true},
+        {"user@xn--bcher-kva.example", "user@xn--bcher-kva.example", true},
+        {"user@faß.de", "user@xn--fa-hia.de", true},     // non-transitional: ß is kept
+        {"jörg@example.org", "jörg@example.org", true},  // RFC 6531 UTF-8 local part
+        {"\"jörg m\"@example.org", "\"jörg m\"@example.org", true},
+        {"user@localhost", "user@localhost", true},  // syntax only; the target guard refuses 127/8
+        {"user@ab--cd.example", "user@ab--cd.example", true},
+        {"user@123.example", "user@123.example", true},
+        {l64 + "@example.org", l64 + "@example.org", true},
+        {l64 + "@" + d189, l64 + "@" + d189, true},
+        {"user@" + label63 + ".example", "user@" + label63 + ".example", true},
+        // injection attempts
+        {"a\r\nRCPT TO:<x>@d.example", "bad-address: CR or LF", false},
+        {"a@d.example\r\nDATA", "bad-address: CR or LF", false},
+        {"a@d.example\nDATA", "bad-address: CR or LF", false},
+        {std::string("a\0b@example.org", 15), "bad-address: NUL", false},
+        {std::string("ab@example.org\0", 15), "bad-address: NUL", false},
+        {"\"a\r\n\"@example.org", "bad-address: CR or LF", false},
+        {"a\tb@example.org", "bad-address: control character", false},
+        {"a\x7f@example.org", "bad-address: control character", false},
+        {"a>@example.org", "bad-address: angle bracket", false},
+        {"<a@example.org>", "bad-address: angle bracket", false},
+        {"a@example.org> SIZE=1", "bad-address: character not allowed in domain", false},
+        {"a@example.org>", "bad-address: character not allowed in domain", false},
+        {"a b@example.org", "bad-address: space outside quotes", false},
+        {"a@exa mple.org", "bad-address: character not allowed in domain", false},
+        {"a\xc2\x85@example.org", "bad-address: invalid UTF-8", false},  // U+0085 NEL
+        {"\"a\\\x01\"@example.org", "bad-address: control character", false},
+        // lengths
+        {l65 + "@example.org", "bad-address: local part longer than 64", false},
+        {l300 + "@example.org", "bad-address: local part longer than 64", false},
+        {l64 + "@" + d190, "bad-address: longer than 254", false},
+        {"user@" + label64 + ".example", "bad-address: domain label longer than 63", false},
+        {"a@" + label63 + "." + label63 + "." + label63 + "." + label63,
+         "bad-address: domain longer than 253", false},
+        {std::string(2000, 'a') + "@example.org", "bad-address: longer than 254", false},
+        // structure
+        {"", "bad-address: empty", false},
+        {"@example.org", "bad-address: empty local part", false},
+        {"\"\"@example.org", "bad-address: empty local part", false},
+        {"user", "bad-address: missing @", false},
+        {"user@", "bad-address: empty domain", false},
+        {"a@b@example.org", "bad-address: more than one @", false},
+        {"a..b@example.org", "bad-address: double dot", false},
+        {".a@example.org", "bad-address: leading dot", false},
+        {"a.@example.org", "bad-address: trailing dot in local part", false},
+        {"\"abc@example.org", "bad-address: unbalanced quotes", false},
+        {"abc\"@example.org", "bad-address: unbalanced quotes", false},
+        {"\"a\"b@example.org", "bad-address: text after quoted", false},
+        {"a\"b\"@example.org", "bad-address: unbalanced quotes", false},
+        {"\"abc\\\"@example.org", "bad-address: unbalanced quotes", false},
+        {"a\xff@example.org", "bad-address: invalid UTF-8", false},
+        {"a\xc0\xaf@example.org", "bad-address: invalid UTF-8", false},      // overlong '/'
+        {"a\xed\xa0\x80@example.org", "bad-address: invalid UTF-8", false},  // surrogate
+        // domains
+        {"user@[192.0.2.1]", "address-literal", false},
+        {"user@[IPv6:2001:db8::1]", "address-literal", false},
+        {"user@[192.0.2.1", "bad-address: unbalanced bracket", false},
+        {"user@192.0.2.1", "bad-address: numeric top-level label", false},
+        {"user@example.org.", "bad-address: trailing dot in domain", false},
+        {"user@.example.org", "bad-address: empty label", false},
+        {"user@example..org", "bad-address: empty label", false},
+        {"user@my_host.example", "bad-address: character not allowed in domain", false},
+        {"user@-a.example", "bad-address: hyphen", false},
+        {"user@a-.example", "bad-address: hyphen", false},
+        {"user@xn--zz.example", "bad-address: invalid IDN domain", false},
+        {"user@\xe2\x98\x83.example", "bad-address: invalid IDN domain", false},  // ☃ disallowed
+        {"user@a\xe2\x80\x8d"
+         "b.example",
+         "bad-address: invalid IDN domain", false},  // ZWJ
+        {"user@b\xfc"
+         "cher.example",
+         "bad-address: invalid UTF-8 in domain", false},  // Latin-1
+    };
+    for (const auto& c : cases) {
+        AddressParse p = parse_sender(c.input);
+        if (c.ok) {
+            ASSERT_TRUE(p) << c.input << " refused: " << p.refusal;
+            EXPECT_EQ(p.address->address(), c.expected) << c.input;
+            EXPECT_TRUE(p.refusal.empty());
+        } else {
+            EXPECT_FALSE(p) << c.input << " accepted as " << p.address->address();
+            EXPECT_EQ(p.refusal.rfind(c.expected, 0), 0u)
+                << c.input << ": refusal '" << p.refusal << "' does not start with '" << c.expected
+                << "'";
+        }
+    }
+}
+
+TEST(Address, SplitsLocalAndDomain) {
+    AddressParse p = parse_sender("\"john smith\"@Bücher.Example");
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p.address->local, "\"john smith\"");
+    EXPECT_EQ(p.address->domain, "xn--bcher-kva.example");
+}
+
+// Whatever is accepted can be written inside RCPT TO:<...> without ending the line.
+TEST(Address, AcceptedAddressesAreWireSafe) {
+    for (int c = 0; c < 256; ++c) {
+        for (const std::string& tmpl : {std::string("a") + char(c) + "b@example.org",
+                                        std::string("\"a") + char(c) + "b\"@example.org",
+                                        std::string("a@ex") + char(c) + "ample.org"}) {
+            AddressParse p = parse_sender(tmpl);
+            if (!p) continue;
+            for (char ch : p.address->address()) {
+                auto u = static_cast<unsigned char>(ch);
+                EXPECT_TRUE(u >= 0x20 && u != 0x7f) << "byte " << c << " in " << tmpl;
+            }
+        }
+    }
+}
+
+TEST(Address, RandomLocalPart) {
+    std::mt19937_64 a(42);
+    std::mt19937_64 b(42);
+    std::string first = random_local_part(a);
+    EXPECT_EQ(first, random_local_part(b));  // deterministic with an injected engine
+    EXPECT_EQ(first.size(), kRandomLocalPrefix.size() + kRandomLocalLength);
+    EXPECT_EQ(first.rfind("calloutd-check-", 0), 0u);
+    std::set<std::string> seen{first};
+    for (int i = 0; i < 100; ++i) {
+        std::string s = random_local_part(a);
+        EXPECT_EQ(s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-"), std::string::npos);
+        EXPECT_TRUE(parse_sender(s + "@example.org"));
+        seen.insert(s);
+    }
+    EXPECT_EQ(seen.size(), 101u);
+}
+
+}  // namespace
+}  // namespace calloutd

@@ -1,0 +1,530 @@
+// Classifier table: real wording from Postfix, Exim, Microsoft 365, Gmail, Yahoo and others.
+#include "callout/classifier.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace calloutd {
+namespace {
+
+// Builds a reply from wire text: lines "550-..." / "550 ..." separated by '\n'.
+SmtpReply R(const std::string& wire) {
+    SmtpReply r;
+    size_t start = 0;
+    while (start <= wire.size()) {
+        size_t nl = wire.find('\n', start);
+        std::string line =
+            wire.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        if (r.code == 0) r.code = std::stoi(line.substr(0, 3));
+        r.lines.push_back(line.size() > 4 ? line.substr(4) : "");
+        if (nl == std::string::npos) break;
+        start = nl + 1;
+    }
+    // Enhanced code from the first line, as the reply parser does.
+    const std::string& first = r.lines.front();
+    size_t sp = first.find(' ');
+    std::string token = first.substr(0, sp);
+    if (token.size() >= 5 && (token[0] == '2' || token[0] == '4' || token[0] == '5') &&
+        token[1] == '.' && token.find_first_not_of("0123456789.") == std::string::npos)
+        r.enhanced = token;
+    return r;
+}
+
+const SmtpReply kOk = R("250 2.1.0 Ok");
+const SmtpReply kRandomUnknown =
+    R("550 5.1.1 <calloutd-check-x7k2@example.org>: Recipient address "
+      "rejected: User unknown in local recipient table");
+
+// A full conversation whose real RCPT got `rcpt` (the random RCPT was refused as unknown).
+HostAttempt at_rcpt(const SmtpReply& rcpt) {
+    HostAttempt a;
+    a.mx_host = "mx.example.org";
+    a.address = "192.0.2.25";
+    a.mail_from = kOk;
+    a.random_rcpt = kRandomUnknown;
+    a.rcpt = rcpt;
+    a.last_stage = SmtpStage::rcpt;
+    a.event = StageEvent::reply;
+    a.last_reply = rcpt;
+    return a;
+}
+
+// Conversation that ended with `reply` at `stage` (earlier stages succeeded).
+HostAttempt ended_at(SmtpStage stage, const SmtpReply& reply) {
+    HostAttempt a;
+    a.mx_host = "mx.example.org";
+    a.address = "192.0.2.25";
+    if (stage > SmtpStage::mail_from) a.mail_from = kOk;
+    if (stage == SmtpStage::mail_from) a.mail_from = reply;
+    if (stage > SmtpStage::random_rcpt) a.random_rcpt = kRandomUnknown;
+    if (stage == SmtpStage::random_rcpt) a.random_rcpt = reply;
+    if (stage == SmtpStage::rcpt) a.rcpt = reply;
+    a.last_stage = stage;
+    a.event = StageEvent::reply;
+    a.last_reply = reply;
+    return a;
+}
+
+// Conversation that ended without a reply at `stage`.
+HostAttempt failed_at(SmtpStage stage, StageEvent event) {
+    HostAttempt a;
+    a.mx_host = "mx.example.org";
+    a.address = "192.0.2.25";
+    if (stage > SmtpStage::mail_from) a.mail_from = kOk;
+    if (stage > SmtpStage::random_rcpt) a.random_rcpt = kRandomUnknown;
+    a.last_stage = stage;
+    a.event = event;
+    return a;
+}
+
+HostAttempt without_random(HostAttempt a) {
+    a.random_rcpt.reset();
+    return a;
+}
+
+struct Case {
+    const char* name;
+    HostAttempt attempt;
+    VerdictClass expected;
+    const char* reason_has = "";  // substring the reason must contain
+};
+
+std::vector<Case> cases() {
+    using S = SmtpStage;
+    using E = StageEvent;
+    using V = VerdictClass;
+    return {
+        // --- Postfix ---
+        {"postfix local user unknown",
+         at_rcpt(R("550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in "
+                   "local recipient table")),
+         V::invalid, "user-unknown 550 5.1.1 at RCPT"},
+        {"postfix virtual user unknown",
+         at_rcpt(R("550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in "
+                   "virtual mailbox table")),
+         V::invalid},
+        {"postfix relay recipient table (word relay must not mask 5.1.1)",
+         at_rcpt(R("550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in "
+                   "relay recipient table")),
+         V::invalid},
+        {"echoed address with policy words is not wording",
+         at_rcpt(R("550 5.1.1 <spam-relay-abuse@blocked.example>: Recipient address rejected: "
+                   "User unknown in local recipient table")),
+         V::invalid},
+        {"postfix soft user unknown 450 4.1.1",
+         at_rcpt(R("450 4.1.1 <bob@example.org>: Recipient address rejected: User unknown in "
+                   "local recipient table")),
+         V::tempfail},
+        {"postfix relay access denied",
+         at_rcpt(R("554 5.7.1 <bob@example.org>: Relay access denied")), V::policy_blocked,
+         "policy 554 5.7.1 at RCPT"},
+        {"postfix no PTR 450 4.7.1",
+         at_rcpt(R("450 4.7.1 Client host rejected: cannot find your hostname, [192.0.2.7]")),
+         V::tempfail},
+        {"postfix 550 5.1.0 address rejected",
+         at_rcpt(R("550 5.1.0 <bob@example.org>: Address rejected")), V::invalid},
+        {"postfix dnsbl at RCPT",
+         at_rcpt(R("554 5.7.1 Service unavailable; Client host [192.0.2.7] blocked using "
+                   "zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.7")),
+         V::policy_blocked},
+        {"postfix unverified recipient (backend verify, temporary)",
+         at_rcpt(R("450 4.1.1 <bob@example.org>: Recipient address rejected: unverified address: "
+                   "host mx.internal[10.0.0.5] said: 550 5.1.1 User unknown")),
+         V::tempfail},
+        {"postfix sender restriction delayed to RCPT",
+         at_rcpt(R("553 5.1.8 <>: Sender address rejected: Domain not found")),
+         V::null_sender_rejected},
+        {"postfix client access denied",
+         at_rcpt(R("554 5.7.1 <unknown[192.0.2.7]>: Client host rejected: Access denied")),
+         V::policy_blocked},
+        // --- Exim ---
+        {"exim unrouteable", at_rcpt(R("550 Unrouteable address")), V::invalid,
+         "user-unknown 550 at RCPT"},
+        {"exim sender verify failed (blowback-ish, not proof)",
+         at_rcpt(R("550-Verification failed for <bob@example.org>\n550-Called:   192.0.2.26\n"
+                   "550-Sent:     RCPT TO:<bob@example.org>\n550-Response: 550 5.1.1 User "
+                   "unknown\n550 Sender verify failed")),
+         V::policy_blocked},
+        {"exim recipient callout failed (second-hand, not proof)",
+         at_rcpt(R("550-Callout verification failed:\n550 550 5.1.1 <bob@example.org>: User "
+                   "unknown")),
+         V::policy_blocked},
+        {"exim temporary local problem",
+         at_rcpt(R("451 Temporary local problem - please try later")), V::tempfail},
+        {"exim administrative prohibition", at_rcpt(R("550 Administrative prohibition")),
+         V::policy_blocked},
+        {"exim relay not permitted", at_rcpt(R("550 relay not permitted")), V::policy_blocked},
+        // --- Microsoft 365 / Exchange ---
+        {"m365 DBEB 5.4.1 access denied (not proof: 5.4.x, sync lag)",
+         at_rcpt(R("550 5.4.1 Recipient address rejected: Access denied. AS(201806281) "
+                   "[DB5EUR03FT012.eop-EUR03.prod.protection.outlook.com]")),
+         V::policy_blocked, "recipient-access-denied"},
+        {"m365 banned sending IP at RCPT",
+         at_rcpt(R("550 5.7.606 Access denied, banned sending IP [192.0.2.7]. To request removal "
+                   "from this list please visit https://sender.office.com/ and follow the "
+                   "directions. AS(1430)")),
+         V::policy_blocked},
+        {"m365 banned sending IP at MAIL FROM is a block of us, not of <>",
+         ended_at(S::mail_from, R("550 5.7.606 Access denied, banned sending IP [192.0.2.7]. "
+                                  "AS(1430)")),
+         V::policy_blocked, "client-blocked"},
+        {"exchange recipient not found 5.1.10",
+         at_rcpt(R("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP "
+                   "address lookup")),
+         V::invalid},
+        {"m365 server busy",
+         at_rcpt(R("451 4.7.500 Server busy. Please try again later from "
+                   "[192.0.2.7]. (AS761)")),
+         V::tempfail},
+        // --- Gmail ---
+        {"gmail no such user",
+         at_rcpt(R("550-5.1.1 The email account that you tried to reach does not exist. Please "
+                   "try\n550-5.1.1 double-checking the recipient's email address for typos "
+                   "or\n550-5.1.1 unnecessary spaces. Learn more at\n550 5.1.1  "
+                   "https://support.google.com/mail/?p=NoSuchUser a1si1234567qkb.123 - gsmtp")),
+         V::invalid, "user-unknown 550 5.1.1"},
+        {"gmail unusual rate 421 at RCPT",
+         at_rcpt(R("421-4.7.0 [192.0.2.7      15] Our system has detected an unusual rate "
+                   "of\n421-4.7.0 unsolicited mail originating from your IP address. To protect "
+                   "our\n421 4.7.0 users from spam, mail sent from your IP address has been "
+                   "temporarily rate limited. - gsmtp")),
+         V::tempfail, "421"},
+        {"gmail not authorized IP",
+         at_rcpt(R("550-5.7.1 [192.0.2.7] The IP you're using to send mail is not authorized "
+                   "to\n550-5.7.1 send email directly to our servers. Please use the SMTP relay "
+                   "at your\n550 5.7.1 service provider instead. - gsmtp")),
+         V::policy_blocked},
+        {"workspace IP not in whitelist",
+         at_rcpt(R("550 5.7.1 [192.0.2.7] IP not in whitelist for RCPT domain - gsmtp")),
+         V::policy_blocked},
+        {"gmail over quota 552 5.2.2",
+         at_rcpt(R("552-5.2.2 The email account that you tried to reach is over quota. Please "
+                   "direct\n552 5.2.2 the recipient to https://support.google.com/mail/?p=Over"
+                   "QuotaPerm - gsmtp")),
+         V::valid, "mailbox-full"},
+        {"gmail disabled account 5.2.1 (exists, not absent)",
+         at_rcpt(R("550-5.2.1 The email account that you tried to reach is disabled. Learn "
+                   "more at\n550 5.2.1  https://support.google.com/mail/?p=DisabledUser - gsmtp")),
+         V::policy_blocked},
+        {"gmail receiving at a rate 450 4.2.1",
+         at_rcpt(R("450-4.2.1 The user you are trying to contact is receiving mail at a rate "
+                   "that\n450 4.2.1 prevents additional messages from being delivered. - gsmtp")),
+         V::tempfail},
+        // --- Yahoo ---
+        {"yahoo 554 no such account (no enhanced code, explicit wording)",
+         at_rcpt(R("554 delivery error: dd This user doesn't have a yahoo.com account "
+                   "(bob@yahoo.com) [0] - mta1234.mail.gq1.yahoo.com")),
+         V::invalid},
+        {"yahoo 554 mailbox disabled",
+         at_rcpt(R("554 delivery error: dd Sorry your message to bob@yahoo.com cannot be "
+                   "delivered. This mailbox is disabled (554.30). - mta1234.mail.gq1.yahoo.com")),
+         V::policy_blocked},
+        {"yahoo TSS04 deferred at banner",
+         ended_at(S::banner, R("421 4.7.0 [TSS04] Messages from 192.0.2.7 temporarily deferred "
+                               "due to unexpected volume or user complaints - 4.16.55.1; see "
+                               "https://postmaster.yahooinc.com/error-codes")),
+         V::tempfail},
+        {"yahoo TSS04 deferred at RCPT",
+         at_rcpt(R("421 4.7.0 [TSS04] Messages from 192.0.2.7 temporarily deferred due to "
+                   "unexpected volume or user complaints")),
+         V::tempfail},
+        {"yahoo BL21 spamhaus at banner",
+         ended_at(S::banner, R("553 5.7.1 [BL21] Connections will not be accepted from "
+                               "192.0.2.7, because the ip is in Spamhaus's list; see "
+                               "https://postmaster.yahooinc.com/error-codes")),
+         V::policy_blocked},
+        // --- greylisting ---
+        {"greylisting in action",
+         at_rcpt(R("451 4.7.1 Greylisting in action, please come back later")), V::tempfail,
+         "greylisted 451 4.7.1 at RCPT"},
+        {"postgrey greylisted",
+         at_rcpt(R("450 4.2.0 <bob@example.org>: Recipient address rejected: Greylisted, see "
+                   "http://postgrey.schweikert.ch/help/example.org.html")),
+         V::tempfail, "greylisted"},
+        // --- blowback / backscatter filters ---
+        {"BATV bounce filter 5.7.1",
+         at_rcpt(R("550 5.7.1 Bounce rejected: we did not send the original message (BATV)")),
+         V::policy_blocked},
+        {"bounce filter dressed as 5.1.1",
+         at_rcpt(R("550 5.1.1 <bob@example.org>: Invalid bounce: missing BATV signature")),
+         V::policy_blocked},
+        {"rejected by sender verification dressed as 5.1.1",
+         at_rcpt(R("550 5.1.1 <bob@example.org>: rejected by sender verification")),
+         V::policy_blocked},
+        // --- mailbox full ---
+        {"mailbox full 552 5.2.2", at_rcpt(R("552 5.2.2 <bob@example.org>: Mailbox full")),
+         V::valid, "mailbox-full"},
+        {"over quota 452 4.2.2 (transient: no claim)",
+         at_rcpt(R("452 4.2.2 <bob@example.org>: Over quota")), V::tempfail, "mailbox-full"},
+        {"552 exceeded storage without enhanced code",
+         at_rcpt(R("552 Requested mail action aborted: exceeded storage allocation")), V::valid},
+        {"too many recipients 452", at_rcpt(R("452 4.5.3 Error: too many recipients")), V::tempfail,
+         "too-many-recipients"},
+        // --- no enhanced code ---
+        {"plain 550 no such user", at_rcpt(R("550 No such user here")), V::invalid},
+        {"plain 550 mailbox unavailable",
+         at_rcpt(R("550 Requested action not taken: mailbox unavailable")), V::invalid},
+        {"plain 551 user not local",
+         at_rcpt(R("551 User not local; please try <bob@elsewhere.example>")), V::invalid},
+        {"qmail 553 not in rcpthosts (#5.7.1)",
+         at_rcpt(R("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")),
+         V::policy_blocked},
+        {"qmail 550 no mailbox (#5.1.1)",
+         at_rcpt(R("550 sorry, no mailbox here by that name. (#5.1.1)")), V::invalid, "5.1.1"},
+        {"plain 550 access denied", at_rcpt(R("550 Access denied")), V::policy_blocked},
+        {"plain 550 rejected by policy", at_rcpt(R("550 Rejected by policy")), V::policy_blocked},
+        {"plain 554 transaction failed", at_rcpt(R("554 Transaction failed")), V::policy_blocked},
+        {"550 with contradicting 4.x.x", at_rcpt(R("550 4.1.1 User unknown")), V::policy_blocked},
+        {"5.1.4 ambiguous is not absence", at_rcpt(R("550 5.1.4 Ambiguous destination address")),
+         V::policy_blocked},
+        {"5.1.6 mailbox moved", at_rcpt(R("550 5.1.6 Mailbox has moved, no forwarding address")),
+         V::invalid},
+        {"5.1.2 bad destination system",
+         at_rcpt(R("550 5.1.2 <bob@example.org>: Recipient address rejected: Domain not found")),
+         V::invalid},
+        // --- MAIL FROM:<> ---
+        {"null sender not accepted",
+         ended_at(S::mail_from, R("550 5.7.1 Null sender not accepted")), V::null_sender_rejected,
+         "null-sender-rejected 550 5.7.1 at MAIL FROM"},
+        {"null sender 553 5.1.8",
+         ended_at(S::mail_from, R("553 5.1.8 <>: Sender address rejected: Domain not found")),
+         V::null_sender_rejected},
+        {"dnsbl at MAIL FROM is a block of us",
+         ended_at(S::mail_from, R("550 5.7.1 Client host rejected: blocked using bl.spamcop.net")),
+         V::policy_blocked},
+        {"501 5.1.7 at MAIL FROM", ended_at(S::mail_from, R("501 5.1.7 Bad sender address syntax")),
+         V::null_sender_rejected},
+        {"4xx at MAIL FROM", ended_at(S::mail_from, R("451 4.3.0 Error: queue file write error")),
+         V::tempfail},
+        {"5xx at second MAIL FROM after first accepted",
+         ended_at(S::mail_from_again, R("550 5.7.1 Too many messages in this session")),
+         V::policy_blocked},
+        // --- banner / EHLO / HELO ---
+        {"554 banner",
+         ended_at(S::banner, R("554 5.7.1 mx.example.org ESMTP not accepting "
+                               "messages from 192.0.2.7")),
+         V::policy_blocked, "at banner"},
+        {"554 no SMTP service", ended_at(S::banner, R("554 No SMTP service here")),
+         V::policy_blocked},
+        {"5xx at HELO after EHLO fallback", ended_at(S::helo, R("550 5.7.1 Access denied")),
+         V::policy_blocked, "at HELO"},
+        {"5xx at EHLO", ended_at(S::ehlo, R("550 Bad HELO - Host impersonating example.org")),
+         V::policy_blocked},
+        // --- STARTTLS ---
+        {"STARTTLS required at MAIL FROM",
+         ended_at(S::mail_from, R("530 5.7.0 Must issue a STARTTLS command first")), V::tempfail,
+         "starttls-required"},
+        {"STARTTLS required at RCPT", at_rcpt(R("530 5.7.0 Must issue a STARTTLS command first")),
+         V::tempfail},
+        {"auth required at MAIL FROM",
+         ended_at(S::mail_from, R("530 5.7.0 Authentication required")), V::policy_blocked},
+        // --- 421 at each stage ---
+        {"421 at banner",
+         ended_at(S::banner, R("421 4.3.2 Service not available, closing "
+                               "transmission channel")),
+         V::tempfail, "service-unavailable 421 4.3.2 at banner"},
+        {"421 at EHLO", ended_at(S::ehlo, R("421 4.7.0 Too many connections")), V::tempfail},
+        {"421 at MAIL FROM", ended_at(S::mail_from, R("421 4.7.0 Try again later, closing")),
+         V::tempfail},
+        {"421 at random RCPT", ended_at(S::random_rcpt, R("421 4.7.0 Too many errors")),
+         V::tempfail, "at random RCPT"},
+        {"421 at RCPT", at_rcpt(R("421 4.4.2 mx.example.org Error: timeout exceeded")),
+         V::tempfail},
+        // --- timeouts and other failures at each stage ---
+        {"connect refused",
+         [] {
+             HostAttempt a = failed_at(S::connect, E::connect_failed);
+             a.detail = "Connection refused";
+             return a;
+         }(),
+         V::tempfail, "connect failed: Connection refused"},
+        {"timeout connecting", failed_at(S::connect, E::timeout), V::tempfail,
+         "timeout while connecting"},
+        {"timeout at banner", failed_at(S::banner, E::timeout), V::tempfail,
+         "timeout while waiting for banner"},
+        {"closed at banner", failed_at(S::banner, E::closed), V::tempfail,
+         "connection closed while waiting for banner"},
+        {"timeout at EHLO", failed_at(S::ehlo, E::timeout), V::tempfail,
+         "timeout while waiting for EHLO reply"},
+        {"timeout at MAIL FROM", failed_at(S::mail_from, E::timeout), V::tempfail,
+         "timeout while waiting for MAIL FROM reply"},
+        {"timeout at random RCPT", failed_at(S::random_rcpt, E::timeout), V::tempfail,
+         "timeout while waiting for random RCPT reply"},
+        {"timeout at RSET", failed_at(S::rset, E::timeout), V::tempfail,
+         "timeout while waiting for RSET reply"},
+        {"timeout at RCPT", failed_at(S::rcpt, E::timeout), V::tempfail,
+         "timeout while waiting for RCPT reply"},
+        {"deadline at RCPT", failed_at(S::rcpt, E::deadline), V::tempfail,
+         "deadline expired while waiting for RCPT reply"},
+        {"io error at MAIL FROM", failed_at(S::mail_from_again, E::io_error), V::tempfail,
+         "io error while waiting for MAIL FROM reply"},
+        {"protocol error at banner", failed_at(S::banner, E::protocol_error), V::tempfail,
+         "protocol error while waiting for banner"},
+        // --- accept-all and the random RCPT ---
+        {"random local part accepted", ended_at(S::random_rcpt, R("250 2.1.5 Ok")), V::accept_all,
+         "random-local-part-accepted"},
+        {"random accepted wins even if the real one was refused",
+         [] {
+             HostAttempt a = at_rcpt(R("550 5.1.1 User unknown"));
+             a.random_rcpt = R("250 2.1.5 Ok");
+             return a;
+         }(),
+         V::accept_all},
+        {"random refused 5.1.1, real accepted", at_rcpt(R("250 2.1.5 Ok")), V::valid,
+         "rcpt-accepted 250 2.1.5 at RCPT"},
+        {"real accepted without accept-all check", without_random(at_rcpt(R("250 2.1.5 Ok"))),
+         V::valid},
+        {"real accepted, then QUIT timed out",
+         [] {
+             HostAttempt a = at_rcpt(R("250 2.1.5 Ok"));
+             a.last_stage = S::quit;
+             a.event = E::timeout;
+             a.last_reply.reset();
+             return a;
+         }(),
+         V::valid},
+        {"random greylisted, real not asked",
+         ended_at(S::random_rcpt, R("451 4.7.1 Greylisting in action, please come back later")),
+         V::tempfail, "greylisted"},
+        {"random 5.7.1, real not asked",
+         ended_at(S::random_rcpt, R("550 5.7.1 Recipient address rejected: Access denied")),
+         V::policy_blocked, "at random RCPT"},
+        {"random refused as unknown, probe stopped (no claim)",
+         ended_at(S::random_rcpt, kRandomUnknown), V::tempfail, "probe-incomplete"},
+        {"random refused, then connection closed before real RCPT",
+         [] {
+             HostAttempt a = failed_at(S::mail_from_again, E::closed);
+             return a;
+         }(),
+         V::tempfail, "connection closed while waiting for MAIL FROM reply"},
+    };
+}
+
+TEST(Classifier, Table) {
+    auto table = cases();
+    ASSERT_GE(table.size(), 45u);
+    for (const auto& c : table) {
+        Verdict v = classify_attempt(c.attempt);
+        EXPECT_EQ(to_string(v.cls), to_string(c.expected)) << c.name << " → " << v.reason;
+        EXPECT_FALSE(v.reason.empty()) << c.name;
+        EXPECT_NE(v.reason.find(c.reason_has), std::string::npos)
+            << c.name << ": reason '" << v.reason << "' lacks '" << c.reason_has << "'";
+        // classify() over a single attempt agrees with classify_attempt().
+        Verdict whole = classify({c.attempt});
+        EXPECT_EQ(whole.cls, v.cls) << c.name;
+    }
+}
+
+// Replies that are about the prober, not the mailbox, at every code a server might pick.
+TEST(Classifier, PolicyWordingIsNeverInvalid) {
+    const char* texts[] = {
+        "Blocked by policy",
+        "Your IP is listed at zen.spamhaus.org",
+        "Relaying denied",
+        "relay not permitted",
+        "Sender verify failed",
+        "Callout verification failed",
+        "Address verification failed",
+        "Access denied",
+        "Too many recipients from your host",
+        "Rate limit exceeded",
+        "Poor reputation",
+        "Rejected by DNSBL",
+        "RBL: client listed",
+        "Greylisted, try again later",
+        "Temporarily rejected, try again later",
+        "Authentication required",
+        "Not permitted",
+        "Message rejected as spam",
+        "Backscatter protection: bounce rejected",
+        "blacklisted",
+        "Abuse detected from your IP address",
+        "Mail from your IP address is not allowed",
+        "Administrative prohibition",
+        "Must issue a STARTTLS command first",
+    };
+    const char* prefixes[] = {"550 ",       "551 ",       "553 ",       "554 ",
+                              "550 5.7.1 ", "554 5.7.1 ", "550 5.1.1 ", "553 5.1.0 ",
+                              "550 5.7.0 ", "530 5.7.0 ", "550 5.4.1 "};
+    for (const char* p : prefixes) {
+        for (const char* t : texts) {
+            // Skip the combinations where the wording is not about the prober but the code is
+            // 5.1.x with pure block-list wording we deliberately do not treat as overriding.
+            std::string wire = std::string(p) + t;
+            SmtpReply r = R(wire);
+            Verdict v = classify_attempt(at_rcpt(r));
+            bool five_one = r.enhanced.rfind("5.1.", 0) == 0;
+            if (five_one) {
+                // 5.1.x is overridden only by verification/blocking wording; a 5.1.1 that merely
+                // says "Relaying denied" or "Access denied" is still a mailbox answer.
+                continue;
+            }
+            EXPECT_NE(v.cls, VerdictClass::invalid) << wire << " → " << v.reason;
+        }
+    }
+    // 5.1.x with verification or blocking wording is not proof.
+    const char* not_proof[] = {
+        "550 5.1.1 Sender verify failed",
+        "550 5.1.1 Callout verification failed",
+        "550 5.1.0 Address verification failed",
+        "550 5.1.1 Rejected by DNSBL",
+        "550 5.1.1 Message rejected as spam",
+        "550 5.1.1 Your IP is blacklisted",
+        "550 5.1.1 Backscatter protection: bounce rejected",
+        "550 5.1.1 Blocked by policy",
+    };
+    for (const char* wire : not_proof) {
+        Verdict v = classify_attempt(at_rcpt(R(wire)));
+        EXPECT_NE(v.cls, VerdictClass::invalid) << wire << " → " << v.reason;
+    }
+}
+
+// A 5.1.1 anywhere but the real RCPT is never `invalid`.
+TEST(Classifier, UserUnknownOnlyCountsAtRealRcpt) {
+    const SmtpReply unknown = R("550 5.1.1 User unknown");
+    for (SmtpStage s :
+         {SmtpStage::banner, SmtpStage::ehlo, SmtpStage::helo, SmtpStage::mail_from,
+          SmtpStage::random_rcpt, SmtpStage::rset, SmtpStage::mail_from_again, SmtpStage::quit}) {
+        Verdict v = classify_attempt(ended_at(s, unknown));
+        EXPECT_NE(v.cls, VerdictClass::invalid) << stage_name(s) << " → " << v.reason;
+        EXPECT_FALSE(v.reason.empty());
+    }
+}
+
+TEST(Classifier, WholeProbe) {
+    EXPECT_EQ(classify({}).cls, VerdictClass::tempfail);
+    EXPECT_EQ(classify({}).reason, "no-attempt");
+
+    HostAttempt refused = failed_at(SmtpStage::connect, StageEvent::connect_failed);
+    refused.detail = "Connection refused";
+    Verdict all_refused = classify({refused, refused, refused});
+    EXPECT_EQ(all_refused.cls, VerdictClass::tempfail);
+    EXPECT_NE(all_refused.reason.find("3 addresses"), std::string::npos) << all_refused.reason;
+    EXPECT_NE(all_refused.reason.find("connect failed"), std::string::npos) << all_refused.reason;
+
+    const HostAttempt busy = ended_at(SmtpStage::banner, R("421 4.3.2 Service not available"));
+    const HostAttempt unknown = at_rcpt(R("550 5.1.1 <bob@example.org>: User unknown"));
+    const HostAttempt accepted = at_rcpt(R("250 2.1.5 Ok"));
+    const HostAttempt blocked = ended_at(SmtpStage::banner, R("554 5.7.1 Go away"));
+
+    // The probe moved on after a 421 banner: the last host decides.
+    EXPECT_EQ(classify({busy, unknown}).cls, VerdictClass::invalid);
+    EXPECT_EQ(classify({refused, accepted}).cls, VerdictClass::valid);
+    // A trailing connect failure does not hide what a reached host said.
+    EXPECT_EQ(classify({blocked, refused}).cls, VerdictClass::policy_blocked);
+    EXPECT_EQ(classify({unknown, refused}).cls, VerdictClass::invalid);
+    // Hosts that disagree never produce `invalid`.
+    Verdict disagree = classify({accepted, unknown});
+    EXPECT_EQ(disagree.cls, VerdictClass::valid);
+    EXPECT_NE(disagree.reason.find("disagree"), std::string::npos) << disagree.reason;
+    // Timeouts at every host: the last one's stage is named.
+    Verdict slow = classify({failed_at(SmtpStage::banner, StageEvent::timeout),
+                             failed_at(SmtpStage::rcpt, StageEvent::timeout)});
+    EXPECT_EQ(slow.cls, VerdictClass::tempfail);
+    EXPECT_EQ(slow.reason, "timeout while waiting for RCPT reply");
+}
+
+}  // namespace
+}  // namespace calloutd
