@@ -1,2 +1,4 @@
 // Benchmarks land with the policy server.
-int main() { return 0; }
+int main() {
+    return 0;
+}

@@ -5,16 +5,26 @@ namespace calloutd {
 
 std::string_view to_string(VerdictClass c) {
     switch (c) {
-        case VerdictClass::valid: return "valid";
-        case VerdictClass::invalid: return "invalid";
-        case VerdictClass::no_mail_domain: return "no_mail_domain";
-        case VerdictClass::accept_all: return "accept_all";
-        case VerdictClass::null_sender_rejected: return "null_sender_rejected";
-        case VerdictClass::policy_blocked: return "policy_blocked";
-        case VerdictClass::tempfail: return "tempfail";
-        case VerdictClass::in_progress: return "in_progress";
-        case VerdictClass::rate_limited: return "rate_limited";
-        case VerdictClass::skipped: return "skipped";
+        case VerdictClass::valid:
+            return "valid";
+        case VerdictClass::invalid:
+            return "invalid";
+        case VerdictClass::no_mail_domain:
+            return "no_mail_domain";
+        case VerdictClass::accept_all:
+            return "accept_all";
+        case VerdictClass::null_sender_rejected:
+            return "null_sender_rejected";
+        case VerdictClass::policy_blocked:
+            return "policy_blocked";
+        case VerdictClass::tempfail:
+            return "tempfail";
+        case VerdictClass::in_progress:
+            return "in_progress";
+        case VerdictClass::rate_limited:
+            return "rate_limited";
+        case VerdictClass::skipped:
+            return "skipped";
     }
     return "skipped";
 }

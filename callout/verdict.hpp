@@ -22,11 +22,16 @@ enum class VerdictClass {
 };
 
 inline constexpr std::array<VerdictClass, 10> kAllVerdictClasses = {
-    VerdictClass::valid,          VerdictClass::invalid,
-    VerdictClass::no_mail_domain, VerdictClass::accept_all,
-    VerdictClass::null_sender_rejected, VerdictClass::policy_blocked,
-    VerdictClass::tempfail,       VerdictClass::in_progress,
-    VerdictClass::rate_limited,   VerdictClass::skipped,
+    VerdictClass::valid,
+    VerdictClass::invalid,
+    VerdictClass::no_mail_domain,
+    VerdictClass::accept_all,
+    VerdictClass::null_sender_rejected,
+    VerdictClass::policy_blocked,
+    VerdictClass::tempfail,
+    VerdictClass::in_progress,
+    VerdictClass::rate_limited,
+    VerdictClass::skipped,
 };
 
 std::string_view to_string(VerdictClass c);

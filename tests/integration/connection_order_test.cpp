@@ -1,0 +1,111 @@
+// In-process policy server whose verdicts complete out of order: replies still leave in order.
+#include <gtest/gtest.h>
+#include <uv.h>
+
+#include <atomic>
+#include <list>
+#include <thread>
+
+#include "daemon/config.hpp"
+#include "daemon/server.hpp"
+#include "policy/decider.hpp"
+#include "support/policy_client.hpp"
+
+namespace calloutd {
+namespace {
+
+// Answers request N after (kCount - N) milliseconds, so the last request finishes first.
+class ReversedVerifier : public SenderVerifier {
+  public:
+    static constexpr int kCount = 100;
+    explicit ReversedVerifier(uv_loop_t* loop) : loop_(loop) {}
+
+    std::optional<Immediate> verify(const PolicyRequest& req, Done done) override {
+        int n = std::stoi(req.sender.substr(1, req.sender.find('@') - 1));
+        auto& p = pending_.emplace_back();
+        p.done = std::move(done);
+        p.n = n;
+        uv_timer_init(loop_, &p.timer);
+        p.timer.data = &p;
+        uv_timer_start(
+            &p.timer,
+            [](uv_timer_t* t) {
+                auto* self = static_cast<Pending*>(t->data);
+                static constexpr VerdictClass kClasses[] = {
+                    VerdictClass::valid, VerdictClass::invalid, VerdictClass::tempfail};
+                self->done({kClasses[self->n % 3], "test"}, DecisionSource::probe);
+            },
+            static_cast<uint64_t>(kCount - n), 0);
+        return std::nullopt;
+    }
+
+    void close_all() {
+        for (auto& p : pending_) uv_close(reinterpret_cast<uv_handle_t*>(&p.timer), nullptr);
+    }
+
+  private:
+    struct Pending {
+        uv_timer_t timer;
+        Done done;
+        int n = 0;
+    };
+    uv_loop_t* loop_;
+    std::list<Pending> pending_;
+};
+
+TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Config cfg = std::get<Config>(load_config_text(
+        "[server]\nlisten = [\"inet:127.0.0.1:0\"]\n[actions]\nvalid = \"WARN valid\"\n"
+        "invalid = \"REJECT invalid\"\ntempfail = \"WARN tempfail\"\n",
+        "t.toml"));
+    ReversedVerifier verifier(&loop);
+    Decider decider(cfg.policy, &verifier);
+    Server server(&loop, decider, cfg.server);
+    ASSERT_TRUE(server.listen());
+    uint16_t port = static_cast<uint16_t>(
+        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
+
+    std::vector<std::string> got;
+    std::atomic<bool> client_done{false};
+    std::thread client([&] {
+        auto c = test::PolicyClient::inet("127.0.0.1", port);
+        std::string batch;
+        for (int i = 0; i < ReversedVerifier::kCount; ++i) {
+            batch += test::policy_request("u" + std::to_string(i) + "@example.org");
+        }
+        c.send(batch);
+        for (int i = 0; i < ReversedVerifier::kCount; ++i) {
+            auto a = c.read_action();
+            got.push_back(a.value_or("<none>"));
+        }
+        client_done = true;
+    });
+    uv_timer_t stop;
+    uv_timer_init(&loop, &stop);
+    stop.data = &client;
+    // Run the loop until the client thread has everything, then drain and close.
+    uv_timer_start(
+        &stop, [](uv_timer_t*) {}, 0, 10);
+    while (!client_done) uv_run(&loop, UV_RUN_ONCE);
+    client.join();
+    uv_close(reinterpret_cast<uv_handle_t*>(&stop), nullptr);
+    verifier.close_all();
+    bool drained = false;
+    server.drain([&] { drained = true; });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EXPECT_TRUE(drained);
+    EXPECT_EQ(uv_loop_close(&loop), 0);
+
+    ASSERT_EQ(got.size(), static_cast<size_t>(ReversedVerifier::kCount));
+    for (int i = 0; i < ReversedVerifier::kCount; ++i) {
+        const char* want = i % 3 == 0   ? "WARN valid"
+                           : i % 3 == 1 ? "REJECT invalid"
+                                        : "WARN tempfail";
+        EXPECT_EQ(got[static_cast<size_t>(i)], want) << i;
+    }
+}
+
+}  // namespace
+}  // namespace calloutd
