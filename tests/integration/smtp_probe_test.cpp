@@ -3,6 +3,7 @@
 #include <uv.h>
 
 #include <chrono>
+#include <csignal>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +21,12 @@ using test::FakeSmtpServer;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kRandom = "rnd-q7x2k9";
+
+// libuv writes with write(2): a peer that hangs up mid-test must not kill the test binary.
+[[maybe_unused]] const bool kSigpipeIgnored = [] {
+    std::signal(SIGPIPE, SIG_IGN);
+    return true;
+}();
 
 struct Run {
     ProbeResult result;
@@ -376,6 +383,37 @@ TEST(SmtpProbe, CloseAtRcptDoesNotMoveOn) {
     EXPECT_EQ(run.at(0).last_stage, SmtpStage::random_rcpt);
     EXPECT_EQ(run.at(0).event, StageEvent::closed);
     EXPECT_EQ(secondary->connections_accepted(), 0u);
+}
+
+TEST(SmtpProbe, SlowRcptTimesOutWithoutMovingOn) {
+    FakeSmtpScript s;
+    s.verbs["RCPT"] = FakeReply::slow("250 2.1.5 ok", 2s);
+    FakeSmtpServer primary(s, "127.0.0.11");
+    ASSERT_TRUE(primary.ok()) << primary.error();
+    auto secondary = sibling(only_alice(), "127.0.0.12", primary);
+    auto o = options(primary.port());
+    o.random_check = false;
+    auto run = run_probe(o, {{"mx1.example.org", "127.0.0.11"}, {"mx2.example.org", "127.0.0.12"}});
+    ASSERT_EQ(run.result.attempts.size(), 1u);
+    EXPECT_EQ(run.at(0).last_stage, SmtpStage::rcpt);
+    EXPECT_EQ(run.at(0).event, StageEvent::timeout);
+    EXPECT_EQ(describe(run.at(0)), "timeout while waiting for RCPT reply");
+    EXPECT_EQ(secondary->connections_accepted(), 0u);
+    EXPECT_LT(run.wall, 1s);
+}
+
+TEST(SmtpProbe, QuitReplyIsNotAwaitedLong) {
+    FakeSmtpScript s = only_alice();
+    s.verbs["QUIT"] = FakeReply::slow("221 2.0.0 bye", 5s);
+    FakeSmtpServer srv(s);
+    ASSERT_TRUE(srv.ok()) << srv.error();
+    auto o = options(srv.port());
+    o.command_timeout = 3s;
+    auto run = run_probe(o, at(srv));
+    EXPECT_EQ(run.at(0).last_stage, SmtpStage::rcpt);
+    EXPECT_EQ(run.at(0).event, StageEvent::reply);
+    EXPECT_EQ(srv.count_commands("QUIT"), 1u);
+    EXPECT_LT(run.wall, 1500ms);
 }
 
 TEST(SmtpProbe, EhloRejectedFallsBackToHelo) {

@@ -88,6 +88,12 @@ FakeReply FakeReply::hangup(std::string text) {
     return r;
 }
 
+FakeReply FakeReply::slow(std::string text, std::chrono::milliseconds delay) {
+    FakeReply r(std::move(text));
+    r.delay = delay;
+    return r;
+}
+
 std::string FakeReply::wire() const {
     if (raw) return text;
     std::string out;
@@ -208,7 +214,7 @@ void FakeSmtpServer::queue(Conn& c, const FakeReply& r) {
     if (c.out_off == c.out.size()) {
         c.out.clear();
         c.out_off = 0;
-        c.ready_at = Clock::now() + script_.reply_delay;
+        c.ready_at = Clock::now() + script_.reply_delay + r.delay;
     }
     c.out += bytes;
     c.close_when_sent = close;

@@ -21,6 +21,7 @@ struct FakeReply {
     bool raw = false;          // send `text` byte for byte instead (garbage, NUL, bare LF)
     bool close_after = false;  // hang up after sending (always so for a 421)
     std::optional<std::size_t> cut_after;  // send only this many bytes, then hang up
+    std::chrono::milliseconds delay{0};    // extra wait before this reply (tarpit one stage)
 
     FakeReply() = default;
     FakeReply(const char* t) : text(t) {}  // NOLINT: implicit so scripts read like transcripts
@@ -28,6 +29,7 @@ struct FakeReply {
     static FakeReply garbage(std::string bytes);
     static FakeReply cut(std::string text, std::size_t bytes);  // close mid-reply
     static FakeReply hangup(std::string text);                  // send, then close
+    static FakeReply slow(std::string text, std::chrono::milliseconds delay);
 
     std::string wire() const;  // the bytes to send
 };
