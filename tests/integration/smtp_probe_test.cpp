@@ -1,5 +1,9 @@
 // The SMTP probe against the scriptable fake server on loopback: transcript facts and deadlines.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <chrono>
@@ -304,6 +308,51 @@ TEST(SmtpProbe, TarpitTimesOutWaitingForBanner) {
 }
 
 // Partial data must not reset the stage timer, or a dribbling peer holds the probe forever.
+TEST(SmtpProbe, HangupBeforeBannerMovesOn) {
+    FakeSmtpScript s;
+    s.banner = FakeReply::cut("220 hi", 0);
+    FakeSmtpServer primary(s, "127.0.0.11");
+    ASSERT_TRUE(primary.ok()) << primary.error();
+    auto secondary = sibling(only_alice(), "127.0.0.12", primary);
+    auto run = run_probe(options(primary.port()),
+                         {{"mx1.example.org", "127.0.0.11"}, {"mx2.example.org", "127.0.0.12"}});
+    ASSERT_EQ(run.result.attempts.size(), 2u);
+    EXPECT_EQ(run.at(0).event, StageEvent::closed);
+    EXPECT_EQ(describe(run.at(0)), "connection closed while waiting for banner");
+    ASSERT_TRUE(run.at(1).rcpt);
+    EXPECT_EQ(run.at(1).rcpt->code, 250);
+}
+
+// A listener whose accept queue is full drops SYNs: connect() hangs as for a dead host.
+TEST(SmtpProbe, ConnectTimeoutOnUnansweredSyn) {
+    int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(lfd, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(0x7f00000f);  // 127.0.0.15
+    ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    ASSERT_EQ(::listen(lfd, 0), 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+    std::vector<int> fillers;
+    for (int i = 0; i < 4; ++i) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+        fillers.push_back(fd);
+    }
+    auto o = options(ntohs(sa.sin_port));
+    o.connect_timeout = 300ms;
+    auto run = run_probe(o, {{"mx1.example.org", "127.0.0.15"}});
+    for (int fd : fillers) ::close(fd);
+    ::close(lfd);
+    ASSERT_EQ(run.result.attempts.size(), 1u);
+    if (run.at(0).event != StageEvent::timeout)
+        GTEST_SKIP() << "kernel completed the handshake anyway: " << describe(run.at(0));
+    EXPECT_EQ(run.at(0).last_stage, SmtpStage::connect);
+    EXPECT_EQ(describe(run.at(0)), "timeout while connecting");
+    EXPECT_LT(run.wall, 800ms);
+}
+
 TEST(SmtpProbe, DribblingPeerIsBoundedByTheStageTimeout) {
     FakeSmtpScript s;
     s.dribble = 40ms;  // the 21-byte banner would take ~840 ms

@@ -240,6 +240,7 @@ void FakeSmtpServer::run() {
         fds.push_back({listen_fd_, POLLIN, 0});
         for (const auto& c : conns) {
             short ev = POLLIN;
+            if (c.close_when_sent && c.out_off == c.out.size()) timeout = 0;  // hang up now
             if (c.out_off < c.out.size()) {
                 if (c.ready_at <= now) {
                     ev |= POLLOUT;
