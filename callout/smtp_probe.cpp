@@ -1,0 +1,515 @@
+// SMTP callout probe over libuv: per-stage table, conversation driver, handle lifetime.
+#include "callout/smtp_probe.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+namespace calloutd {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// Per-stage facts, indexed by SmtpStage (Postfix smtp_proto.c keeps the same kind of table).
+struct StageRow {
+    SmtpStage stage;
+    bool connect_timeout;      // true: connect_timeout applies, else command_timeout
+    std::string_view waiting;  // what we were doing when it ended: "waiting for RCPT reply"
+    // A timeout, hang-up or garbage here says something about this host only, so the next
+    // target is tried. At the RCPT stages it would only make us probe the same domain twice.
+    bool try_next_on_failure;
+};
+
+constexpr StageRow kStages[] = {
+    {SmtpStage::connect, true, "connecting", true},
+    {SmtpStage::banner, false, "waiting for banner", true},
+    {SmtpStage::ehlo, false, "waiting for EHLO reply", true},
+    {SmtpStage::helo, false, "waiting for HELO reply", true},
+    {SmtpStage::mail_from, false, "waiting for MAIL FROM reply", true},
+    {SmtpStage::random_rcpt, false, "waiting for random RCPT reply", false},
+    {SmtpStage::rset, false, "waiting for RSET reply", true},
+    {SmtpStage::mail_from_again, false, "waiting for MAIL FROM reply", true},
+    {SmtpStage::rcpt, false, "waiting for RCPT reply", false},
+    {SmtpStage::quit, false, "waiting for QUIT reply", false},
+};
+
+constexpr bool table_in_stage_order() {
+    for (std::size_t i = 0; i < std::size(kStages); ++i)
+        if (static_cast<std::size_t>(kStages[i].stage) != i) return false;
+    return true;
+}
+static_assert(table_in_stage_order(), "kStages must list every SmtpStage in declaration order");
+
+const StageRow& row(SmtpStage s) {
+    return kStages[static_cast<std::size_t>(s)];
+}
+
+// The QUIT reply does not matter; do not let a slow peer hold the probe open for it.
+constexpr milliseconds kQuitWait{500};
+// A transcript is for humans; a hostile peer must not make it large.
+constexpr std::size_t kMaxWireBytes = 16 * 1024;
+
+// A write request and the bytes it sends, alive until libuv calls back.
+struct WriteReq {
+    uv_write_t req{};
+    std::string data;
+};
+
+[[noreturn]] void impossible(const char* where, const char* what) {
+    std::fprintf(stderr, "calloutd: impossible state in %s: %s\n", where, what);
+    std::abort();
+}
+
+bool parse_ip(const std::string& ip, uint16_t port, sockaddr_storage* out) {
+    *out = {};
+    if (uv_ip4_addr(ip.c_str(), port, reinterpret_cast<sockaddr_in*>(out)) == 0) return true;
+    if (uv_ip6_addr(ip.c_str(), port, reinterpret_cast<sockaddr_in6*>(out)) == 0) return true;
+    return false;
+}
+
+std::string domain_of(const std::string& address) {
+    auto at = address.rfind('@');
+    return at == std::string::npos ? std::string() : address.substr(at + 1);
+}
+
+}  // namespace
+
+bool is_safe_command_line(std::string_view line) {
+    return std::none_of(line.begin(), line.end(), [](char ch) {
+        auto c = static_cast<unsigned char>(ch);
+        return c < 0x20 || c == 0x7f;
+    });
+}
+
+std::string describe(const HostAttempt& a) {
+    const std::string waiting(row(a.last_stage).waiting);
+    switch (a.event) {
+        case StageEvent::reply:
+            if (a.last_reply)
+                return std::to_string(a.last_reply->code) + " reply to " +
+                       std::string(stage_name(a.last_stage)) + ": " + a.last_reply->text();
+            return "reply to " + std::string(stage_name(a.last_stage));
+        case StageEvent::timeout:
+            return "timeout while " + waiting;
+        case StageEvent::deadline:
+            return "probe deadline reached while " + waiting;
+        case StageEvent::closed:
+            return "connection closed while " + waiting;
+        case StageEvent::connect_failed:
+            return a.detail.empty() ? std::string("connection failed") : a.detail;
+        case StageEvent::io_error:
+            return "I/O error while " + waiting + ": " + a.detail;
+        case StageEvent::protocol_error:
+            if (a.detail.rfind("unsafe", 0) == 0)
+                return "refused to send " + std::string(stage_name(a.last_stage)) + ": " + a.detail;
+            return "protocol error while " + waiting + ": " + a.detail;
+    }
+    return "unknown";
+}
+
+std::shared_ptr<SmtpProbe> SmtpProbe::create(uv_loop_t* loop, ProbeOptions options) {
+    return std::make_shared<SmtpProbe>(Key{}, loop, std::move(options));
+}
+
+SmtpProbe::SmtpProbe(Key, uv_loop_t* loop, ProbeOptions options)
+    : loop_(loop),
+      options_(std::move(options)),
+      parser_(ReplyLimits{options_.max_line, options_.max_reply}) {}
+
+SmtpProbe::~SmtpProbe() {
+    if (open_handles_ != 0) impossible(__func__, "destroyed with libuv handles open");
+}
+
+void SmtpProbe::start(std::vector<ProbeTarget> targets, std::string sender,
+                      std::string random_local_part, Callback done) {
+    if (phase_ != Phase::idle) impossible(__func__, "started twice");
+    if (cancelled_) return;
+    targets_ = std::move(targets);
+    sender_ = std::move(sender);
+    random_address_ = random_local_part + "@" + domain_of(sender_);
+    done_ = std::move(done);
+    started_ = std::chrono::steady_clock::now();
+    self_ = shared_from_this();
+
+    uv_timer_init(loop_, &stage_timer_);
+    stage_timer_.data = this;
+    uv_timer_init(loop_, &deadline_timer_);
+    deadline_timer_.data = this;
+    open_handles_ += 2;
+    uv_timer_start(&deadline_timer_, deadline_cb,
+                   static_cast<uint64_t>(options_.probe_timeout.count()), 0);
+    // Even when every target fails at once, the callback comes later: it is only invoked from
+    // a close callback, and libuv never runs those synchronously.
+    connect_next();
+}
+
+void SmtpProbe::cancel() {
+    cancelled_ = true;
+    done_ = nullptr;
+    if (phase_ != Phase::idle) finish();
+}
+
+// Opens the next target's connection, skipping targets that fail before any I/O.
+void SmtpProbe::connect_next() {
+    while (!deadline_hit_ && next_target_ < targets_.size()) {
+        const ProbeTarget& t = targets_[next_target_++];
+        HostAttempt a;
+        a.mx_host = t.mx_host;
+        a.address = t.ip;
+        result_.attempts.push_back(std::move(a));
+        attempt_started_ = std::chrono::steady_clock::now();
+        wire_bytes_ = 0;
+        parser_.reset();
+        stage_ = SmtpStage::connect;
+        phase_ = Phase::connecting;
+
+        sockaddr_storage addr;
+        if (!parse_ip(t.ip, options_.port, &addr)) {
+            attempt().detail = "invalid address";
+            continue;
+        }
+        if (int r = uv_tcp_init(loop_, &tcp_); r < 0) {
+            attempt().detail = uv_strerror(r);
+            continue;
+        }
+        tcp_.data = this;
+        tcp_open_ = true;
+        ++open_handles_;
+        if (!options_.source_address.empty()) {
+            sockaddr_storage src;
+            if (!parse_ip(options_.source_address, 0, &src)) {
+                end_attempt(StageEvent::connect_failed, "invalid source address", After::stop,
+                            false);
+                return;
+            }
+            if (src.ss_family != addr.ss_family) {
+                end_attempt(StageEvent::connect_failed, "source address family mismatch",
+                            After::next_target, false);
+                return;
+            }
+            if (int r = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&src), 0); r < 0) {
+                end_attempt(StageEvent::connect_failed,
+                            std::string("bind to source address: ") + uv_strerror(r), After::stop,
+                            false);
+                return;
+            }
+        }
+        if (int r = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<sockaddr*>(&addr),
+                                   connect_cb);
+            r < 0) {
+            end_attempt(StageEvent::connect_failed, uv_strerror(r), After::next_target, false);
+            return;
+        }
+        arm_stage_timer(options_.connect_timeout);
+        return;
+    }
+    finish();
+}
+
+void SmtpProbe::on_connected(int status) {
+    if (status == UV_ECANCELED || phase_ != Phase::connecting) return;
+    if (status < 0) {
+        end_attempt(StageEvent::connect_failed, uv_strerror(status), After::next_target, false);
+        return;
+    }
+    stage_ = SmtpStage::banner;
+    phase_ = Phase::waiting;
+    if (int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), alloc_cb, read_cb); r < 0) {
+        end_attempt(StageEvent::io_error, uv_strerror(r), After::next_target, false);
+        return;
+    }
+    arm_stage_timer(options_.command_timeout);
+}
+
+void SmtpProbe::on_read(ssize_t nread) {
+    if (phase_ != Phase::waiting && phase_ != Phase::quitting) return;
+    if (nread == 0) return;
+    const After on_failure = row(stage_).try_next_on_failure ? After::next_target : After::stop;
+    if (nread < 0) {
+        if (phase_ == Phase::quitting) return close_connection();
+        if (nread == UV_EOF) return end_attempt(StageEvent::closed, "", on_failure, false);
+        return end_attempt(StageEvent::io_error, uv_strerror(static_cast<int>(nread)), on_failure,
+                           false);
+    }
+    parser_.feed(std::string_view(read_buf_.data(), static_cast<std::size_t>(nread)));
+    if (phase_ == Phase::quitting) {
+        auto bye = parser_.next();
+        if (bye) record_reply(*bye);
+        if (bye || parser_.failed()) close_connection();
+        return;
+    }
+    auto reply = parser_.next();
+    if (!reply) {
+        if (parser_.failed())
+            end_attempt(StageEvent::protocol_error, parser_.error(), on_failure, false);
+        return;  // a partial reply; the stage timer keeps running, it is not reset by data
+    }
+    record_reply(*reply);
+    if (parser_.failed())
+        return end_attempt(StageEvent::protocol_error, parser_.error(), on_failure, false);
+    // We never pipeline, so anything past the reply to our one outstanding command is a
+    // violation; acting on it could desynchronise command and reply.
+    if (parser_.has_pending())
+        return end_attempt(StageEvent::protocol_error,
+                           "unexpected data after " + std::string(stage_name(stage_)) +
+                               " reply (pipelining violation)",
+                           on_failure, false);
+    on_reply(std::move(*reply));
+}
+
+// The conversation itself: what a complete reply in the current stage leads to.
+void SmtpProbe::on_reply(SmtpReply reply) {
+    uv_timer_stop(&stage_timer_);
+    const int cls = reply.code / 100;
+    switch (stage_) {
+        case SmtpStage::mail_from:
+            attempt().mail_from = reply;
+            break;
+        case SmtpStage::random_rcpt:
+            attempt().random_rcpt = reply;
+            break;
+        case SmtpStage::rcpt:
+            attempt().rcpt = reply;
+            break;
+        default:
+            break;
+    }
+    // 421: the server is closing this channel; another MX may well answer.
+    if (reply.code == 421) return end_with_reply(std::move(reply), After::next_target, false);
+
+    const std::string mail = "MAIL FROM:<>";
+    const std::string rcpt = "RCPT TO:<" + sender_ + ">";
+    switch (stage_) {
+        case SmtpStage::banner:
+            if (cls == 2) return send("EHLO " + options_.helo_name, SmtpStage::ehlo);
+            return end_with_reply(std::move(reply), After::next_target, true);
+        case SmtpStage::ehlo:
+            if (cls == 2) return send(mail, SmtpStage::mail_from);
+            if (cls == 5) return send("HELO " + options_.helo_name, SmtpStage::helo);
+            return end_with_reply(std::move(reply), After::next_target, true);
+        case SmtpStage::helo:
+            if (cls == 2) return send(mail, SmtpStage::mail_from);
+            return end_with_reply(std::move(reply), After::next_target, true);
+        case SmtpStage::mail_from:
+        case SmtpStage::mail_from_again:
+            if (cls == 2) {
+                if (stage_ == SmtpStage::mail_from && options_.random_check)
+                    return send("RCPT TO:<" + random_address_ + ">", SmtpStage::random_rcpt);
+                return send(rcpt, SmtpStage::rcpt);
+            }
+            // 5xx to MAIL FROM:<> is a fact about the domain's policy; 4xx may be this host.
+            return end_with_reply(std::move(reply), cls == 5 ? After::stop : After::next_target,
+                                  true);
+        case SmtpStage::random_rcpt:
+            if (cls == 2) return end_with_reply(std::move(reply), After::stop, true);
+            return send("RSET", SmtpStage::rset);
+        case SmtpStage::rset:
+            if (cls == 2) return send(mail, SmtpStage::mail_from_again);
+            return end_with_reply(std::move(reply), After::next_target, true);
+        case SmtpStage::rcpt:
+            return end_with_reply(std::move(reply), After::stop, true);
+        case SmtpStage::connect:
+        case SmtpStage::quit:
+            impossible(__func__, "reply outside a conversation stage");
+    }
+}
+
+// Writes one command for `stage` after the injection check, and waits for its reply.
+void SmtpProbe::send(std::string line, SmtpStage stage) {
+    stage_ = stage;
+    if (!is_safe_command_line(line)) {
+        const bool helo = stage == SmtpStage::ehlo || stage == SmtpStage::helo;
+        return end_attempt(StageEvent::protocol_error, helo ? "unsafe HELO name" : "unsafe address",
+                           After::stop, true);
+    }
+    if (int r = write_line(std::move(line)); r < 0) {
+        const After after = row(stage).try_next_on_failure ? After::next_target : After::stop;
+        return end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(r), after,
+                           false);
+    }
+    phase_ = Phase::waiting;
+    arm_stage_timer(options_.command_timeout);
+}
+
+int SmtpProbe::write_line(std::string line) {
+    record(true, line);
+    auto req = std::make_unique<WriteReq>();
+    req->data = std::move(line);
+    req->data += "\r\n";
+    req->req.data = req.get();
+    uv_buf_t buf = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
+    int r = uv_write(&req->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, write_cb);
+    // On success libuv owns the request until write_cb, which takes it back.
+    if (r == 0) (void)req.release();
+    return r;
+}
+
+void SmtpProbe::on_stage_timeout() {
+    if (phase_ == Phase::quitting) return close_connection();
+    if (phase_ != Phase::connecting && phase_ != Phase::waiting) return;
+    end_attempt(StageEvent::timeout, "",
+                row(stage_).try_next_on_failure ? After::next_target : After::stop, false);
+}
+
+void SmtpProbe::on_deadline() {
+    deadline_hit_ = true;
+    switch (phase_) {
+        case Phase::connecting:
+        case Phase::waiting:
+            return end_attempt(StageEvent::deadline, "", After::stop, false);
+        case Phase::quitting:
+            return close_connection();
+        case Phase::idle:
+        case Phase::closing:  // the close callback sees deadline_hit_ and finishes
+        case Phase::finished:
+            return;
+    }
+}
+
+void SmtpProbe::end_with_reply(SmtpReply reply, After after, bool say_quit) {
+    attempt().last_reply = std::move(reply);
+    end_attempt(StageEvent::reply, "", after, say_quit);
+}
+
+// Records how the current attempt ended and winds the connection down (politely if asked).
+void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, bool say_quit) {
+    if (phase_ == Phase::idle || phase_ == Phase::closing || phase_ == Phase::finished) return;
+    uv_timer_stop(&stage_timer_);
+    HostAttempt& a = attempt();
+    a.last_stage = stage_;
+    a.event = event;
+    a.detail = std::move(detail);
+    after_close_ = deadline_hit_ ? After::stop : after;
+    if (say_quit && tcp_open_ && phase_ == Phase::waiting && write_line("QUIT") == 0) {
+        phase_ = Phase::quitting;
+        arm_stage_timer(std::min(options_.command_timeout, kQuitWait));
+        return;
+    }
+    close_connection();
+}
+
+void SmtpProbe::close_connection() {
+    uv_timer_stop(&stage_timer_);
+    phase_ = Phase::closing;
+    if (!tcp_open_) {
+        if (after_close_ == After::next_target && !deadline_hit_) return connect_next();
+        return finish();
+    }
+    auto* handle = reinterpret_cast<uv_handle_t*>(&tcp_);
+    if (!uv_is_closing(handle)) {
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+        uv_close(handle, tcp_close_cb);
+    }
+}
+
+void SmtpProbe::on_tcp_closed() {
+    tcp_open_ = false;
+    --open_handles_;
+    if (phase_ == Phase::finished) return maybe_deliver();
+    if (after_close_ == After::next_target && !deadline_hit_) return connect_next();
+    finish();
+}
+
+// Closes every handle; the result is delivered when the last close callback has run.
+void SmtpProbe::finish() {
+    if (phase_ == Phase::finished) return;
+    phase_ = Phase::finished;
+    result_.elapsed =
+        std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started_);
+    for (uv_timer_t* t : {&stage_timer_, &deadline_timer_}) {
+        auto* h = reinterpret_cast<uv_handle_t*>(t);
+        if (!uv_is_closing(h)) {
+            uv_timer_stop(t);
+            uv_close(h, handle_close_cb);
+        }
+    }
+    auto* tcp = reinterpret_cast<uv_handle_t*>(&tcp_);
+    if (tcp_open_ && !uv_is_closing(tcp)) {
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+        uv_close(tcp, tcp_close_cb);
+    }
+}
+
+void SmtpProbe::maybe_deliver() {
+    if (open_handles_ != 0) return;
+    // `keep` may hold the last reference: it must be the last thing to go out of scope here.
+    std::shared_ptr<SmtpProbe> keep = std::move(self_);
+    if (cancelled_ || !done_) return;
+    Callback cb = std::move(done_);
+    cb(std::move(result_));
+}
+
+void SmtpProbe::record(bool sent, std::string_view text) {
+    if (result_.attempts.empty() || wire_bytes_ > kMaxWireBytes) return;
+    wire_bytes_ += text.size();
+    auto at = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() -
+                                                       attempt_started_);
+    if (wire_bytes_ > kMaxWireBytes) {
+        attempt().wire.push_back(WireLine{sent, at, "[transcript truncated]"});
+        return;
+    }
+    attempt().wire.push_back(WireLine{sent, at, std::string(text)});
+}
+
+// Wire form of each line of a reply, rebuilt from the parsed code and text.
+void SmtpProbe::record_reply(const SmtpReply& reply) {
+    for (std::size_t i = 0; i < reply.lines.size(); ++i) {
+        std::string line = std::to_string(reply.code);
+        if (i + 1 < reply.lines.size())
+            line += '-';
+        else if (!reply.lines[i].empty())
+            line += ' ';
+        record(false, line + reply.lines[i]);
+    }
+}
+
+void SmtpProbe::arm_stage_timer(milliseconds timeout) {
+    uv_timer_start(&stage_timer_, stage_timer_cb, static_cast<uint64_t>(timeout.count()), 0);
+}
+
+void SmtpProbe::alloc_cb(uv_handle_t* handle, size_t, uv_buf_t* buf) {
+    // One buffer suffices: read_cb consumes every byte before the next read.
+    auto* self = static_cast<SmtpProbe*>(handle->data);
+    *buf = uv_buf_init(self->read_buf_.data(), static_cast<unsigned>(self->read_buf_.size()));
+}
+
+void SmtpProbe::read_cb(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+    static_cast<SmtpProbe*>(stream->data)->on_read(nread);
+}
+
+void SmtpProbe::connect_cb(uv_connect_t* req, int status) {
+    static_cast<SmtpProbe*>(req->handle->data)->on_connected(status);
+}
+
+void SmtpProbe::write_cb(uv_write_t* req, int status) {
+    std::unique_ptr<WriteReq> owned(static_cast<WriteReq*>(req->data));
+    auto* self = static_cast<SmtpProbe*>(req->handle->data);
+    if (status >= 0 || status == UV_ECANCELED) return;
+    if (self->phase_ == Phase::quitting) return self->close_connection();
+    if (self->phase_ != Phase::waiting) return;
+    const After after = row(self->stage_).try_next_on_failure ? After::next_target : After::stop;
+    self->end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(status), after,
+                      false);
+}
+
+void SmtpProbe::stage_timer_cb(uv_timer_t* timer) {
+    static_cast<SmtpProbe*>(timer->data)->on_stage_timeout();
+}
+
+void SmtpProbe::deadline_cb(uv_timer_t* timer) {
+    static_cast<SmtpProbe*>(timer->data)->on_deadline();
+}
+
+void SmtpProbe::tcp_close_cb(uv_handle_t* handle) {
+    static_cast<SmtpProbe*>(handle->data)->on_tcp_closed();
+}
+
+void SmtpProbe::handle_close_cb(uv_handle_t* handle) {
+    auto* self = static_cast<SmtpProbe*>(handle->data);
+    --self->open_handles_;
+    self->maybe_deliver();
+}
+
+}  // namespace calloutd

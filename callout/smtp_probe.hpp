@@ -1,0 +1,139 @@
+// SMTP callout probe: one sender address checked against an ordered list of MX addresses.
+#pragma once
+
+#include <uv.h>
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "callout/smtp_reply.hpp"
+#include "callout/transcript.hpp"
+
+namespace calloutd {
+
+struct ProbeOptions {
+    uint16_t port = 25;
+    std::string helo_name;
+    std::chrono::milliseconds connect_timeout{30000};
+    std::chrono::milliseconds command_timeout{30000};  // each reply, the banner included
+    std::chrono::milliseconds probe_timeout{60000};    // overall, across all targets
+    bool random_check = true;
+    std::string source_address;  // empty = none, else an IP literal to bind
+    std::size_t max_line = 2048;
+    std::size_t max_reply = 65536;
+};
+
+// One address to try, already resolved and vetted by the SSRF guard.
+struct ProbeTarget {
+    std::string mx_host;
+    std::string ip;
+};
+
+struct ProbeResult {
+    std::vector<HostAttempt> attempts;  // one per target actually tried, in order
+    std::chrono::milliseconds elapsed{};
+};
+
+// One sentence naming the stage where an attempt ended: "timeout while waiting for RCPT reply",
+// "connection closed while waiting for banner", "connection refused", "550 reply to RCPT: ...".
+std::string describe(const HostAttempt& attempt);
+
+// True when `line` may be written as one SMTP command: no CR, LF, NUL or other control byte.
+bool is_safe_command_line(std::string_view line);
+
+// The probe state machine. Stages run in SmtpStage order; each has its timeout and wording in a
+// table in smtp_probe.cpp. Lifetime: once started, the probe keeps itself alive until all its
+// libuv handles are closed, whether or not the caller keeps its shared_ptr. The completion
+// callback runs exactly once, from the loop, never from inside start(), and not at all after
+// cancel().
+class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
+    struct Key {};  // only create() may construct
+
+  public:
+    using Callback = std::function<void(ProbeResult)>;
+
+    static std::shared_ptr<SmtpProbe> create(uv_loop_t* loop, ProbeOptions options);
+    SmtpProbe(Key, uv_loop_t* loop, ProbeOptions options);
+    ~SmtpProbe();
+    SmtpProbe(const SmtpProbe&) = delete;
+    SmtpProbe& operator=(const SmtpProbe&) = delete;
+
+    // Starts the conversation with targets[0]. `sender` is the address under test
+    // (local@domain); `random_local_part` is used for the accept-all RCPT. Call at most once.
+    void start(std::vector<ProbeTarget> targets, std::string sender, std::string random_local_part,
+               Callback done);
+    // Stops all I/O and suppresses the callback. Safe at any time, also from inside callbacks.
+    void cancel();
+
+  private:
+    // Where the connection is, orthogonal to the SMTP stage: waiting means a command is out
+    // (or the banner is due) and the stage timer runs.
+    enum class Phase { idle, connecting, waiting, quitting, closing, finished };
+    enum class After { next_target, stop };
+
+    void connect_next();
+    void send(std::string line, SmtpStage stage);
+    int write_line(std::string line);
+    void on_connected(int status);
+    void on_read(ssize_t nread);
+    void on_reply(SmtpReply reply);
+    void on_stage_timeout();
+    void on_deadline();
+    void on_tcp_closed();
+    void maybe_deliver();
+    void end_with_reply(SmtpReply reply, After after, bool say_quit);
+    void end_attempt(StageEvent event, std::string detail, After after, bool say_quit);
+    void close_connection();
+    void finish();
+    void record(bool sent, std::string_view text);
+    void record_reply(const SmtpReply& reply);
+    void arm_stage_timer(std::chrono::milliseconds timeout);
+    HostAttempt& attempt() { return result_.attempts.back(); }
+
+    static void alloc_cb(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
+    static void read_cb(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+    static void connect_cb(uv_connect_t* req, int status);
+    static void write_cb(uv_write_t* req, int status);
+    static void stage_timer_cb(uv_timer_t* timer);
+    static void deadline_cb(uv_timer_t* timer);
+    static void tcp_close_cb(uv_handle_t* handle);
+    static void handle_close_cb(uv_handle_t* handle);
+
+    uv_loop_t* loop_;
+    ProbeOptions options_;
+    std::vector<ProbeTarget> targets_;
+    std::size_t next_target_ = 0;
+    std::string sender_;
+    std::string random_address_;
+    Callback done_;
+    std::shared_ptr<SmtpProbe> self_;  // set while any handle is open
+
+    uv_tcp_t tcp_{};
+    uv_connect_t connect_req_{};
+    uv_timer_t stage_timer_{};
+    uv_timer_t deadline_timer_{};
+    int open_handles_ = 0;
+    bool tcp_open_ = false;
+
+    Phase phase_ = Phase::idle;
+    SmtpStage stage_ = SmtpStage::connect;
+    After after_close_ = After::stop;
+    bool cancelled_ = false;
+    bool deadline_hit_ = false;
+    std::size_t wire_bytes_ = 0;  // transcript size of the current attempt, capped
+
+    SmtpReplyParser parser_;
+    std::array<char, 4096> read_buf_{};
+    ProbeResult result_;
+    std::chrono::steady_clock::time_point started_;
+    std::chrono::steady_clock::time_point attempt_started_;
+};
+
+}  // namespace calloutd
