@@ -118,7 +118,8 @@ TEST_F(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
     }
     ASSERT_TRUE(c.send(batch));
     for (int i = 0; i < 100; ++i) ASSERT_EQ(c.read_action(), want[static_cast<size_t>(i)]) << i;
-    // The log shows the three kinds in request order.
+    // The log shows the three kinds in request order (log lines are flushed per loop turn).
+    ASSERT_TRUE(daemon_->wait_for_log("sender=user98@example.org", 2s));
     std::string log = daemon_->log();
     size_t pos = 0;
     for (int i = 0; i < 6; ++i) {
