@@ -36,7 +36,7 @@ void init_ares_library_once() {
 }
 
 // Reason word for a c-ares status that means "try again later".
-std::string temp_reason(int status) {
+std::string temp_reason(int status, bool exact_rcodes) {
     switch (status) {
         case ARES_ESERVFAIL:
             return "servfail";
@@ -45,7 +45,7 @@ std::string temp_reason(int status) {
         case ARES_ETIMEOUT:
             return "dns-timeout";
         case ARES_ECONNREFUSED:
-            return "connection-refused";
+            return exact_rcodes ? "connection-refused" : "all-servers-failed";
         case ARES_EBADRESP:
         case ARES_EFORMERR:
             return "bad-response";
@@ -152,6 +152,8 @@ struct DnsResolver::QueryTag {
     Handle handle;
     QueryKind kind;
     std::size_t host_index;
+    int type;
+    std::string name;
 };
 
 void DnsResolver::UvCloser::operator()(uv_poll_t* h) const {
@@ -178,6 +180,7 @@ DnsResolver::DnsResolver(Key, uv_loop_t* loop, const DnsOptions& options)
     if (options_.max_mx_hosts == 0) options_.max_mx_hosts = 1;
     if (options_.max_addresses_per_host == 0) options_.max_addresses_per_host = 1;
     if (options_.tries < 1) options_.tries = 1;
+    if (options_.max_outstanding_queries == 0) options_.max_outstanding_queries = 1;
 }
 
 std::unique_ptr<DnsResolver> DnsResolver::create(uv_loop_t* loop, DnsOptions options,
@@ -199,23 +202,44 @@ bool DnsResolver::init(std::string& error) {
         if (i > 0) servers[i - 1].next = &servers[i];
     }
 
-    ares_options opts{};
-    opts.sock_state_cb = &DnsResolver::ares_sock_state_cb;
-    opts.sock_state_cb_data = this;
-    opts.timeout = static_cast<int>(std::max<std::int64_t>(1, options_.timeout.count()));
-    opts.tries = options_.tries;
-    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
-    int rc = ares_init_options(&channel_, &opts, mask);
-    if (rc != ARES_SUCCESS) {
-        channel_ = nullptr;
-        error = std::string("c-ares initialisation failed: ") + ares_strerror(rc);
-        return false;
-    }
-    if (!servers.empty()) {
-        rc = ares_set_servers_ports(channel_, servers.data());
+    // c-ares 1.18 reports "every server answered SERVFAIL/REFUSED/NOTIMP" as ARES_ECONNREFUSED,
+    // indistinguishable from an unreachable server. With a single server there is nothing to
+    // fail over to, so ARES_FLAG_NOCHECKRESP hands us the answer and its exact RCODE; with
+    // several servers we keep c-ares' failover and report the merged "all-servers-failed".
+    auto init_channel = [&](bool exact) {
+        ares_options opts{};
+        opts.sock_state_cb = &DnsResolver::ares_sock_state_cb;
+        opts.sock_state_cb_data = this;
+        opts.timeout = static_cast<int>(std::max<std::int64_t>(1, options_.timeout.count()));
+        opts.tries = options_.tries;
+        opts.flags = exact ? ARES_FLAG_NOCHECKRESP : 0;
+        int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS;
+        int rc = ares_init_options(&channel_, &opts, mask);
+        if (rc != ARES_SUCCESS) {
+            channel_ = nullptr;
+            error = std::string("c-ares initialisation failed: ") + ares_strerror(rc);
+            return false;
+        }
+        if (!servers.empty()) rc = ares_set_servers_ports(channel_, servers.data());
         if (rc != ARES_SUCCESS) {
             error = std::string("c-ares rejected the DNS servers: ") + ares_strerror(rc);
             return false;
+        }
+        exact_rcodes_ = exact;
+        return true;
+    };
+    if (!init_channel(servers.size() == 1)) return false;
+    if (servers.empty()) {  // from resolv.conf: count what c-ares found
+        ares_addr_port_node* found = nullptr;
+        std::size_t count = 0;
+        if (ares_get_servers_ports(channel_, &found) == ARES_SUCCESS) {
+            for (auto* n = found; n != nullptr; n = n->next) ++count;
+            ares_free_data(found);
+        }
+        if (count == 1) {
+            ares_destroy(channel_);  // no queries yet: nothing is called back
+            channel_ = nullptr;
+            if (!init_channel(true)) return false;
         }
     }
 
@@ -272,9 +296,27 @@ bool DnsResolver::cancel(Handle handle) {
 void DnsResolver::start_query(Operation& op, QueryKind kind, std::size_t host_index,
                               const std::string& name) {
     int type = kind == QueryKind::mx ? kTypeMx : kind == QueryKind::a ? kTypeA : kTypeAaaa;
-    auto tag = std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index});
+    waiting_.push_back(
+        std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index, type, name}));
     ++op.pending;
-    ares_query(channel_, name.c_str(), kClassIn, type, &DnsResolver::ares_query_cb, tag.release());
+    pump();
+}
+
+// Hands waiting queries to c-ares up to the outstanding limit, skipping cancelled operations.
+void DnsResolver::pump() {
+    if (pumping_) return;  // a synchronous answer inside ares_query() lands here; the loop below
+    pumping_ = true;       // picks up the freed slot
+    while (outstanding_ < options_.max_outstanding_queries && !waiting_.empty()) {
+        std::unique_ptr<QueryTag> tag = std::move(waiting_.front());
+        waiting_.pop_front();
+        auto it = operations_.find(tag->handle);
+        if (it == operations_.end() || it->second->done) continue;
+        ++outstanding_;
+        QueryTag* raw = tag.release();  // owned by c-ares until ares_query_cb
+        ares_query(channel_, raw->name.c_str(), kClassIn, raw->type, &DnsResolver::ares_query_cb,
+                   raw);
+    }
+    pumping_ = false;
 }
 
 void DnsResolver::ares_query_cb(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
@@ -283,15 +325,18 @@ void DnsResolver::ares_query_cb(void* arg, int status, int /*timeouts*/, unsigne
     // Called from inside ares_destroy(): the resolver is being torn down, touch nothing.
     if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) return;
     DnsResolver* self = tag->self;
+    --self->outstanding_;
     auto it = self->operations_.find(tag->handle);
-    if (it == self->operations_.end() || it->second->done) return;  // cancelled: stale answer
-    Operation& op = *it->second;
-    --op.pending;
-    if (tag->kind == QueryKind::mx) {
-        self->on_mx_answer(op, status, abuf, alen);
-    } else {
-        self->on_address_answer(op, tag->kind, tag->host_index, status, abuf, alen);
+    if (it != self->operations_.end() && !it->second->done) {  // else cancelled: stale answer
+        Operation& op = *it->second;
+        --op.pending;
+        if (tag->kind == QueryKind::mx) {
+            self->on_mx_answer(op, status, abuf, alen);
+        } else {
+            self->on_address_answer(op, tag->kind, tag->host_index, status, abuf, alen);
+        }
     }
+    self->pump();
 }
 
 // RFC 5321 5.1 and RFC 7505: decide between MX hosts, implicit MX, null MX and failures.
@@ -314,7 +359,7 @@ void DnsResolver::on_mx_answer(Operation& op, int status, const unsigned char* a
             complete(op, MxResolution::Status::no_mail_domain, "bad-name");
             return;
         default:
-            complete(op, MxResolution::Status::tempfail, temp_reason(status));
+            complete(op, MxResolution::Status::tempfail, temp_reason(status, exact_rcodes_));
             return;
     }
 
@@ -403,7 +448,7 @@ void DnsResolver::on_address_answer(Operation& op, QueryKind kind, std::size_t h
             host.temp_reason = "bad-response";
         }
     } else if (status != ARES_ENODATA && status != ARES_ENOTFOUND && host.temp_reason.empty()) {
-        host.temp_reason = temp_reason(status);
+        host.temp_reason = temp_reason(status, exact_rcodes_);
     }
     finish_if_done(op);
 }

@@ -30,6 +30,9 @@ struct DnsOptions {
     // At most this many MX hosts are looked up (after sorting), and this many addresses kept each.
     std::size_t max_mx_hosts = 10;
     std::size_t max_addresses_per_host = 8;
+    // Queries on the wire at once; more wait in a FIFO. A burst of hundreds of UDP queries
+    // overflows a resolver's socket buffer and turns into timeouts.
+    std::size_t max_outstanding_queries = 64;
 };
 
 struct MxHost {
@@ -45,6 +48,7 @@ struct MxResolution {
     // ok: "mx" | "implicit-mx"
     // no_mail_domain: "nxdomain" | "null-mx" | "no-mx-no-address" | "bad-name"
     // tempfail: "servfail" | "refused" | "dns-timeout" | "connection-refused" | "bad-response"
+    //           | "all-servers-failed" (several servers, each SERVFAIL/REFUSED/unreachable)
     //           | "notimp" | "mx-without-address" | "dns-error" | "resolver-shutdown"
     std::string reason;
     std::vector<MxHost> hosts;  // only hosts with at least one address, in delivery order
@@ -100,6 +104,7 @@ class DnsResolver {
     void on_address_answer(Operation& op, QueryKind kind, std::size_t host_index, int status,
                            const unsigned char* abuf, int alen);
     void start_address_lookups(Operation& op);
+    void pump();
     void finish_if_done(Operation& op);
     void complete(Operation& op, MxResolution::Status status, std::string reason);
     void deliver_ready();
@@ -117,6 +122,10 @@ class DnsResolver {
     std::unordered_map<ares_socket_t, PollPtr> polls_;
     std::map<Handle, std::unique_ptr<Operation>> operations_;
     std::deque<Handle> ready_;
+    std::deque<std::unique_ptr<QueryTag>> waiting_;  // queries not yet handed to c-ares
+    std::size_t outstanding_ = 0;                    // queries handed to c-ares, not answered
+    bool pumping_ = false;
+    bool exact_rcodes_ = false;  // ARES_FLAG_NOCHECKRESP: see init()
     Handle next_handle_ = 1;
     std::mt19937_64 rng_;
     // Expires when the resolver is destroyed, so delivery notices a callback that destroyed it.
