@@ -5,12 +5,8 @@
 
 namespace calloutd::test {
 
-inline std::string source_dir() {
-    return CALLOUTD_SOURCE_DIR;
-}
-inline std::string daemon_binary() {
-    return CALLOUTD_BINARY;
-}
+inline std::string source_dir() { return CALLOUTD_SOURCE_DIR; }
+inline std::string daemon_binary() { return CALLOUTD_BINARY; }
 // A fresh private directory under /tmp for one test; removed by the caller.
 std::string make_temp_dir(const std::string& tag);
 
