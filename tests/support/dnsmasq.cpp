@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -122,6 +123,9 @@ bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why) {
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("Dnsmasq: fork failed");
     if (pid_ == 0) {
+        // If the test binary dies without its destructors (a crash, a killed ctest), so does
+        // dnsmasq: no orphan keeps the port and the temp dir.
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         int fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
