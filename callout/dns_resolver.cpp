@@ -8,8 +8,6 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <set>
 #include <utility>

@@ -49,7 +49,7 @@ struct MxResolution {
     // no_mail_domain: "nxdomain" | "null-mx" | "no-mx-no-address" | "bad-name"
     // tempfail: "servfail" | "refused" | "dns-timeout" | "connection-refused" | "bad-response"
     //           | "all-servers-failed" (several servers, each SERVFAIL/REFUSED/unreachable)
-    //           | "notimp" | "mx-without-address" | "dns-error" | "resolver-shutdown"
+    //           | "notimp" | "mx-without-address" | "dns-error"
     std::string reason;
     std::vector<MxHost> hosts;  // only hosts with at least one address, in delivery order
 };

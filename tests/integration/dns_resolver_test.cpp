@@ -426,6 +426,7 @@ TEST_F(DnsResolverTest, MxHostsAndAddressesAreCapped) {
 
 TEST_F(DnsResolverTest, ServerNotations) {
     std::string error;
+    EXPECT_TRUE(DnsResolver::create(&loop_, DnsOptions{}, error)) << "resolv.conf: " << error;
     for (const char* good : {"127.0.0.1", "127.0.0.1:5353", "[::1]:5353", "::1", "[::1]"}) {
         DnsOptions o;
         o.servers = {good};
