@@ -8,6 +8,8 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "daemon/components.hpp"
+#include "daemon/config_values.hpp"
 #include "daemon/log.hpp"
 
 namespace calloutd {
@@ -19,6 +21,7 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 }
 
 Daemon::~Daemon() {
+    stop_engine();
     // Close whatever is still open so the loop can be closed cleanly.
     uv_walk(
         &loop_,
@@ -30,6 +33,14 @@ Daemon::~Daemon() {
     server_.reset();
     decider_.reset();
     uv_loop_close(&loop_);
+}
+
+void Daemon::stop_engine() {
+    // Probes still running hold handles that would keep the loop alive past the shutdown bound;
+    // their verdicts are lost, which only costs a repeat probe after the restart.
+    if (decider_) decider_->set_verifier(nullptr);
+    verifier_.reset();
+    callout_.reset();
 }
 
 int Daemon::run() {
@@ -46,7 +57,7 @@ int Daemon::run() {
     uv_signal_start(&sigint_, on_signal, SIGINT);
     uv_signal_start(&sighup_, on_signal, SIGHUP);
 
-    if (!server_->listen() || !drop_privileges()) {
+    if (!server_->listen() || !start_engine() || !drop_privileges()) {
         finish_shutdown();
         uv_run(&loop_, UV_RUN_DEFAULT);
         Log::detach();
@@ -61,6 +72,34 @@ int Daemon::run() {
     LogLine(LogLevel::notice, "stopped");
     Log::detach();
     return 0;
+}
+
+bool Daemon::start_engine() {
+    cache_ = std::make_unique<MemoryVerdictCache>(static_cast<size_t>(config_.cache.memory_entries),
+                                                  cache_ttls(config_));
+    std::string error;
+    callout_ = Callout::create(
+        &loop_, callout_options(config_, listener_addresses(server_->bound())), error);
+    if (!callout_) {
+        LogLine(LogLevel::error, "engine-failed").field("reason", error);
+        return false;
+    }
+    verifier_ = std::make_unique<CalloutVerifier>(
+        &loop_, *cache_, *callout_, config_.server.reply_timeout,
+        [](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
+            LogLine line(LogLevel::info, "probe");
+            line.field("sender", sender.address())
+                .field("class", to_string(r.verdict.cls))
+                .field("reason", r.verdict.reason)
+                .field("mx", r.attempts.empty() ? std::string("-") : r.attempts.back().mx_host)
+                .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
+                .field("attempts", static_cast<long long>(r.attempts.size()))
+                .field("refused", static_cast<long long>(r.refused.size()))
+                .field("ms", static_cast<long long>(r.elapsed.count()));
+            if (refresh) line.field("refresh", "yes");
+        });
+    decider_->set_verifier(verifier_.get());
+    return true;
 }
 
 bool Daemon::drop_privileges() {
@@ -119,6 +158,21 @@ void Daemon::reload() {
     }
     Config next = std::get<Config>(std::move(result));
     Log::configure(next.log);
+    if (verifier_) verifier_->set_reply_timeout(next.server.reply_timeout);
+    if (cache_) cache_->set_ttls(cache_ttls(next));
+    auto engine_options = [](const Config& c) {
+        auto o = callout_options(c, {});
+        return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.probe.port,
+                          o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
+                          o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
+                          o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url);
+    };
+    if (engine_options(next) != engine_options(config_)) {
+        LogLine(LogLevel::warning, "reload")
+            .field("reason",
+                   "[dns], [callout], cache.memory_entries and [redis] changes take "
+                   "effect after a restart");
+    }
     decider_->update_settings(next.policy);
     server_->update_settings(next.server);
     config_ = std::move(next);
@@ -160,6 +214,7 @@ void Daemon::finish_shutdown() {
     }
     uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
     server_->close_all();
+    stop_engine();
 }
 
 }  // namespace calloutd

@@ -5,9 +5,12 @@
 
 #include <memory>
 
+#include "callout/callout.hpp"
 #include "daemon/config.hpp"
 #include "daemon/server.hpp"
+#include "policy/callout_verifier.hpp"
 #include "policy/decider.hpp"
+#include "storage/memory_cache.hpp"
 
 namespace calloutd {
 
@@ -27,11 +30,16 @@ class Daemon {
     void begin_shutdown(int signum);
     void finish_shutdown();
     bool drop_privileges();
+    bool start_engine();
+    void stop_engine();
 
     uv_loop_t loop_;
     Config config_;
     std::unique_ptr<Decider> decider_;
     std::unique_ptr<Server> server_;
+    std::unique_ptr<MemoryVerdictCache> cache_;
+    std::unique_ptr<Callout> callout_;
+    std::unique_ptr<CalloutVerifier> verifier_;
     uv_signal_t sigterm_;
     uv_signal_t sigint_;
     uv_signal_t sighup_;

@@ -51,6 +51,7 @@ class Decider {
     // called from inside decide().
     std::optional<Decision> decide(const PolicyRequest& req, Done done);
     void update_settings(PolicySettings settings) { settings_ = std::move(settings); }
+    void set_verifier(SenderVerifier* verifier) { verifier_ = verifier; }
     const PolicySettings& settings() const { return settings_; }
 
   private:

@@ -1,0 +1,119 @@
+// Callout orchestration: DNS -> guard every address -> probe allowed MX hosts -> classify.
+#include "callout/callout.hpp"
+
+#include <unistd.h>
+
+#include "callout/classifier.hpp"
+
+namespace calloutd {
+
+namespace {
+
+std::string local_host_name() {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+    return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<Callout> Callout::create(uv_loop_t* loop, CalloutOptions options,
+                                         std::string& error) {
+    auto dns = DnsResolver::create(loop, options.dns, error);
+    if (!dns) return nullptr;
+    if (options.probe.helo_name.empty()) options.probe.helo_name = local_host_name();
+    return std::make_unique<Callout>(Key{}, loop, std::move(options), std::move(dns));
+}
+
+Callout::Callout(Key, uv_loop_t* loop, CalloutOptions options, std::unique_ptr<DnsResolver> dns)
+    : loop_(loop),
+      options_(std::move(options)),
+      dns_(std::move(dns)),
+      guard_(options_.allow_networks, options_.own_addresses),
+      rng_(options_.seed ? *options_.seed : std::random_device{}()) {}
+
+Callout::~Callout() {
+    for (auto& [h, op] : ops_) {
+        if (op.dns != 0) dns_->cancel(op.dns);
+        if (op.probe) op.probe->cancel();
+    }
+}
+
+Callout::Handle Callout::start(const SenderAddress& sender, Done done) {
+    Handle h = next_++;
+    Op& op = ops_[h];
+    op.sender = sender;
+    op.done = std::move(done);
+    op.started = std::chrono::steady_clock::now();
+    // The resolver never calls back synchronously, so `op` is complete before on_mx runs.
+    op.dns =
+        dns_->resolve_mx(sender.domain, [this, h](MxResolution mx) { on_mx(h, std::move(mx)); });
+    return h;
+}
+
+void Callout::cancel(Handle h) {
+    auto it = ops_.find(h);
+    if (it == ops_.end()) return;
+    if (it->second.dns != 0) dns_->cancel(it->second.dns);
+    if (it->second.probe) it->second.probe->cancel();
+    ops_.erase(it);
+}
+
+void Callout::on_mx(Handle h, MxResolution mx) {
+    auto it = ops_.find(h);
+    if (it == ops_.end()) return;
+    Op& op = it->second;
+    op.dns = 0;
+    op.report.mx = mx;
+    if (mx.status == MxResolution::Status::no_mail_domain) {
+        finish(h, {VerdictClass::no_mail_domain, "dns " + mx.reason});
+        return;
+    }
+    if (mx.status == MxResolution::Status::tempfail) {
+        finish(h, {VerdictClass::tempfail, "dns " + mx.reason});
+        return;
+    }
+    // One address per MX host, the first the guard allows (IPv4 before IPv6), in MX order.
+    std::vector<ProbeTarget> targets;
+    for (const auto& host : mx.hosts) {
+        if (targets.size() >= options_.max_mx) break;
+        for (const auto& addr : host.addresses) {
+            auto ip = IpAddress::parse(addr);
+            if (!ip) continue;
+            if (auto why = guard_.refusal(*ip)) {
+                op.report.refused.emplace_back(addr, *why);
+                continue;
+            }
+            targets.push_back({host.name, addr});
+            break;
+        }
+    }
+    if (targets.empty()) {
+        finish(h, {VerdictClass::policy_blocked, "target-not-allowed"});
+        return;
+    }
+    op.probe = SmtpProbe::create(loop_, options_.probe);
+    op.probe->start(std::move(targets), op.sender.address(), random_local_part(rng_),
+                    [this, h](ProbeResult r) { on_probe(h, std::move(r)); });
+}
+
+void Callout::on_probe(Handle h, ProbeResult result) {
+    auto it = ops_.find(h);
+    if (it == ops_.end()) return;
+    Verdict v = classify(result.attempts);
+    it->second.report.attempts = std::move(result.attempts);
+    it->second.probe.reset();
+    finish(h, std::move(v));
+}
+
+void Callout::finish(Handle h, Verdict verdict) {
+    auto it = ops_.find(h);
+    Op op = std::move(it->second);
+    ops_.erase(it);
+    op.report.verdict = std::move(verdict);
+    op.report.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - op.started);
+    if (op.done) op.done(std::move(op.report));
+}
+
+}  // namespace calloutd

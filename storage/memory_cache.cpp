@@ -1,0 +1,55 @@
+// In-memory verdict cache; keys are "d:<domain>" for domain facts and "a:<address>".
+#include "storage/memory_cache.hpp"
+
+namespace calloutd {
+
+namespace {
+std::string domain_key(const std::string& domain) {
+    return "d:" + domain;
+}
+std::string address_key(const std::string& address) {
+    return "a:" + address;
+}
+}  // namespace
+
+MemoryVerdictCache::MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now now)
+    : entries_(max_entries), ttls_(ttls), now_(std::move(now)) {}
+
+std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
+                                                 const std::string& address) {
+    auto now = now_();
+    if (const CachedVerdict* fact = entries_.get(domain_key(domain), now)) {
+        return CacheHit{*fact, true, false};
+    }
+    if (const CachedVerdict* v = entries_.get(address_key(address), now)) {
+        bool refresh =
+            v->cls == VerdictClass::valid && now - v->probed_at >= ttls_.positive_refresh;
+        return CacheHit{*v, false, refresh};
+    }
+    return std::nullopt;
+}
+
+VerdictCache::Immediate MemoryVerdictCache::lookup(const std::string& domain,
+                                                   const std::string& address, LookupDone) {
+    return find(domain, address);
+}
+
+void MemoryVerdictCache::store(const std::string& domain, const std::string& address,
+                               const CachedVerdict& verdict) {
+    auto ttl = ttl_for(verdict.cls, ttls_);
+    if (ttl.count() <= 0) return;
+    auto now = now_();
+    std::string key = is_domain_fact(verdict.cls) ? domain_key(domain) : address_key(address);
+    if (const CachedVerdict* current = entries_.get(key, now)) {
+        if (!may_replace(*current, verdict)) return;
+    }
+    // Expiry counts from the probe, so a verdict stored late does not live longer.
+    entries_.put(key, verdict, verdict.probed_at + ttl);
+}
+
+void MemoryVerdictCache::erase(const std::string& domain, const std::string& address) {
+    if (!domain.empty()) entries_.erase(domain_key(domain));
+    if (!address.empty()) entries_.erase(address_key(address));
+}
+
+}  // namespace calloutd

@@ -1,0 +1,39 @@
+// Cache rules shared by every backend: which classes are domain facts, TTLs, replacement.
+#include "storage/verdict_cache.hpp"
+
+namespace calloutd {
+
+bool is_domain_fact(VerdictClass c) {
+    return c == VerdictClass::accept_all || c == VerdictClass::null_sender_rejected ||
+           c == VerdictClass::policy_blocked || c == VerdictClass::no_mail_domain;
+}
+
+std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
+    switch (c) {
+        case VerdictClass::valid:
+            return ttls.positive;
+        case VerdictClass::invalid:
+            return ttls.negative;
+        case VerdictClass::tempfail:
+            return ttls.tempfail;
+        case VerdictClass::accept_all:
+        case VerdictClass::null_sender_rejected:
+        case VerdictClass::policy_blocked:
+        case VerdictClass::no_mail_domain:
+            return ttls.domain;
+        // Not results of a probe: nothing to remember.
+        case VerdictClass::in_progress:
+        case VerdictClass::rate_limited:
+        case VerdictClass::skipped:
+            return std::chrono::milliseconds(0);
+    }
+    return std::chrono::milliseconds(0);
+}
+
+bool may_replace(const CachedVerdict& current, const CachedVerdict& incoming) {
+    if (current.cls != VerdictClass::valid) return true;
+    return incoming.cls == VerdictClass::valid || incoming.cls == VerdictClass::invalid ||
+           is_domain_fact(incoming.cls);
+}
+
+}  // namespace calloutd

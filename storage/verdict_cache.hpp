@@ -1,0 +1,66 @@
+// The verdict cache interface (address verdicts and domain facts) shared by every backend.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "callout/verdict.hpp"
+
+namespace calloutd {
+
+using WallClock = std::chrono::system_clock;
+
+// What is kept per verdict: compact enough for Redis, enough for a useful log line.
+struct CachedVerdict {
+    VerdictClass cls = VerdictClass::tempfail;
+    std::string reason;
+    WallClock::time_point probed_at;
+    std::string remote_reply;  // short excerpt of the decisive SMTP reply, may be empty
+};
+
+struct CacheTtls {
+    std::chrono::milliseconds positive{};  // valid
+    std::chrono::milliseconds negative{};  // invalid
+    std::chrono::milliseconds tempfail{};
+    std::chrono::milliseconds domain{};  // accept_all, null_sender_rejected, policy_blocked,
+                                         // no_mail_domain
+    std::chrono::milliseconds positive_refresh{};
+};
+
+// Classes that describe the whole domain rather than one mailbox.
+bool is_domain_fact(VerdictClass c);
+// How long a verdict of class c is kept; zero for classes that are never cached.
+std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls);
+// Whether `incoming` may replace `current` (which is still live). A failed refresh never
+// overwrites a still-valid positive: only a definitive answer (valid, invalid, or a domain
+// fact) replaces a valid verdict.
+bool may_replace(const CachedVerdict& current, const CachedVerdict& incoming);
+
+struct CacheHit {
+    CachedVerdict verdict;
+    bool domain_fact = false;  // answered by a fact about the sender's domain
+    bool refresh_due = false;  // a valid verdict older than cache.positive_refresh
+};
+
+// Backends answer from memory at once where they can (returned), or later through `done`
+// (never from inside lookup()).
+class VerdictCache {
+  public:
+    using LookupDone = std::function<void(std::optional<CacheHit>)>;
+    // An immediate answer: the outer optional says "answered now", the inner one "found".
+    using Immediate = std::optional<std::optional<CacheHit>>;
+
+    virtual ~VerdictCache() = default;
+    // Domain facts first (one fact answers every address of the domain), then the address.
+    virtual Immediate lookup(const std::string& domain, const std::string& address,
+                             LookupDone done) = 0;
+    // Stores under the domain or the address depending on the class, with the class's TTL.
+    virtual void store(const std::string& domain, const std::string& address,
+                       const CachedVerdict& verdict) = 0;
+    // Removes an address verdict or a domain fact (`calloutd cache del`).
+    virtual void erase(const std::string& domain, const std::string& address) = 0;
+};
+
+}  // namespace calloutd
