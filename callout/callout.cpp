@@ -36,6 +36,7 @@ Callout::~Callout() {
     for (auto& [h, op] : ops_) {
         if (op.dns != 0) dns_->cancel(op.dns);
         if (op.probe) op.probe->cancel();
+        release_targets(op);
     }
 }
 
@@ -56,6 +57,7 @@ void Callout::cancel(Handle h) {
     if (it == ops_.end()) return;
     if (it->second.dns != 0) dns_->cancel(it->second.dns);
     if (it->second.probe) it->second.probe->cancel();
+    release_targets(it->second);
     ops_.erase(it);
 }
 
@@ -76,7 +78,6 @@ void Callout::on_mx(Handle h, MxResolution mx) {
     // One address per MX host, the first the guard allows (IPv4 before IPv6), in MX order.
     std::vector<ProbeTarget> targets;
     for (const auto& host : mx.hosts) {
-        if (targets.size() >= options_.max_mx) break;
         for (const auto& addr : host.addresses) {
             auto ip = IpAddress::parse(addr);
             if (!ip) continue;
@@ -92,15 +93,50 @@ void Callout::on_mx(Handle h, MxResolution mx) {
         finish(h, {VerdictClass::policy_blocked, "target-not-allowed"});
         return;
     }
+    if (budget_ == nullptr) {
+        if (targets.size() > options_.max_mx) targets.resize(options_.max_mx);
+        on_targets(h, std::move(targets));
+        return;
+    }
+    budget_->admit(
+        std::move(targets), options_.max_mx,
+        [this, h](std::vector<ProbeTarget> admitted) { on_targets(h, std::move(admitted)); });
+}
+
+void Callout::on_targets(Handle h, std::vector<ProbeTarget> targets) {
+    auto it = ops_.find(h);
+    if (it == ops_.end()) {
+        if (budget_ != nullptr) budget_->release(targets);  // cancelled meanwhile
+        return;
+    }
+    Op& op = it->second;
+    if (targets.empty()) {
+        finish(h, {VerdictClass::rate_limited, "mx"});
+        return;
+    }
+    if (budget_ != nullptr) op.admitted = targets;
     op.probe = SmtpProbe::create(loop_, options_.probe);
     op.probe->start(std::move(targets), op.sender.address(), random_local_part(rng_),
                     [this, h](ProbeResult r) { on_probe(h, std::move(r)); });
+}
+
+void Callout::release_targets(Op& op) {
+    if (budget_ != nullptr && !op.admitted.empty()) budget_->release(op.admitted);
+    op.admitted.clear();
 }
 
 void Callout::on_probe(Handle h, ProbeResult result) {
     auto it = ops_.find(h);
     if (it == ops_.end()) return;
     Verdict v = classify(result.attempts);
+    for (const auto& a : result.attempts) {
+        if (pushes_back(a) && budget_ != nullptr) budget_->pushed_back(a.address);
+    }
+    // Back off from the domain only when no server gave a real answer about the address.
+    if (!result.attempts.empty() && pushes_back(result.attempts.back()) &&
+        (v.cls == VerdictClass::tempfail || v.cls == VerdictClass::policy_blocked)) {
+        it->second.report.pushback = true;
+    }
     it->second.report.attempts = std::move(result.attempts);
     it->second.probe.reset();
     finish(h, std::move(v));
@@ -110,6 +146,7 @@ void Callout::finish(Handle h, Verdict verdict) {
     auto it = ops_.find(h);
     Op op = std::move(it->second);
     ops_.erase(it);
+    release_targets(op);
     op.report.verdict = std::move(verdict);
     op.report.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - op.started);

@@ -29,6 +29,19 @@ struct CalloutOptions {
     std::optional<uint64_t> seed;  // random local parts; unset = random_device
 };
 
+// Per-MX budgets, consulted after MX resolution: which allowed targets may be connected to.
+class TargetBudget {
+  public:
+    using Admitted = std::function<void(std::vector<ProbeTarget>)>;
+    virtual ~TargetBudget() = default;
+    // Calls `done` with at most `max` of `candidates`, in order, each holding a slot until
+    // release(). `done` may run before admit() returns.
+    virtual void admit(std::vector<ProbeTarget> candidates, size_t max, Admitted done) = 0;
+    virtual void release(const std::vector<ProbeTarget>& admitted) = 0;
+    // The target at `ip` pushed back (421, rate limited, blocked).
+    virtual void pushed_back(const std::string& ip) = 0;
+};
+
 // Everything a callout found out; `verdict` is what the policy layer uses, the rest is for
 // logs and `calloutd probe`.
 struct CalloutReport {
@@ -37,6 +50,7 @@ struct CalloutReport {
     std::vector<std::pair<std::string, std::string>> refused;  // address, why (target guard)
     std::vector<HostAttempt> attempts;
     std::chrono::milliseconds elapsed{};
+    bool pushback = false;  // the decisive server told us to go away
 };
 
 class Callout {
@@ -61,6 +75,8 @@ class Callout {
     // The callback of `h` will not run; its I/O stops.
     void cancel(Handle h);
     size_t in_flight() const { return ops_.size(); }
+    // Optional; not owned; must outlive every callout started while it is set.
+    void set_target_budget(TargetBudget* budget) { budget_ = budget; }
 
   private:
     struct Op {
@@ -68,18 +84,22 @@ class Callout {
         Done done;
         DnsResolver::Handle dns = 0;
         std::shared_ptr<SmtpProbe> probe;
+        std::vector<ProbeTarget> admitted;  // MX slots held
         CalloutReport report;
         std::chrono::steady_clock::time_point started;
     };
 
     void on_mx(Handle h, MxResolution mx);
+    void on_targets(Handle h, std::vector<ProbeTarget> targets);
     void on_probe(Handle h, ProbeResult result);
+    void release_targets(Op& op);
     void finish(Handle h, Verdict verdict);
 
     uv_loop_t* loop_;
     CalloutOptions options_;
     std::unique_ptr<DnsResolver> dns_;
     TargetGuard guard_;
+    TargetBudget* budget_ = nullptr;
     std::mt19937_64 rng_;
     Handle next_ = 1;
     std::unordered_map<Handle, Op> ops_;

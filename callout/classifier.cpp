@@ -560,4 +560,23 @@ Verdict classify(const std::vector<HostAttempt>& attempts) {
     return v;
 }
 
+namespace {
+
+// Wording of a server that wants fewer (or no) connections from us.
+constexpr Phrase kPushbackWords[] = {
+    {"too many"},  {"rate", true}, {"limit"},     {"throttl"},         {"block"},
+    {"blacklist"}, {"denylist"},   {"banned"},    {"dnsbl"},           {"rbl", true},
+    {"spamhaus"},  {"reputation"}, {"slow down"}, {"try again later"},
+};
+
+}  // namespace
+
+bool pushes_back(const HostAttempt& attempt) {
+    if (attempt.event != StageEvent::reply || !attempt.last_reply) return false;
+    const SmtpReply& r = *attempt.last_reply;
+    if (r.code == 421) return true;
+    if (r.code < 400) return false;
+    return mentions(wording_of(r.text()), kPushbackWords);
+}
+
 }  // namespace calloutd

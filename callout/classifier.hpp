@@ -20,4 +20,9 @@ Verdict classify_attempt(const HostAttempt& attempt);
 // `invalid`.
 Verdict classify(const std::vector<HostAttempt>& attempts);
 
+// True when the server told us to go away: a 421, or a 4xx/5xx that says we connect too often,
+// are rate limited, or are blocked. The prober then backs off from that IP and domain instead
+// of knocking again.
+bool pushes_back(const HostAttempt& attempt);
+
 }  // namespace calloutd

@@ -36,7 +36,7 @@ VerdictCache::Immediate MemoryVerdictCache::lookup(const std::string& domain,
 
 void MemoryVerdictCache::store(const std::string& domain, const std::string& address,
                                const CachedVerdict& verdict) {
-    auto ttl = ttl_for(verdict.cls, ttls_);
+    auto ttl = ttl_for(verdict, ttls_);
     if (ttl.count() <= 0) return;
     auto now = now_();
     std::string key = is_domain_fact(verdict.cls) ? domain_key(domain) : address_key(address);

@@ -30,6 +30,11 @@ std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
     return std::chrono::milliseconds(0);
 }
 
+std::chrono::milliseconds ttl_for(const CachedVerdict& v, const CacheTtls& ttls) {
+    if (v.backoff && is_domain_fact(v.cls)) return ttls.backoff;
+    return ttl_for(v.cls, ttls);
+}
+
 bool may_replace(const CachedVerdict& current, const CachedVerdict& incoming) {
     if (current.cls != VerdictClass::valid) return true;
     return incoming.cls == VerdictClass::valid || incoming.cls == VerdictClass::invalid ||

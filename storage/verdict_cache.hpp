@@ -18,6 +18,7 @@ struct CachedVerdict {
     std::string reason;
     WallClock::time_point probed_at;
     std::string remote_reply;  // short excerpt of the decisive SMTP reply, may be empty
+    bool backoff = false;      // recorded because the target pushed back: kept for the back-off
 };
 
 struct CacheTtls {
@@ -27,12 +28,15 @@ struct CacheTtls {
     std::chrono::milliseconds domain{};  // accept_all, null_sender_rejected, policy_blocked,
                                          // no_mail_domain
     std::chrono::milliseconds positive_refresh{};
+    std::chrono::milliseconds backoff{};  // domain facts recorded after a target pushed back
 };
 
 // Classes that describe the whole domain rather than one mailbox.
 bool is_domain_fact(VerdictClass c);
 // How long a verdict of class c is kept; zero for classes that are never cached.
 std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls);
+// The TTL of a stored verdict: its class's, or the back-off period.
+std::chrono::milliseconds ttl_for(const CachedVerdict& v, const CacheTtls& ttls);
 // Whether `incoming` may replace `current` (which is still live). A failed refresh never
 // overwrites a still-valid positive: only a definitive answer (valid, invalid, or a domain
 // fact) replaces a valid verdict.
