@@ -22,9 +22,15 @@ CalloutOptions callout_options(const Config& config, std::vector<IpAddress> own_
 }
 
 CacheTtls cache_ttls(const Config& config) {
-    return CacheTtls{config.cache.positive_ttl, config.cache.negative_ttl,
-                     config.cache.tempfail_ttl, config.cache.domain_ttl,
-                     config.cache.positive_refresh};
+    return CacheTtls{config.cache.positive_ttl,     config.cache.negative_ttl,
+                     config.cache.tempfail_ttl,     config.cache.domain_ttl,
+                     config.cache.positive_refresh, config.limits.backoff_ttl};
+}
+
+BudgetLimits budget_limits(const Config& config) {
+    const auto& l = config.limits;
+    return BudgetLimits{l.domain_rate,        l.client_rate, l.global_rate,
+                        l.global_concurrency, l.mx_rate,     l.mx_concurrency};
 }
 
 std::vector<IpAddress> listener_addresses(const std::vector<std::string>& bound) {

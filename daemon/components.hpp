@@ -5,12 +5,14 @@
 
 #include "callout/callout.hpp"
 #include "daemon/config.hpp"
+#include "storage/probe_budget.hpp"
 #include "storage/verdict_cache.hpp"
 
 namespace calloutd {
 
 CalloutOptions callout_options(const Config& config, std::vector<IpAddress> own_addresses);
 CacheTtls cache_ttls(const Config& config);
+BudgetLimits budget_limits(const Config& config);
 // IPs of the listeners as bound ("inet:IP:PORT"); the target guard refuses them.
 std::vector<IpAddress> listener_addresses(const std::vector<std::string>& bound);
 

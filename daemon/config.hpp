@@ -82,6 +82,7 @@ struct LimitSettings {
     int64_t global_concurrency = 0;
     Rate mx_rate;
     int64_t mx_concurrency = 0;
+    Duration backoff_ttl{};
 };
 
 struct RedisSettings {

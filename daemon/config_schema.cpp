@@ -132,6 +132,10 @@ const KeyDef kSchema[] = {
      FIELD(limits.mx_rate)},
     {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
      "concurrent connections per target MX IP", FIELD(limits.mx_concurrency)},
+    {"limits.backoff_ttl", K::duration, R"("1h")", kMin, 7 * kDay, "",
+     "after a 421 or \"too many connections\"/\"blocked\" reply, leave that MX IP and domain "
+     "alone this long",
+     FIELD(limits.backoff_ttl)},
     // [redis]
     {"redis.url", K::string, R"("")", 0, 0, "",
      "shared cache and budgets: redis://[:PASSWORD@]HOST:PORT/DB or unix:PATH; empty = "

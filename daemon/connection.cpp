@@ -167,6 +167,7 @@ void Connection::complete(uint64_t seq, const Decision& d) {
         .field("action", d.action)
         .field("source", to_string(d.source))
         .field("ms", static_cast<long long>(ms.count()));
+    if (d.verdict.cls == VerdictClass::rate_limited) line.field("limit", d.verdict.reason);
     if (d.repeat) line.field("repeat", "yes");
     line.emit();
 }

@@ -39,8 +39,27 @@ void Daemon::stop_engine() {
     // Probes still running hold handles that would keep the loop alive past the shutdown bound;
     // their verdicts are lost, which only costs a repeat probe after the restart.
     if (decider_) decider_->set_verifier(nullptr);
+    if (verifier_) log_stats();
+    stats_timer_.reset();
     verifier_.reset();
     callout_.reset();
+}
+
+void Daemon::log_stats() {
+    const auto& c = verifier_->counters();
+    LogLine(LogLevel::info, "stats")
+        .field("probes_admitted", static_cast<long long>(c.admitted))
+        .field("denied_domain", static_cast<long long>(c.denied_domain))
+        .field("denied_client", static_cast<long long>(c.denied_client))
+        .field("denied_global", static_cast<long long>(c.denied_global))
+        .field("denied_mx", static_cast<long long>(c.denied_mx))
+        .field("joined", static_cast<long long>(c.joined))
+        .field("cache_hits", static_cast<long long>(c.cache_hits))
+        .field("probes_running", static_cast<long long>(verifier_->probes_in_flight()))
+        .field("cache_entries", static_cast<long long>(cache_->size()))
+        .field("budget_keys", static_cast<long long>(budget_->tracked_keys()));
+    // Once a minute; the timer does not keep the loop alive on its own.
+    stats_timer_->start(std::chrono::minutes(1), [this] { log_stats(); });
 }
 
 int Daemon::run() {
@@ -77,6 +96,8 @@ int Daemon::run() {
 bool Daemon::start_engine() {
     cache_ = std::make_unique<MemoryVerdictCache>(static_cast<size_t>(config_.cache.memory_entries),
                                                   cache_ttls(config_));
+    budget_ = std::make_unique<MemoryProbeBudget>(budget_limits(config_));
+    mx_budget_ = std::make_unique<MxBudget>(*budget_, config_.limits.backoff_ttl);
     std::string error;
     callout_ = Callout::create(
         &loop_, callout_options(config_, listener_addresses(server_->bound())), error);
@@ -84,8 +105,9 @@ bool Daemon::start_engine() {
         LogLine(LogLevel::error, "engine-failed").field("reason", error);
         return false;
     }
+    callout_->set_target_budget(mx_budget_.get());
     verifier_ = std::make_unique<CalloutVerifier>(
-        &loop_, *cache_, *callout_, config_.server.reply_timeout,
+        &loop_, *cache_, *callout_, *budget_, config_.server.reply_timeout,
         [](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
             LogLine line(LogLevel::info, "probe");
             line.field("sender", sender.address())
@@ -103,8 +125,9 @@ bool Daemon::start_engine() {
         LogLine(LogLevel::warning, "redis")
             .field("reason", "cluster mode is not implemented yet; running in-memory only");
     }
-    LogLine(LogLevel::warning, "limits")
-        .field("reason", "probe budgets ([limits]) are not enforced yet");
+    stats_timer_ = std::make_unique<UvTimer>(&loop_);
+    stats_timer_->start(std::chrono::minutes(1), [this] { log_stats(); });
+    stats_timer_->unref();
     return true;
 }
 
@@ -166,6 +189,8 @@ void Daemon::reload() {
     Log::configure(next.log);
     if (verifier_) verifier_->set_reply_timeout(next.server.reply_timeout);
     if (cache_) cache_->set_ttls(cache_ttls(next));
+    if (budget_) budget_->set_limits(budget_limits(next));
+    if (mx_budget_) mx_budget_->set_backoff(next.limits.backoff_ttl);
     auto engine_options = [](const Config& c) {
         auto o = callout_options(c, {});
         return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.probe.port,

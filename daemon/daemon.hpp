@@ -10,6 +10,7 @@
 #include "daemon/server.hpp"
 #include "policy/callout_verifier.hpp"
 #include "policy/decider.hpp"
+#include "policy/mx_budget.hpp"
 #include "storage/memory_cache.hpp"
 
 namespace calloutd {
@@ -32,13 +33,17 @@ class Daemon {
     bool drop_privileges();
     bool start_engine();
     void stop_engine();
+    void log_stats();
 
     uv_loop_t loop_;
     Config config_;
     std::unique_ptr<Decider> decider_;
     std::unique_ptr<Server> server_;
     std::unique_ptr<MemoryVerdictCache> cache_;
+    std::unique_ptr<MemoryProbeBudget> budget_;
+    std::unique_ptr<MxBudget> mx_budget_;
     std::unique_ptr<Callout> callout_;
+    std::unique_ptr<UvTimer> stats_timer_;
     std::unique_ptr<CalloutVerifier> verifier_;
     uv_signal_t sigterm_;
     uv_signal_t sigint_;

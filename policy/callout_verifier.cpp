@@ -19,16 +19,21 @@ std::string decisive_reply(const CalloutReport& report) {
 }  // namespace
 
 CalloutVerifier::CalloutVerifier(uv_loop_t* loop, VerdictCache& cache, Callout& callout,
-                                 std::chrono::milliseconds reply_timeout, ProbeObserver observer)
+                                 ProbeBudget& budget, std::chrono::milliseconds reply_timeout,
+                                 ProbeObserver observer)
     : loop_(loop),
       cache_(cache),
       callout_(callout),
+      budget_(budget),
       reply_timeout_(reply_timeout),
       observer_(std::move(observer)) {}
 
 CalloutVerifier::~CalloutVerifier() {
     *alive_ = false;
-    for (auto& [address, flight] : flights_) callout_.cancel(flight.handle);
+    for (auto& [address, flight] : flights_) {
+        callout_.cancel(flight.handle);
+        budget_.release_probe();
+    }
 }
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyRequest& req,
@@ -39,38 +44,109 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
         return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
     }
     const SenderAddress& sender = *parsed.address;
+    std::string client = req.client_address.empty() ? "unknown" : req.client_address;
     std::weak_ptr<bool> alive = alive_;
     auto immediate =
         cache_.lookup(sender.domain, sender.address(),
-                      [this, alive, sender, done](std::optional<CacheHit> hit) mutable {
+                      [this, alive, sender, client, done](std::optional<CacheHit> hit) mutable {
                           if (alive.expired()) return;
-                          auto answer = after_lookup(sender, std::move(hit), done);
+                          auto answer = after_lookup(sender, client, std::move(hit), done);
                           if (answer) done(std::move(answer->verdict), answer->source);
                       });
     if (!immediate) return std::nullopt;  // the backend answers later
-    return after_lookup(sender, std::move(*immediate), done);
+    return after_lookup(sender, client, std::move(*immediate), done);
 }
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const SenderAddress& sender,
+                                                                       const std::string& client,
                                                                        std::optional<CacheHit> hit,
                                                                        Done& done) {
     if (hit) {
+        ++counters_.cache_hits;
         // Serve the cached positive and re-probe it in the background (refresh-ahead).
-        if (hit->refresh_due && !flights_.contains(sender.address())) start_flight(sender, true);
+        if (hit->refresh_due && !flights_.contains(sender.address())) refresh(sender, client);
         return Immediate{{hit->verdict.cls, hit->verdict.reason}, DecisionSource::cache};
     }
-    join(sender, std::move(done));
+    // Joining a running probe costs no budget.
+    if (auto it = flights_.find(sender.address()); it != flights_.end()) {
+        ++counters_.joined;
+        add_waiter(it->second, std::move(done));
+        return std::nullopt;
+    }
+    // Admission comes before any DNS query or connection.
+    std::weak_ptr<bool> alive = alive_;
+    auto decision = budget_.admit_probe(sender.domain, client,
+                                        [this, alive, sender, done](BudgetDecision d) mutable {
+                                            if (alive.expired()) return;
+                                            auto answer = after_admission(sender, d, done);
+                                            if (answer)
+                                                done(std::move(answer->verdict), answer->source);
+                                        });
+    if (!decision) return std::nullopt;
+    return after_admission(sender, *decision, done);
+}
+
+std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(
+    const SenderAddress& sender, BudgetDecision d, Done& done) {
+    if (!d.admitted) {
+        count_denial(d.denied_by);
+        return Immediate{{VerdictClass::rate_limited, std::string(to_string(d.denied_by))},
+                         DecisionSource::limit};
+    }
+    ++counters_.admitted;
+    auto it = flights_.find(sender.address());
+    if (it != flights_.end()) {
+        // Another request started the probe while our admission was pending.
+        budget_.release_probe();
+        add_waiter(it->second, std::move(done));
+        return std::nullopt;
+    }
+    add_waiter(start_flight(sender, false), std::move(done));
     return std::nullopt;
 }
 
-void CalloutVerifier::join(const SenderAddress& sender, Done done) {
-    auto it = flights_.find(sender.address());
-    Flight& flight = it != flights_.end() ? it->second : start_flight(sender, false);
+void CalloutVerifier::refresh(const SenderAddress& sender, const std::string& client) {
+    // A refresh is a real probe and spends budget; over budget, the cached verdict is enough.
+    std::weak_ptr<bool> alive = alive_;
+    auto start = [this, alive, sender](BudgetDecision d) {
+        if (alive.expired()) return;
+        if (!d.admitted) {
+            count_denial(d.denied_by);
+            return;
+        }
+        ++counters_.admitted;
+        if (flights_.contains(sender.address())) {
+            budget_.release_probe();
+            return;
+        }
+        start_flight(sender, true);
+    };
+    if (auto d = budget_.admit_probe(sender.domain, client, start)) start(*d);
+}
+
+void CalloutVerifier::count_denial(BudgetKind kind) {
+    switch (kind) {
+        case BudgetKind::domain:
+            ++counters_.denied_domain;
+            break;
+        case BudgetKind::client:
+            ++counters_.denied_client;
+            break;
+        case BudgetKind::global:
+            ++counters_.denied_global;
+            break;
+        case BudgetKind::mx:
+            ++counters_.denied_mx;
+            break;
+    }
+}
+
+void CalloutVerifier::add_waiter(Flight& flight, Done done) {
     Waiter& w = flight.waiters.emplace_back();
     w.id = next_waiter_++;
     w.done = std::move(done);
     w.budget = std::make_unique<UvTimer>(loop_);
-    w.budget->start(reply_timeout_, [this, address = sender.address(), id = w.id] {
+    w.budget->start(reply_timeout_, [this, address = flight.sender.address(), id = w.id] {
         on_budget_spent(address, id);
     });
 }
@@ -103,10 +179,18 @@ void CalloutVerifier::on_report(const std::string& address, CalloutReport report
     if (it == flights_.end()) return;
     Flight flight = std::move(it->second);
     flights_.erase(it);
+    budget_.release_probe();
 
+    if (report.verdict.cls == VerdictClass::rate_limited) ++counters_.denied_mx;
     CachedVerdict cached{report.verdict.cls, report.verdict.reason, WallClock::now(),
                          decisive_reply(report)};
     cache_.store(flight.sender.domain, address, cached);
+    if (report.pushback) {
+        // The target asked us to go away: remember that for the whole domain for a while.
+        CachedVerdict fact{VerdictClass::policy_blocked, "backoff: " + report.verdict.reason,
+                           cached.probed_at, cached.remote_reply, true};
+        cache_.store(flight.sender.domain, address, fact);
+    }
     if (observer_) observer_(flight.sender, report, flight.refresh);
     for (auto& w : flight.waiters) {
         w.budget.reset();

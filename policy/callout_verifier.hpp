@@ -14,6 +14,7 @@
 #include "callout/callout.hpp"
 #include "callout/uv_timer.hpp"
 #include "policy/decider.hpp"
+#include "storage/probe_budget.hpp"
 #include "storage/verdict_cache.hpp"
 
 namespace calloutd {
@@ -25,7 +26,18 @@ class CalloutVerifier : public SenderVerifier {
     using ProbeObserver =
         std::function<void(const SenderAddress&, const CalloutReport&, bool refresh)>;
 
-    CalloutVerifier(uv_loop_t* loop, VerdictCache& cache, Callout& callout,
+    // Counters of probe admission, per budget kind (also exported by the daemon's logs).
+    struct Counters {
+        uint64_t admitted = 0;
+        uint64_t denied_domain = 0;
+        uint64_t denied_client = 0;
+        uint64_t denied_global = 0;
+        uint64_t denied_mx = 0;
+        uint64_t joined = 0;  // requests that shared a running probe
+        uint64_t cache_hits = 0;
+    };
+
+    CalloutVerifier(uv_loop_t* loop, VerdictCache& cache, Callout& callout, ProbeBudget& budget,
                     std::chrono::milliseconds reply_timeout, ProbeObserver observer = {});
     ~CalloutVerifier() override;
     CalloutVerifier(const CalloutVerifier&) = delete;
@@ -34,6 +46,7 @@ class CalloutVerifier : public SenderVerifier {
     std::optional<Immediate> verify(const PolicyRequest& req, Done done) override;
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
     size_t probes_in_flight() const { return flights_.size(); }
+    const Counters& counters() const { return counters_; }
 
   private:
     // A request waiting for a probe; answered in_progress when its reply budget runs out.
@@ -50,17 +63,23 @@ class CalloutVerifier : public SenderVerifier {
         std::list<Waiter> waiters;
     };
 
-    std::optional<Immediate> after_lookup(const SenderAddress& sender, std::optional<CacheHit> hit,
-                                          Done& done);
-    void join(const SenderAddress& sender, Done done);
+    std::optional<Immediate> after_lookup(const SenderAddress& sender, const std::string& client,
+                                          std::optional<CacheHit> hit, Done& done);
+    std::optional<Immediate> after_admission(const SenderAddress& sender, BudgetDecision d,
+                                             Done& done);
+    void add_waiter(Flight& flight, Done done);
+    void refresh(const SenderAddress& sender, const std::string& client);
     Flight& start_flight(const SenderAddress& sender, bool refresh);
+    void count_denial(BudgetKind kind);
     void on_report(const std::string& address, CalloutReport report);
     void on_budget_spent(const std::string& address, uint64_t waiter_id);
 
     uv_loop_t* loop_;
     VerdictCache& cache_;
     Callout& callout_;
+    ProbeBudget& budget_;
     std::chrono::milliseconds reply_timeout_;
+    Counters counters_;
     ProbeObserver observer_;
     std::unordered_map<std::string, Flight> flights_;
     uint64_t next_waiter_ = 1;

@@ -2,9 +2,12 @@
 // single-flight, reply budget, refresh-ahead, failed refresh, teardown mid-probe.
 #include "policy/callout_verifier.hpp"
 
+#include "policy/mx_budget.hpp"
+
 #include <gtest/gtest.h>
 
 #include "storage/memory_cache.hpp"
+#include "storage/probe_budget.hpp"
 #include "support/dnsmasq.hpp"
 #include "support/fake_smtp.hpp"
 
@@ -58,7 +61,8 @@ class VerifierTest : public ::testing::Test {
         std::string error;
         callout_ = Callout::create(&loop_, o, error);
         ASSERT_TRUE(callout_) << error;
-        verifier_ = std::make_unique<CalloutVerifier>(&loop_, cache_, *callout_, reply_timeout);
+        verifier_ =
+            std::make_unique<CalloutVerifier>(&loop_, cache_, *callout_, budget_, reply_timeout);
     }
 
     void TearDown() override {
@@ -104,8 +108,11 @@ class VerifierTest : public ::testing::Test {
     }
 
     WallClock::time_point now_ = WallClock::now();
-    MemoryVerdictCache cache_{1000, CacheTtls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h},
+    MemoryVerdictCache cache_{1000, CacheTtls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h, 1h},
                               [this] { return now_; }};
+    static constexpr Rate kUnlimited{0, std::chrono::milliseconds(0), true};
+    MemoryProbeBudget budget_{
+        BudgetLimits{kUnlimited, kUnlimited, kUnlimited, 1000, kUnlimited, 1000}};
     std::unique_ptr<Dnsmasq> dns_;
     std::unique_ptr<FakeSmtpServer> smtp_;
     uv_loop_t loop_;
@@ -199,6 +206,72 @@ TEST_F(VerifierTest, RefreshAheadServesThenReprobesAndAFailedRefreshKeepsThePosi
     auto hit = cache_.find("verify.test", "alice@verify.test");
     ASSERT_TRUE(hit);
     EXPECT_EQ(hit->verdict.cls, VerdictClass::valid);
+}
+
+TEST_F(VerifierTest, OnlyRealProbesSpendBudgetAndDenialsAreImmediate) {
+    budget_.set_limits(
+        BudgetLimits{Rate{2, 60s, false}, kUnlimited, kUnlimited, 1000, kUnlimited, 1000});
+    // Two probes at the domain are admitted; joined and cached requests cost nothing.
+    auto a1 = ask("alice@verify.test");
+    auto a2 = ask("alice@verify.test");  // joins
+    ASSERT_TRUE(run_until([&] { return a1->done && a2->done; }));
+    auto a3 = ask("alice@verify.test");  // cache
+    ASSERT_TRUE(a3->done);
+    EXPECT_EQ(a3->source, DecisionSource::cache);
+    auto b = ask("bob@verify.test");
+    ASSERT_TRUE(run_until([&] { return b->done; }));
+    EXPECT_EQ(b->verdict.cls, VerdictClass::invalid);
+    // The third distinct address is over the domain budget: answered at once, no connection.
+    auto c = ask("carol@verify.test");
+    ASSERT_TRUE(c->done);
+    EXPECT_EQ(c->verdict.cls, VerdictClass::rate_limited);
+    EXPECT_EQ(c->verdict.reason, "domain");
+    EXPECT_EQ(c->source, DecisionSource::limit);
+    EXPECT_EQ(smtp_->connections_accepted(), 2u);
+    EXPECT_EQ(verifier_->counters().admitted, 2u);
+    EXPECT_EQ(verifier_->counters().denied_domain, 1u);
+    EXPECT_EQ(verifier_->counters().joined, 1u);
+    EXPECT_EQ(budget_.probes_running(), 0);
+}
+
+TEST_F(VerifierTest, MxBudgetSkipsTargetsAndPushbackBacksOff) {
+    MxBudget mx(budget_, 1h);
+    callout_->set_target_budget(&mx);
+    budget_.set_limits(
+        BudgetLimits{kUnlimited, kUnlimited, kUnlimited, 1000, Rate{1, 60s, false}, 1000});
+    auto a = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return a->done; }));
+    EXPECT_EQ(a->verdict.cls, VerdictClass::valid);
+    auto b = ask("bob@verify.test");
+    ASSERT_TRUE(run_until([&] { return b->done; }));
+    EXPECT_EQ(b->verdict.cls, VerdictClass::rate_limited);
+    EXPECT_EQ(b->verdict.reason, "mx");
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+    EXPECT_EQ(budget_.mx_running(kTargetIp), 0);
+    callout_->set_target_budget(nullptr);
+}
+
+TEST_F(VerifierTest, TargetThatPushesBackIsLeftAlone) {
+    smtp_.reset();
+    FakeSmtpScript busy = target_script();
+    busy.banner = test::FakeReply("421 4.7.0 Too many connections from your host, slow down");
+    smtp_ = std::make_unique<FakeSmtpServer>(busy, kTargetIp, 0);
+    verifier_.reset();
+    callout_.reset();
+    make_engine(2s);
+    MxBudget mx(budget_, 1h);
+    callout_->set_target_budget(&mx);
+    auto a = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return a->done; }));
+    EXPECT_EQ(a->verdict.cls, VerdictClass::tempfail);
+    // The domain is now a back-off fact, and the IP is refused by the MX budget.
+    auto b = ask("bob@verify.test");
+    ASSERT_TRUE(b->done);
+    EXPECT_EQ(b->verdict.cls, VerdictClass::policy_blocked);
+    EXPECT_EQ(b->source, DecisionSource::cache);
+    EXPECT_FALSE(budget_.admit_mx(kTargetIp, {})->admitted);
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+    callout_->set_target_budget(nullptr);
 }
 
 TEST_F(VerifierTest, TeardownMidProbeIsClean) {
