@@ -114,7 +114,7 @@ class CalloutDaemon : public ::testing::Test {
     }
     void TearDown() override {
         if (HasFailure() && daemon_) std::cerr << "--- calloutd log ---\n" << daemon_->log();
-        if (daemon_) {
+        if (daemon_ && daemon_->running()) {
             daemon_->signal(SIGTERM);
             if (daemon_->wait_exit(5s) < 0) ADD_FAILURE() << "calloutd did not exit on SIGTERM";
         }
@@ -206,6 +206,11 @@ TEST_F(CalloutDaemon, CatchAllDomainIsAcceptAllAndTheRealAddressIsNotAsked) {
     EXPECT_EQ(t.at(0).count_commands("RCPT TO:<anyone@"), 0u);
     EXPECT_EQ(t.at(0).count_commands("MAIL FROM:<>"), t.at(0).count_commands("MAIL FROM:"))
         << "every probe uses the null sender";
+    // accept_all is a domain fact: every other address of the domain is answered from it.
+    Answer other = ask("someone.else@catchall.test");
+    EXPECT_EQ(other.cls(), "accept_all") << other;
+    EXPECT_EQ(other.source(), "cache") << other;
+    EXPECT_EQ(t.at(0).connections_accepted(), 1u);
 }
 
 TEST_F(CalloutDaemon, GreylistingAtRcptIsTempfail) {
@@ -313,6 +318,10 @@ TEST_F(CalloutDaemon, RepeatRequestIsAnsweredFromCacheWithoutConnecting) {
         EXPECT_EQ(again.source(), "cache") << again;
         EXPECT_EQ(t.at(0).connections_accepted(), connections) << sender;
     }
+    // The domain is case-insensitive, so this is the same cached address.
+    Answer upper = ask("alice@SHARED.Test");
+    EXPECT_EQ(upper.cls(), "valid") << upper;
+    EXPECT_EQ(upper.source(), "cache") << upper;
     EXPECT_EQ(t.at(0).connections_accepted(), 2u);
 }
 
@@ -342,6 +351,49 @@ TEST_F(CalloutDaemon, TenConcurrentRequestsShareOneProbe) {
         std::string line = decision_line("C" + std::to_string(i));
         EXPECT_EQ(field(line, "class"), "invalid") << line;
     }
+}
+
+TEST_F(CalloutDaemon, TenConcurrentRequestsOutlivingTheBudgetStillShareOneProbe) {
+    FakeSmtpScript s = only_alice();
+    s.reply_delay = 100ms;  // about 8 replies: the probe outlives the 200ms reply budget
+    Targets t({{kSharedIp, s}});
+    ASSERT_TRUE(t.ok());
+    CalloutConfig c = config(t.port());
+    c.reply_timeout = "200ms";
+    start(c);
+    std::vector<PolicyClient> clients;
+    for (int i = 0; i < 10; ++i) clients.push_back(client());
+    for (auto& cl : clients) ASSERT_TRUE(cl.send(policy_request("nobody@shared.test")));
+    for (auto& cl : clients) EXPECT_EQ(cl.read_action(3s), kInProgress);
+    ASSERT_TRUE(daemon_->wait_for_log("probe sender=nobody@shared.test", 4s));
+    Answer retry = ask("nobody@shared.test");
+    ASSERT_TRUE(retry.action) << retry;
+    EXPECT_TRUE(retry.action->starts_with("REJECT 5.1.7 ")) << retry;
+    EXPECT_EQ(retry.source(), "cache") << retry;
+    EXPECT_EQ(t.at(0).connections_accepted(), 1u);
+}
+
+TEST_F(CalloutDaemon, SigtermDuringAProbeAnswersTheWaitingClientAndExits) {
+    FakeSmtpScript s;
+    s.banner = std::nullopt;
+    Targets t({{kTarpitIp, s}});
+    ASSERT_TRUE(t.ok());
+    CalloutConfig c = config(t.port());
+    c.reply_timeout = "1s";
+    c.command_timeout = "4s";  // the probe would outlive the reply budget and the drain
+    c.server_extra = "shutdown_timeout = \"3s\"\n";
+    start(c);
+    PolicyClient waiting = client();
+    ASSERT_TRUE(waiting.send(policy_request("slow@tarpit.test")));
+    for (int i = 0; i < 200 && t.at(0).connections_accepted() == 0; ++i) {
+        std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_EQ(t.at(0).connections_accepted(), 1u) << "the probe never reached the tarpit";
+    auto t0 = std::chrono::steady_clock::now();
+    daemon_->signal(SIGTERM);
+    EXPECT_EQ(waiting.read_action(3s), kInProgress);
+    EXPECT_EQ(daemon_->wait_exit(4s), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2500ms) << "shutdown waited for the probe";
 }
 
 // --- 3. Target guard -----------------------------------------------------------------------

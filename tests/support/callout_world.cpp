@@ -37,9 +37,8 @@ std::string callout_config(const CalloutConfig& c) {
     return "[server]\n"
            "listen = [\"inet:127.0.0.1:0\"]\n"
            "reply_timeout = \"" +
-           c.reply_timeout +
-           "\"\n"
-           "[log]\n"
+           c.reply_timeout + "\"\n" + c.server_extra +
+           "\n[log]\n"
            "level = \"debug\"\n"
            "[dns]\n"
            "servers = [\"" +

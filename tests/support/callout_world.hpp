@@ -38,6 +38,7 @@ struct CalloutConfig {
     std::string connect_timeout = "1s";
     std::string command_timeout = "1s";
     std::string probe_timeout = "5s";
+    std::string server_extra;  // more "key = value" lines for [server]
 };
 
 // A calloutd.toml listening on inet:127.0.0.1:0 with short timeouts and debug logging.
