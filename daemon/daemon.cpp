@@ -99,6 +99,12 @@ bool Daemon::start_engine() {
             if (refresh) line.field("refresh", "yes");
         });
     decider_->set_verifier(verifier_.get());
+    if (!config_.redis.url.empty()) {
+        LogLine(LogLevel::warning, "redis")
+            .field("reason", "cluster mode is not implemented yet; running in-memory only");
+    }
+    LogLine(LogLevel::warning, "limits")
+        .field("reason", "probe budgets ([limits]) are not enforced yet");
     return true;
 }
 

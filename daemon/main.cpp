@@ -1,4 +1,4 @@
-// calloutd command line: run, check-config, version.
+// calloutd command line: run, check-config, probe, version.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -6,6 +6,7 @@
 
 #include "daemon/config.hpp"
 #include "daemon/daemon.hpp"
+#include "daemon/probe_command.hpp"
 
 namespace {
 
@@ -35,6 +36,14 @@ int main(int argc, char** argv) {
         "check-config", "Check a configuration file; exit 0 if valid, else print FILE:LINE:COL");
     check->add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
 
+    auto* probe = app.add_subcommand(
+        "probe",
+        "Verify one address now (no cache) and print the SMTP transcript; exit 0 valid, "
+        "1 invalid or no_mail_domain, 2 otherwise");
+    probe->add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
+    std::string probe_address;
+    probe->add_option("address", probe_address, "Envelope sender to verify")->required();
+
     auto* version = app.add_subcommand("version", "Print the version");
 
     CLI11_PARSE(app, argc, argv);
@@ -48,6 +57,11 @@ int main(int argc, char** argv) {
     if (*check) {
         std::printf("%s: configuration is valid\n", config_path.c_str());
         return 0;
+    }
+    if (*probe) {
+        int rc = calloutd::run_probe_command(*config, probe_address, stdout);
+        std::fflush(stdout);
+        return rc;
     }
     calloutd::Daemon daemon(std::move(*config));
     return daemon.run();

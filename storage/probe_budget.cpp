@@ -1,0 +1,100 @@
+// In-memory probe budgets for a single node.
+#include "storage/probe_budget.hpp"
+
+namespace calloutd {
+
+std::string_view to_string(BudgetKind k) {
+    switch (k) {
+        case BudgetKind::domain:
+            return "domain";
+        case BudgetKind::client:
+            return "client";
+        case BudgetKind::global:
+            return "global";
+        case BudgetKind::mx:
+            return "mx";
+    }
+    return "global";
+}
+
+MemoryProbeBudget::MemoryProbeBudget(const BudgetLimits& limits, Now now, size_t max_keys)
+    : limits_(limits),
+      now_(std::move(now)),
+      max_keys_(max_keys),
+      domains_(limits.domain_rate, max_keys),
+      clients_(limits.client_rate, max_keys),
+      global_(limits.global_rate, 1),
+      mx_(limits.mx_rate, max_keys) {}
+
+void MemoryProbeBudget::set_limits(const BudgetLimits& limits) {
+    limits_ = limits;
+    domains_.set_rate(limits.domain_rate);
+    clients_.set_rate(limits.client_rate);
+    global_.set_rate(limits.global_rate);
+    mx_.set_rate(limits.mx_rate);
+}
+
+std::optional<BudgetDecision> MemoryProbeBudget::admit_probe(const std::string& domain,
+                                                             const std::string& client, Done) {
+    auto now = now_();
+    auto deny = [](BudgetKind k) { return BudgetDecision{false, k}; };
+    // Check everything before spending anything: a denied probe costs no budget.
+    if (!domains_.allows(domain, now)) return deny(BudgetKind::domain);
+    if (!clients_.allows(client, now)) return deny(BudgetKind::client);
+    if (running_ >= limits_.global_concurrency || !global_.allows("", now)) {
+        return deny(BudgetKind::global);
+    }
+    domains_.record(domain, now);
+    clients_.record(client, now);
+    global_.record("", now);
+    ++running_;
+    return BudgetDecision{};
+}
+
+void MemoryProbeBudget::release_probe() {
+    if (running_ > 0) --running_;
+}
+
+std::optional<BudgetDecision> MemoryProbeBudget::admit_mx(const std::string& ip, Done) {
+    auto now = now_();
+    auto deny = BudgetDecision{false, BudgetKind::mx};
+    if (auto it = mx_backoff_.find(ip); it != mx_backoff_.end()) {
+        if (it->second > now) return deny;
+        mx_backoff_.erase(it);
+    }
+    auto running = mx_running_.find(ip);
+    if (running != mx_running_.end() && running->second >= limits_.mx_concurrency) return deny;
+    if (!mx_.allows(ip, now)) return deny;
+    mx_.record(ip, now);
+    ++mx_running_[ip];
+    return BudgetDecision{};
+}
+
+void MemoryProbeBudget::release_mx(const std::string& ip) {
+    auto it = mx_running_.find(ip);
+    if (it == mx_running_.end()) return;
+    if (--it->second <= 0) mx_running_.erase(it);
+}
+
+void MemoryProbeBudget::back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) {
+    auto now = now_();
+    // Expired entries are dropped before the bound is checked; a full table keeps what it has.
+    if (mx_backoff_.size() >= max_keys_) {
+        std::erase_if(mx_backoff_, [&](const auto& kv) { return kv.second <= now; });
+        if (mx_backoff_.size() >= max_keys_) return;
+    }
+    auto& until = mx_backoff_[ip];
+    until = std::max(until, now + how_long);
+}
+
+int64_t MemoryProbeBudget::mx_running(const std::string& ip) const {
+    auto it = mx_running_.find(ip);
+    return it == mx_running_.end() ? 0 : it->second;
+}
+
+size_t MemoryProbeBudget::tracked_keys() const {
+    return domains_.keys() + clients_.keys() + global_.keys() + mx_.keys() + mx_running_.size() +
+           mx_backoff_.size();
+}
+
+}  // namespace calloutd

@@ -1,0 +1,87 @@
+// Probe budgets: per sender domain, per client, global, and per target MX IP.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "storage/rate.hpp"
+#include "storage/sliding_window.hpp"
+
+namespace calloutd {
+
+enum class BudgetKind { domain, client, global, mx };
+std::string_view to_string(BudgetKind k);
+
+struct BudgetLimits {
+    Rate domain_rate;
+    Rate client_rate;
+    Rate global_rate;
+    int64_t global_concurrency = 0;
+    Rate mx_rate;
+    int64_t mx_concurrency = 0;
+};
+
+struct BudgetDecision {
+    bool admitted = true;
+    BudgetKind denied_by = BudgetKind::global;  // meaningful when !admitted
+};
+
+// Backends answer at once where they can (returned), else later via `done` (never from inside
+// the call). An admitted probe holds a global concurrency slot until release_probe(); an
+// admitted MX connection holds a slot for that IP until release_mx().
+class ProbeBudget {
+  public:
+    using Done = std::function<void(BudgetDecision)>;
+    virtual ~ProbeBudget() = default;
+    // Domain, client and global budgets, all or nothing.
+    virtual std::optional<BudgetDecision> admit_probe(const std::string& domain,
+                                                      const std::string& client, Done done) = 0;
+    virtual void release_probe() = 0;
+    virtual std::optional<BudgetDecision> admit_mx(const std::string& ip, Done done) = 0;
+    virtual void release_mx(const std::string& ip) = 0;
+    // The target at `ip` pushed back (421, "too many connections", "blocked"): leave it alone.
+    virtual void back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) = 0;
+    virtual void set_limits(const BudgetLimits& limits) = 0;
+};
+
+class MemoryProbeBudget : public ProbeBudget {
+  public:
+    using Clock = SlidingWindows::Clock;
+    using Now = std::function<Clock::time_point()>;
+    // Live keys kept per budget kind; beyond it new keys are denied (never forgotten).
+    static constexpr size_t kMaxKeys = 200'000;
+
+    explicit MemoryProbeBudget(const BudgetLimits& limits, Now now = Clock::now,
+                               size_t max_keys = kMaxKeys);
+
+    std::optional<BudgetDecision> admit_probe(const std::string& domain, const std::string& client,
+                                              Done done) override;
+    void release_probe() override;
+    std::optional<BudgetDecision> admit_mx(const std::string& ip, Done done) override;
+    void release_mx(const std::string& ip) override;
+    void back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) override;
+    void set_limits(const BudgetLimits& limits) override;
+
+    int64_t probes_running() const { return running_; }
+    int64_t mx_running(const std::string& ip) const;
+    size_t tracked_keys() const;
+
+  private:
+    BudgetLimits limits_;
+    Now now_;
+    size_t max_keys_;
+    SlidingWindows domains_;
+    SlidingWindows clients_;
+    SlidingWindows global_;
+    SlidingWindows mx_;
+    int64_t running_ = 0;
+    std::unordered_map<std::string, int64_t> mx_running_;
+    std::unordered_map<std::string, Clock::time_point> mx_backoff_;
+};
+
+}  // namespace calloutd

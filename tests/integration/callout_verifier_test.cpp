@@ -1,0 +1,221 @@
+// The verification pipeline in-process against real dnsmasq and a fake SMTP target: cache,
+// single-flight, reply budget, refresh-ahead, failed refresh, teardown mid-probe.
+#include "policy/callout_verifier.hpp"
+
+#include <gtest/gtest.h>
+
+#include "storage/memory_cache.hpp"
+#include "support/dnsmasq.hpp"
+#include "support/fake_smtp.hpp"
+
+namespace calloutd {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Dnsmasq;
+using test::DnsmasqZones;
+using test::FakeSmtpScript;
+using test::FakeSmtpServer;
+
+constexpr const char* kTargetIp = "127.0.0.41";
+
+FakeSmtpScript target_script() {
+    FakeSmtpScript s;
+    s.recipients["alice"] = "250 2.1.5 Ok";
+    s.rcpt_default = "550 5.1.1 <x>: Recipient address rejected: User unknown";
+    return s;
+}
+
+class VerifierTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        DnsmasqZones zones;
+        zones.local_domains = {"verify.test"};
+        zones.mx = {{"verify.test", "mx.verify.test", 10}};
+        zones.hosts = {{"mx.verify.test", {kTargetIp}}};
+        dns_ = std::make_unique<Dnsmasq>(zones);
+        smtp_ = std::make_unique<FakeSmtpServer>(target_script(), kTargetIp, 0);
+        ASSERT_TRUE(smtp_->ok()) << smtp_->error();
+        uv_loop_init(&loop_);
+        uv_timer_init(&loop_, &tick_);
+        // Keeps uv_run(UV_RUN_ONCE) from blocking forever while we poll for a condition.
+        uv_timer_start(
+            &tick_, [](uv_timer_t*) {}, 10, 10);
+        make_engine(2s);
+    }
+
+    void make_engine(std::chrono::milliseconds reply_timeout) {
+        CalloutOptions o;
+        o.dns.servers = {dns_->server()};
+        o.dns.timeout = 1s;
+        o.probe.port = smtp_->port();
+        o.probe.helo_name = "probe.test";
+        o.probe.connect_timeout = 1s;
+        o.probe.command_timeout = 2s;
+        o.probe.probe_timeout = 8s;
+        o.allow_networks = CidrSet({*Cidr::parse("127.0.0.0/8")});
+        o.seed = 42;
+        std::string error;
+        callout_ = Callout::create(&loop_, o, error);
+        ASSERT_TRUE(callout_) << error;
+        verifier_ = std::make_unique<CalloutVerifier>(&loop_, cache_, *callout_, reply_timeout);
+    }
+
+    void TearDown() override {
+        verifier_.reset();
+        callout_.reset();
+        uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+        uv_run(&loop_, UV_RUN_DEFAULT);
+        EXPECT_EQ(uv_loop_close(&loop_), 0);
+    }
+
+    template <class Pred>
+    bool run_until(Pred pred, std::chrono::milliseconds timeout = 10s) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!pred()) {
+            if (std::chrono::steady_clock::now() > deadline) return false;
+            uv_run(&loop_, UV_RUN_ONCE);
+        }
+        return true;
+    }
+
+    struct Answer {
+        bool done = false;
+        Verdict verdict;
+        DecisionSource source = DecisionSource::skip;
+    };
+
+    // Asks for `sender`; an immediate answer is filled in at once.
+    std::shared_ptr<Answer> ask(const std::string& sender) {
+        auto a = std::make_shared<Answer>();
+        PolicyRequest req;
+        req.sender = sender;
+        auto now = verifier_->verify(req, [a](Verdict v, DecisionSource s) {
+            a->done = true;
+            a->verdict = std::move(v);
+            a->source = s;
+        });
+        if (now) {
+            a->done = true;
+            a->verdict = now->verdict;
+            a->source = now->source;
+        }
+        return a;
+    }
+
+    WallClock::time_point now_ = WallClock::now();
+    MemoryVerdictCache cache_{1000, CacheTtls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h},
+                              [this] { return now_; }};
+    std::unique_ptr<Dnsmasq> dns_;
+    std::unique_ptr<FakeSmtpServer> smtp_;
+    uv_loop_t loop_;
+    uv_timer_t tick_;
+    std::unique_ptr<Callout> callout_;
+    std::unique_ptr<CalloutVerifier> verifier_;
+};
+
+TEST_F(VerifierTest, MissProbesOnceThenAnswersFromCache) {
+    auto first = ask("alice@verify.test");
+    EXPECT_FALSE(first->done);  // never answered synchronously on a miss
+    ASSERT_TRUE(run_until([&] { return first->done; }));
+    EXPECT_EQ(first->verdict.cls, VerdictClass::valid) << first->verdict.reason;
+    EXPECT_EQ(first->source, DecisionSource::probe);
+
+    auto again = ask("alice@verify.test");
+    ASSERT_TRUE(again->done);
+    EXPECT_EQ(again->verdict.cls, VerdictClass::valid);
+    EXPECT_EQ(again->source, DecisionSource::cache);
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+}
+
+TEST_F(VerifierTest, ConcurrentRequestsShareOneProbe) {
+    std::vector<std::shared_ptr<Answer>> answers;
+    for (int i = 0; i < 10; ++i) answers.push_back(ask("bob@verify.test"));
+    ASSERT_TRUE(run_until([&] {
+        for (auto& a : answers) {
+            if (!a->done) return false;
+        }
+        return true;
+    }));
+    for (auto& a : answers) EXPECT_EQ(a->verdict.cls, VerdictClass::invalid) << a->verdict.reason;
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+    EXPECT_EQ(smtp_->count_commands("RCPT TO:<bob@verify.test>"), 1u);
+}
+
+TEST_F(VerifierTest, BadAddressIsNeverProbed) {
+    for (const char* bad : {"a b@verify.test", "a@[127.0.0.41]", "\"unterminated@verify.test",
+                            "x@verify.test\r\nRCPT TO:<y@verify.test>"}) {
+        auto a = ask(bad);
+        ASSERT_TRUE(a->done) << bad;
+        EXPECT_EQ(a->verdict.cls, VerdictClass::skipped) << bad;
+        EXPECT_EQ(a->source, DecisionSource::skip);
+    }
+    EXPECT_EQ(smtp_->connections_accepted(), 0u);
+}
+
+TEST_F(VerifierTest, ReplyBudgetAnswersInProgressAndTheProbeFinishesInBackground) {
+    // Every reply takes 150 ms; the budget is 100 ms.
+    smtp_.reset();
+    FakeSmtpScript slow = target_script();
+    slow.reply_delay = 150ms;
+    smtp_ = std::make_unique<FakeSmtpServer>(slow, kTargetIp, 0);
+    verifier_.reset();
+    callout_.reset();
+    make_engine(100ms);
+
+    auto first = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return first->done; }));
+    EXPECT_EQ(first->verdict.cls, VerdictClass::in_progress);
+    EXPECT_EQ(verifier_->probes_in_flight(), 1u);
+    ASSERT_TRUE(run_until([&] { return verifier_->probes_in_flight() == 0; }));
+    auto retry = ask("alice@verify.test");
+    ASSERT_TRUE(retry->done);
+    EXPECT_EQ(retry->verdict.cls, VerdictClass::valid);
+    EXPECT_EQ(retry->source, DecisionSource::cache);
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+}
+
+TEST_F(VerifierTest, RefreshAheadServesThenReprobesAndAFailedRefreshKeepsThePositive) {
+    auto first = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return first->done; }));
+    ASSERT_EQ(first->verdict.cls, VerdictClass::valid);
+
+    now_ += 8 * 24h;  // older than cache.positive_refresh
+    auto served = ask("alice@verify.test");
+    ASSERT_TRUE(served->done);
+    EXPECT_EQ(served->verdict.cls, VerdictClass::valid);
+    EXPECT_EQ(served->source, DecisionSource::cache);
+    EXPECT_EQ(verifier_->probes_in_flight(), 1u);
+    ASSERT_TRUE(run_until([&] { return verifier_->probes_in_flight() == 0; }));
+    EXPECT_EQ(smtp_->connections_accepted(), 2u);
+
+    // The target goes away; the next refresh fails, the positive stays.
+    smtp_->stop();
+    now_ += 8 * 24h;
+    auto again = ask("alice@verify.test");
+    ASSERT_TRUE(again->done);
+    EXPECT_EQ(again->verdict.cls, VerdictClass::valid);
+    ASSERT_TRUE(run_until([&] { return verifier_->probes_in_flight() == 0; }));
+    auto hit = cache_.find("verify.test", "alice@verify.test");
+    ASSERT_TRUE(hit);
+    EXPECT_EQ(hit->verdict.cls, VerdictClass::valid);
+}
+
+TEST_F(VerifierTest, TeardownMidProbeIsClean) {
+    smtp_.reset();
+    FakeSmtpScript tarpit;
+    tarpit.banner = std::nullopt;
+    smtp_ = std::make_unique<FakeSmtpServer>(tarpit, kTargetIp, 0);
+    verifier_.reset();
+    callout_.reset();
+    make_engine(5s);
+    auto a = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return smtp_->connections_accepted() == 1; }));
+    verifier_.reset();
+    callout_.reset();
+    run_until([] { return false; }, 200ms);
+    EXPECT_FALSE(a->done);  // cancelled: no late callback into a dead verifier
+}
+
+}  // namespace
+}  // namespace calloutd

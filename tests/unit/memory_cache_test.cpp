@@ -1,0 +1,127 @@
+// In-memory verdict cache: TTL per class, domain facts, refresh-ahead, replacement, LRU bound.
+#include "storage/memory_cache.hpp"
+
+#include <gtest/gtest.h>
+
+namespace calloutd {
+namespace {
+
+using namespace std::chrono_literals;
+
+class MemoryCache : public ::testing::Test {
+  protected:
+    CacheTtls ttls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h};
+    WallClock::time_point now = WallClock::time_point(std::chrono::hours(500000));
+    MemoryVerdictCache cache{1000, ttls, [this] { return now; }};
+
+    CachedVerdict verdict(VerdictClass c, std::string reason = "r") {
+        return CachedVerdict{c, std::move(reason), now, ""};
+    }
+    std::optional<CacheHit> find(const std::string& addr) {
+        return cache.find("example.org", addr);
+    }
+};
+
+TEST_F(MemoryCache, EachClassLivesForItsTtl) {
+    struct {
+        VerdictClass cls;
+        std::chrono::milliseconds ttl;
+    } cases[] = {{VerdictClass::valid, 31 * 24h},
+                 {VerdictClass::invalid, 3 * 24h},
+                 {VerdictClass::tempfail, 10min}};
+    for (auto& c : cases) {
+        SCOPED_TRACE(std::string(to_string(c.cls)));
+        auto start = now;
+        cache.store("example.org", "a@example.org", verdict(c.cls));
+        now = start + c.ttl - 1s;
+        ASSERT_TRUE(find("a@example.org"));
+        EXPECT_EQ(find("a@example.org")->verdict.cls, c.cls);
+        EXPECT_FALSE(find("a@example.org")->domain_fact);
+        now = start + c.ttl;
+        EXPECT_FALSE(find("a@example.org"));
+        now = start;
+    }
+}
+
+TEST_F(MemoryCache, DomainFactAnswersEveryAddressOfTheDomain) {
+    for (auto c : {VerdictClass::accept_all, VerdictClass::null_sender_rejected,
+                   VerdictClass::policy_blocked, VerdictClass::no_mail_domain}) {
+        SCOPED_TRACE(std::string(to_string(c)));
+        cache.erase("example.org", "");
+        cache.store("example.org", "a@example.org", verdict(c));
+        auto hit = find("someone-else@example.org");
+        ASSERT_TRUE(hit);
+        EXPECT_TRUE(hit->domain_fact);
+        EXPECT_EQ(hit->verdict.cls, c);
+        EXPECT_FALSE(cache.find("other.example", "a@other.example"));
+    }
+    auto start = now;
+    now = start + 24h;
+    EXPECT_FALSE(find("a@example.org"));
+}
+
+TEST_F(MemoryCache, NonProbeClassesAreNotStored) {
+    for (auto c : {VerdictClass::in_progress, VerdictClass::rate_limited, VerdictClass::skipped}) {
+        cache.store("example.org", "a@example.org", verdict(c));
+    }
+    EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST_F(MemoryCache, RefreshIsDueForOldPositivesOnly) {
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::valid));
+    cache.store("example.org", "b@example.org", verdict(VerdictClass::invalid));
+    EXPECT_FALSE(find("a@example.org")->refresh_due);
+    now += 7 * 24h;
+    EXPECT_TRUE(find("a@example.org")->refresh_due);
+    EXPECT_EQ(find("a@example.org")->verdict.cls, VerdictClass::valid);  // still served
+    now -= 5 * 24h;
+    EXPECT_FALSE(find("b@example.org")->refresh_due);
+}
+
+TEST_F(MemoryCache, FailedRefreshNeverOverwritesAValidPositive) {
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::valid, "first"));
+    now += 8 * 24h;
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::tempfail, "refresh failed"));
+    EXPECT_EQ(find("a@example.org")->verdict.reason, "first");
+    // A definitive answer does replace it: the mailbox is gone now.
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::invalid, "gone"));
+    EXPECT_EQ(find("a@example.org")->verdict.cls, VerdictClass::invalid);
+    // And a tempfail may replace a non-positive.
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::tempfail, "t"));
+    EXPECT_EQ(find("a@example.org")->verdict.cls, VerdictClass::tempfail);
+}
+
+TEST_F(MemoryCache, ExpiryCountsFromTheProbeTime) {
+    CachedVerdict old = verdict(VerdictClass::tempfail);
+    old.probed_at = now - 9min;
+    cache.store("example.org", "a@example.org", old);
+    now += 61s;
+    EXPECT_FALSE(find("a@example.org"));
+}
+
+TEST_F(MemoryCache, BoundedByEntries) {
+    MemoryVerdictCache small(100, ttls, [this] { return now; });
+    for (int i = 0; i < 10000; ++i) {
+        std::string a = "u" + std::to_string(i) + "@example.org";
+        small.store("example.org", a, verdict(VerdictClass::valid));
+    }
+    EXPECT_EQ(small.size(), 100u);
+    EXPECT_TRUE(small.find("example.org", "u9999@example.org"));
+    EXPECT_FALSE(small.find("example.org", "u0@example.org"));
+}
+
+TEST_F(MemoryCache, LookupAnswersImmediately) {
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::valid));
+    bool called = false;
+    auto r = cache.lookup("example.org", "a@example.org", [&](auto) { called = true; });
+    ASSERT_TRUE(r.has_value());
+    ASSERT_TRUE(r->has_value());
+    EXPECT_EQ((*r)->verdict.cls, VerdictClass::valid);
+    auto miss = cache.lookup("example.org", "b@example.org", [&](auto) { called = true; });
+    ASSERT_TRUE(miss.has_value());
+    EXPECT_FALSE(miss->has_value());
+    EXPECT_FALSE(called);
+}
+
+}  // namespace
+}  // namespace calloutd
