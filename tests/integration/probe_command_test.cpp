@@ -1,0 +1,146 @@
+// `calloutd probe -c FILE ADDRESS`: one callout from the command line against dnsmasq test
+// zones and a fake SMTP server; prints MX hosts, the SMTP dialogue and the class; exit code
+// 0 valid, 1 invalid or no_mail_domain, 2 otherwise. Skipped while the subcommand is missing.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "support/callout_world.hpp"
+#include "support/command.hpp"
+#include "support/dnsmasq.hpp"
+#include "support/fake_dns.hpp"
+#include "support/fake_smtp.hpp"
+#include "support/paths.hpp"
+
+namespace calloutd::test {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace world;
+
+[[maybe_unused]] const bool kSigpipeIgnored = [] {
+    std::signal(SIGPIPE, SIG_IGN);
+    return true;
+}();
+
+// `probe --help` alone is not proof: CLI11 answers `calloutd UNKNOWN --help` with the top-level
+// help and exit 0. Only a subcommand's own help has a usage line naming it.
+bool probe_command_exists() {
+    static const bool exists = [] {
+        auto r = run_command({daemon_binary(), "probe", "--help"}, 10s);
+        if (r.exit_code != 0) return false;
+        auto usage = r.out.find("Usage:");
+        return usage != std::string::npos &&
+               r.out.substr(usage, r.out.find('\n', usage) - usage).find(" probe") !=
+                   std::string::npos;
+    }();
+    return exists;
+}
+
+class ProbeCommand : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        if (!probe_command_exists()) return;
+        servfail_ = std::make_unique<FakeDnsServer>(FakeDnsServer::Mode::servfail);
+        dnsmasq_ = std::make_unique<Dnsmasq>(callout_test_zones(servfail_->dnsmasq_upstream()));
+    }
+    static void TearDownTestSuite() {
+        dnsmasq_.reset();
+        servfail_.reset();
+    }
+
+    void SetUp() override {
+        if (!probe_command_exists()) GTEST_SKIP() << "calloutd has no probe subcommand yet";
+        FakeSmtpScript s;
+        s.recipients["alice"] = "250 2.1.5 Ok";  // everyone else: "550 5.1.1 no such user"
+        smtp_ = std::make_unique<FakeSmtpServer>(s, kSharedIp);
+        ASSERT_TRUE(smtp_->ok()) << smtp_->error();
+        dir_ = make_temp_dir("probe-cmd");
+        CalloutConfig c;
+        c.dns_server = dnsmasq_->server();
+        c.smtp_port = smtp_->port();
+        std::ofstream(dir_ + "/calloutd.toml") << callout_config(c);
+    }
+    void TearDown() override {
+        if (smtp_) smtp_->stop();
+        if (!dir_.empty()) {
+            std::error_code ec;
+            std::filesystem::remove_all(dir_, ec);
+        }
+    }
+
+    CommandResult probe(const std::string& address) {
+        auto r =
+            run_command({daemon_binary(), "probe", "-c", dir_ + "/calloutd.toml", address}, 15s);
+        EXPECT_FALSE(r.timed_out) << address;
+        return r;
+    }
+
+    static std::string dump(const CommandResult& r) {
+        return "exit=" + std::to_string(r.exit_code) + "\n--- stdout ---\n" + r.out +
+               "--- stderr ---\n" + r.err;
+    }
+    // The last non-empty line of stdout: the verdict.
+    static std::string last_line(const CommandResult& r) {
+        std::string out = r.out;
+        while (!out.empty() && out.back() == '\n') out.pop_back();
+        return out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+    }
+    static bool has(const CommandResult& r, const std::string& text) {
+        return r.out.find(text) != std::string::npos;
+    }
+
+    static inline std::unique_ptr<FakeDnsServer> servfail_;
+    static inline std::unique_ptr<Dnsmasq> dnsmasq_;
+    std::unique_ptr<FakeSmtpServer> smtp_;
+    std::string dir_;
+};
+
+TEST_F(ProbeCommand, ValidAddressPrintsTheDialogueAndExitsZero) {
+    auto r = probe("alice@shared.test");
+    EXPECT_EQ(r.exit_code, 0) << dump(r);
+    EXPECT_TRUE(has(r, "mx.shared.test")) << dump(r);
+    EXPECT_TRUE(has(r, "MAIL FROM:<>")) << dump(r);
+    EXPECT_TRUE(has(r, "RCPT TO:<alice@shared.test>")) << dump(r);
+    EXPECT_TRUE(has(r, "250 2.1.5 Ok")) << dump(r);
+    EXPECT_TRUE(last_line(r).find("class=valid") != std::string::npos) << dump(r);
+    EXPECT_TRUE(has(r, "reason=")) << dump(r);
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+}
+
+TEST_F(ProbeCommand, InvalidAddressExitsOne) {
+    auto r = probe("nobody@shared.test");
+    EXPECT_EQ(r.exit_code, 1) << dump(r);
+    EXPECT_TRUE(has(r, "RCPT TO:<nobody@shared.test>")) << dump(r);
+    EXPECT_TRUE(has(r, "550 5.1.1 no such user")) << dump(r);
+    EXPECT_TRUE(last_line(r).find("class=invalid") != std::string::npos) << dump(r);
+    EXPECT_TRUE(last_line(r).find("reason=") != std::string::npos) << dump(r);
+}
+
+TEST_F(ProbeCommand, NoMailDomainExitsOne) {
+    for (const char* address : {"alice@nullmx.test", "alice@nx.test"}) {
+        auto r = probe(address);
+        EXPECT_EQ(r.exit_code, 1) << dump(r);
+        EXPECT_TRUE(has(r, "class=no_mail_domain")) << dump(r);
+    }
+    EXPECT_EQ(smtp_->connections_accepted(), 0u);
+}
+
+TEST_F(ProbeCommand, OtherClassesExitTwo) {
+    // Nothing listens on the shared port at refused.test's MX address: connection refused.
+    auto refused = probe("alice@refused.test");
+    EXPECT_EQ(refused.exit_code, 2) << dump(refused);
+    EXPECT_TRUE(has(refused, "class=tempfail")) << dump(refused);
+
+    auto servfail = probe("alice@servfail.test");
+    EXPECT_EQ(servfail.exit_code, 2) << dump(servfail);
+    EXPECT_TRUE(has(servfail, "class=tempfail")) << dump(servfail);
+}
+
+}  // namespace
+}  // namespace calloutd::test
