@@ -1,4 +1,0 @@
-// Benchmarks land with the policy server.
-int main() {
-    return 0;
-}
