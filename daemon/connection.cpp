@@ -249,6 +249,7 @@ void Connection::close(const char*) {
     if (closing_) return;
     closing_ = true;
     reading_ = false;
+    server_.connection_closing();
     uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&idle_), on_closed);
 }

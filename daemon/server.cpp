@@ -137,6 +137,7 @@ void Server::on_connection(uv_stream_t* stream, int status) {
     }
     auto conn = std::make_shared<Connection>(*self, self->next_connection_id_++, l->is_unix);
     self->connections_.emplace(conn.get(), conn);
+    ++self->open_connections_;
     if (uv_accept(stream, conn->stream()) != 0) {
         conn->close("accept failed");
         return;
@@ -144,7 +145,7 @@ void Server::on_connection(uv_stream_t* stream, int status) {
     conn->start();
     if (self->draining_) {
         conn->drain();
-    } else if (self->connections_.size() > static_cast<size_t>(self->settings_.max_connections)) {
+    } else if (self->open_connections_ > static_cast<size_t>(self->settings_.max_connections)) {
         LogLine(LogLevel::warning, "connection-refused")
             .field("peer", conn->peer())
             .field("reason", "server.max_connections reached");

@@ -44,6 +44,8 @@ class Server {
     const ServerSettings& settings() const { return settings_; }
     ReaderLimits reader_limits() const;
     void forget(Connection* c);
+    // A connection started closing: it no longer counts against server.max_connections.
+    void connection_closing() { --open_connections_; }
 
   private:
     struct Listener {
@@ -71,6 +73,7 @@ class Server {
     std::vector<std::string> bound_;
     std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
     uint64_t next_connection_id_ = 1;
+    size_t open_connections_ = 0;  // accepted and not yet closing
     bool draining_ = false;
     std::function<void()> drained_;
 };
