@@ -1,11 +1,13 @@
 // Loads the TOML configuration against the schema, collecting every error with its position.
 #include "daemon/config.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "daemon/config_schema.hpp"
 #include "daemon/config_values.hpp"
+#include "policy/domain_list.hpp"
 
 namespace calloutd {
 
@@ -28,16 +30,19 @@ class Loader {
         walk(root, "");
         for (const auto& def : config_schema()) {
             const toml::node* node = root.at_path(def.key).node();
+            std::optional<ConfigValue> v;
             if (node == nullptr) {
-                def.apply(cfg, default_value(def));
-                continue;
+                v = default_value(def);
+            } else {
+                std::string why;
+                v = parse_value(def, *node, &why);
+                if (!v) {
+                    error_at(node->source(), why);
+                    continue;
+                }
             }
-            std::string why;
-            auto v = parse_value(def, *node, &why);
-            if (!v) {
-                error_at(node->source(), why);
+            if (def.kind == ValueKind::domain_list && !expand_domain_lists(*v, node, root))
                 continue;
-            }
             def.apply(cfg, std::move(*v));
         }
         if (errors_.empty()) check_relations(cfg, root);
@@ -72,6 +77,49 @@ class Loader {
             if (def.key.starts_with(key + ".")) return true;
         }
         return false;
+    }
+
+    // Replaces "builtin:never-probe" and "file:PATH" entries by the domains they list.
+    bool expand_domain_lists(ConfigValue& value, const toml::node* node, const toml::table& root) {
+        auto& entries = std::get<std::vector<std::string>>(value);
+        std::vector<std::string> out;
+        const toml::array* arr = node != nullptr ? node->as_array() : nullptr;
+        bool ok = true;
+        for (size_t i = 0; i < entries.size(); ++i) {
+            const std::string& e = entries[i];
+            auto where = arr != nullptr && i < arr->size() ? (*arr)[i].source() : root.source();
+            std::string text;
+            std::string origin = e;
+            if (e == kBuiltinNeverProbe) {
+                text = std::string(builtin_never_probe_list());
+            } else if (e.starts_with("file:")) {
+                std::filesystem::path file(e.substr(5));
+                if (file.is_relative()) file = std::filesystem::path(path_).parent_path() / file;
+                std::ifstream in(file, std::ios::binary);
+                if (!in) {
+                    error_at(where, "cannot read domain list " + file.string());
+                    ok = false;
+                    continue;
+                }
+                std::ostringstream content;
+                content << in.rdbuf();
+                text = content.str();
+                origin = file.string();
+            } else {
+                out.push_back(e);
+                continue;
+            }
+            std::string why;
+            auto domains = parse_domain_list(text, &why);
+            if (!domains) {
+                error_at(where, origin + ": " + why);
+                ok = false;
+                continue;
+            }
+            out.insert(out.end(), domains->begin(), domains->end());
+        }
+        entries = std::move(out);
+        return ok;
     }
 
     // Rules that involve two keys; reported at the second key, or at the top of the file.

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "daemon/config_values.hpp"
+#include "policy/domain_list.hpp"
 
 namespace calloutd {
 
@@ -19,6 +20,12 @@ void assign(T& dst, ConfigValue&& v) {
 template <VerdictClass C>
 void assign_action(Config& c, ConfigValue&& v) {
     c.policy.actions[static_cast<size_t>(C)] = std::get<std::string>(std::move(v));
+}
+
+// Domain lists arrive expanded (the loader reads "file:" and "builtin:" entries).
+template <DomainSet PolicySettings::*Field>
+void assign_domains(Config& c, ConfigValue&& v) {
+    c.policy.*Field = DomainSet(std::get<std::vector<std::string>>(v));
 }
 
 #define FIELD(member) [](Config& c, ConfigValue&& v) { assign(c.member, std::move(v)); }
@@ -74,9 +81,12 @@ const KeyDef kSchema[] = {
     {"policy.trusted_networks", K::cidr_list, "[]", 0, 0, "",
      "client networks whose mail is never verified", FIELD(policy.trusted_networks)},
     {"policy.own_domains", K::domain_list, "[]", 0, 0, "",
-     "our own domains (and subdomains): never probed", FIELD(policy.own_domains)},
-    {"policy.skip_domains", K::domain_list, "[]", 0, 0, "",
-     "sender domains (and subdomains) never probed", FIELD(policy.skip_domains)},
+     "our own domains (and subdomains): never probed; entries as for skip_domains",
+     &assign_domains<&PolicySettings::own_domains>},
+    {"policy.skip_domains", K::domain_list, R"(["builtin:never-probe"])", 0, 0, "",
+     "sender domains (and subdomains) never probed: a domain, \"file:PATH\" (one domain per "
+     "line, relative to this file) or \"builtin:never-probe\" (etc/never-probe.list)",
+     &assign_domains<&PolicySettings::skip_domains>},
     {"policy.dry_run", K::boolean, "false", 0, 0, "", "log verdicts but always answer DUNNO",
      FIELD(policy.dry_run)},
     // [dns]
@@ -223,16 +233,6 @@ bool is_protocol_state(std::string_view s) {
                                                    "RCPT",    "DATA", "BDAT", "END-OF-MESSAGE",
                                                    "VRFY",    "ETRN"};
     return std::find(std::begin(kStates), std::end(kStates), s) != std::end(kStates);
-}
-
-bool is_domain_name(std::string_view s) {
-    if (s.empty() || s.size() > 253) return false;
-    for (char c : s) {
-        bool ok =
-            (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-        if (!ok) return false;
-    }
-    return s.front() != '.' && s.back() != '.' && s.find("..") == std::string_view::npos;
 }
 
 bool is_dns_server(std::string_view s) {
@@ -395,9 +395,14 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
                             return false;
                         }
                     } else if (def.kind == K::domain_list) {
+                        if (v == kBuiltinNeverProbe || (v.starts_with("file:") && v.size() > 5)) {
+                            out.push_back(std::move(v));
+                            return true;
+                        }
                         v = lower(v);
                         if (!is_domain_name(v)) {
-                            *err = "'" + v + "' is not a domain name";
+                            *err = "'" + v + "' is not a domain name, \"file:PATH\" or \"" +
+                                   std::string(kBuiltinNeverProbe) + "\"";
                             return false;
                         }
                     } else if (def.kind == K::dns_server_list && !is_dns_server(v)) {

@@ -48,6 +48,8 @@ struct KeyDef {
     void (*apply)(Config&, ConfigValue&&);
 };
 
+inline constexpr std::string_view kBuiltinNeverProbe = "builtin:never-probe";
+
 std::span<const KeyDef> config_schema();
 const KeyDef* find_key(std::string_view key);
 // Converts one TOML value to the key's type, checking bounds; error text in *error.

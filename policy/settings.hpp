@@ -7,6 +7,7 @@
 
 #include "callout/ip_net.hpp"
 #include "callout/verdict.hpp"
+#include "policy/domain_list.hpp"
 
 namespace calloutd {
 
@@ -16,8 +17,8 @@ using ActionTable = std::array<std::string, kAllVerdictClasses.size()>;
 struct PolicySettings {
     std::vector<std::string> protocol_states;  // upper case, e.g. {"RCPT"}
     CidrSet trusted_networks;
-    std::vector<std::string> own_domains;   // lower case; match the domain and its subdomains
-    std::vector<std::string> skip_domains;  // lower case; match the domain and its subdomains
+    DomainSet own_domains;   // each matches the domain and its subdomains
+    DomainSet skip_domains;  // "builtin:never-probe" and "file:" lists already expanded
     bool dry_run = false;
     ActionTable actions;
 };

@@ -16,17 +16,6 @@ std::string sender_domain(std::string_view sender) {
     return domain;
 }
 
-bool domain_matches(std::string_view domain, const std::vector<std::string>& domains) {
-    for (const auto& d : domains) {
-        if (domain == d) return true;
-        if (domain.size() > d.size() && domain.ends_with(d) &&
-            domain[domain.size() - d.size() - 1] == '.') {
-            return true;
-        }
-    }
-    return false;
-}
-
 bool state_is_verified(const PolicyRequest& req, const PolicySettings& settings) {
     const auto& states = settings.protocol_states;
     return std::find(states.begin(), states.end(), req.protocol_state) != states.end();
@@ -45,8 +34,8 @@ std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings&
         if (ip && settings.trusted_networks.contains(*ip)) return skip("trusted-client");
     }
     std::string domain = sender_domain(req.sender);
-    if (domain_matches(domain, settings.own_domains)) return skip("own-domain");
-    if (domain_matches(domain, settings.skip_domains)) return skip("skip-domain");
+    if (settings.own_domains.matches(domain)) return skip("own-domain");
+    if (settings.skip_domains.matches(domain)) return skip("skip-domain");
     return std::nullopt;
 }
 

@@ -13,8 +13,6 @@ namespace calloutd {
 
 // The lower-cased domain part of an envelope address ("" when there is no '@').
 std::string sender_domain(std::string_view sender);
-// True when domain equals one of `domains` or is a subdomain of one.
-bool domain_matches(std::string_view domain, const std::vector<std::string>& domains);
 
 // The skipped verdict for a request that must not be verified, or nullopt to verify it.
 // Reasons: protocol-state, null-sender, sasl-authenticated, trusted-client, own-domain,

@@ -1,6 +1,7 @@
 // Configuration: value parsers, schema defaults, error positions, and the sample file.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -8,6 +9,7 @@
 #include "daemon/config.hpp"
 #include "daemon/config_schema.hpp"
 #include "daemon/config_values.hpp"
+#include "policy/domain_list.hpp"
 #include "support/paths.hpp"
 
 namespace calloutd {
@@ -152,7 +154,9 @@ invalid = "550 5.1.1 no"
     EXPECT_EQ(c.server.listen.size(), 2u);
     EXPECT_EQ(c.server.reply_timeout, 250ms);
     EXPECT_TRUE(c.policy.trusted_networks.contains(*IpAddress::parse("192.0.2.77")));
-    EXPECT_EQ(c.policy.own_domains, std::vector<std::string>{"example.org"});
+    EXPECT_TRUE(c.policy.own_domains.matches("example.org"));
+    EXPECT_TRUE(c.policy.own_domains.matches("lists.example.org"));
+    EXPECT_EQ(c.policy.own_domains.size(), 1u);
     EXPECT_EQ(c.limits.domain_rate, (Rate{5, 1h, false}));
     EXPECT_EQ(c.policy.actions[static_cast<size_t>(VerdictClass::invalid)], "550 5.1.1 no");
 }
@@ -210,6 +214,57 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"relation", "[server]\nmax_request_bytes = 1000\nmax_line_bytes = 2000\n", "3:18",
                   "must not exceed"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Config, SkipDomainsDefaultToTheShippedNeverProbeList) {
+    Config c = load_ok("");
+    EXPECT_TRUE(c.policy.skip_domains.matches("gmail.com"));
+    EXPECT_TRUE(c.policy.skip_domains.matches("hotmail.co.uk"));
+    EXPECT_FALSE(c.policy.skip_domains.matches("example.org"));
+    Config none = load_ok("[policy]\nskip_domains = []\n");
+    EXPECT_FALSE(none.policy.skip_domains.matches("gmail.com"));
+}
+
+TEST(Config, SkipDomainsFromAFileRelativeToTheConfig) {
+    std::string dir = test::make_temp_dir("domains");
+    std::ofstream(dir + "/mine.list")
+        << "# comment\nExample.NET  # trailing comment\n\n  corp.test\n";
+    std::ofstream(dir + "/bad.list") << "ok.test\nnot a domain\n";
+    auto r = load_config_text(
+        "[policy]\nskip_domains = [\"file:mine.list\", \"builtin:never-probe\", \"x.test\"]\n",
+        dir + "/calloutd.toml");
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    const auto& skip = std::get<Config>(r).policy.skip_domains;
+    for (const char* d : {"example.net", "sub.example.net", "corp.test", "gmail.com", "x.test"}) {
+        EXPECT_TRUE(skip.matches(d)) << d;
+    }
+    auto bad = load_config_text("[policy]\nskip_domains = [\"a.test\", \"file:bad.list\"]\n",
+                                dir + "/calloutd.toml");
+    auto* errs = std::get_if<std::vector<std::string>>(&bad);
+    ASSERT_TRUE(errs);
+    EXPECT_NE(errs->at(0).find("calloutd.toml:2:27: "), std::string::npos) << errs->at(0);
+    EXPECT_NE(errs->at(0).find("line 2: 'not a domain' is not a domain"), std::string::npos);
+    auto missing =
+        load_config_text("[policy]\nskip_domains = [\"file:nope.list\"]\n", dir + "/calloutd.toml");
+    ASSERT_TRUE(std::holds_alternative<std::vector<std::string>>(missing));
+    std::filesystem::remove_all(dir);
+}
+
+TEST(DomainSet, MatchesDomainAndSubdomainsOnly) {
+    DomainSet s({"example.com", "co.uk.test"});
+    EXPECT_TRUE(s.matches("example.com"));
+    EXPECT_TRUE(s.matches("a.b.example.com"));
+    EXPECT_FALSE(s.matches("notexample.com"));
+    EXPECT_FALSE(s.matches("com"));
+    EXPECT_FALSE(s.matches("example.com.evil.test"));
+    EXPECT_TRUE(s.matches("x.co.uk.test"));
+}
+
+TEST(DomainList, ShippedListParses) {
+    std::string err;
+    auto list = parse_domain_list(builtin_never_probe_list(), &err);
+    ASSERT_TRUE(list) << err;
+    EXPECT_GE(list->size(), 20u);
+}
 
 TEST(Config, CollectsSeveralErrors) {
     auto errs = load_errors("[server]\nbogus = 1\n[callout]\nport = 0\n");

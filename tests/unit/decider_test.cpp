@@ -31,8 +31,8 @@ struct SkipCase {
 TEST(SkipRules, Table) {
     PolicySettings s = default_settings();
     s.trusted_networks = CidrSet({*Cidr::parse("192.0.2.0/24"), *Cidr::parse("2001:db8::/32")});
-    s.own_domains = {"example.com"};
-    s.skip_domains = {"gmail.com", "hotmail.com"};
+    s.own_domains = DomainSet({"example.com"});
+    s.skip_domains = DomainSet({"gmail.com", "hotmail.com"});
 
     auto with = [](PolicyRequest r, auto fn) {
         fn(r);

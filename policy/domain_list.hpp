@@ -1,0 +1,37 @@
+// Domain lists for skip rules: parsing list files and fast "domain or subdomain" matching.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+namespace calloutd {
+
+// The never-probe list shipped in etc/never-probe.list, compiled in ("builtin:never-probe").
+std::string_view builtin_never_probe_list();
+
+// True for a lower-case host name (LDH labels, '_' tolerated, no empty labels).
+bool is_domain_name(std::string_view s);
+
+// One domain per line, '#' comments, blank lines ignored, lower-cased. nullopt on a bad line,
+// with "line N: why" in *error.
+std::optional<std::vector<std::string>> parse_domain_list(std::string_view text,
+                                                          std::string* error);
+
+// Matches a domain and all its subdomains against a set: O(labels) per lookup.
+class DomainSet {
+  public:
+    DomainSet() = default;
+    explicit DomainSet(const std::vector<std::string>& domains)
+        : domains_(domains.begin(), domains.end()) {}
+    bool matches(std::string_view domain) const;
+    bool empty() const { return domains_.empty(); }
+    size_t size() const { return domains_.size(); }
+
+  private:
+    std::unordered_set<std::string> domains_;
+};
+
+}  // namespace calloutd
