@@ -133,12 +133,7 @@ void Connection::violation(const std::string& reason) {
 
 void Connection::submit(const PolicyRequest& req) {
     uint64_t seq = next_seq_++;
-    Slot& slot = slots_.emplace_back();
-    slot.seq = seq;
-    slot.start = Clock::now();
-    slot.queue_id = req.queue_id;
-    slot.sender = req.sender;
-    slot.client = req.client_address;
+    auto start = Clock::now();
     std::weak_ptr<Connection> weak = weak_from_this();
     auto immediate = server_.decider().decide(req, [weak, seq](Decision d) {
         auto self = weak.lock();
@@ -147,8 +142,20 @@ void Connection::submit(const PolicyRequest& req) {
         self->flush();
         self->maybe_finish();
     });
-    // Immediate answers are flushed together once the bytes just read are all decoded.
-    if (immediate) complete(seq, *immediate);
+    Slot& slot = slots_.emplace_back();
+    slot.seq = seq;
+    slot.start = start;
+    if (immediate) {
+        // Immediate answers are flushed together once the bytes just read are all decoded.
+        slot.ready = true;
+        slot.reply = encode_reply(immediate->action);
+        log_decision(req.queue_id, req.sender, req.client_address, *immediate, start);
+        return;
+    }
+    // Only requests that wait keep copies of what their log line needs.
+    slot.queue_id = req.queue_id;
+    slot.sender = req.sender;
+    slot.client = req.client_address;
 }
 
 void Connection::complete(uint64_t seq, const Decision& d) {
@@ -157,11 +164,18 @@ void Connection::complete(uint64_t seq, const Decision& d) {
     if (slot.ready) return;
     slot.ready = true;
     slot.reply = encode_reply(d.action);
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - slot.start);
+    log_decision(slot.queue_id, slot.sender, slot.client, d, slot.start);
+}
+
+void Connection::log_decision(const std::string& queue_id, const std::string& sender,
+                              const std::string& client, const Decision& d,
+                              Clock::time_point start) {
+    if (!Log::enabled(LogLevel::info)) return;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
     LogLine line(LogLevel::info, "decision");
-    line.field("queue_id", slot.queue_id)
-        .field("sender", slot.sender)
-        .field("client", slot.client)
+    line.field("queue_id", queue_id)
+        .field("sender", sender)
+        .field("client", client)
         .field("class", to_string(d.verdict.cls))
         .field("reason", d.verdict.reason)
         .field("action", d.action)
@@ -169,7 +183,6 @@ void Connection::complete(uint64_t seq, const Decision& d) {
         .field("ms", static_cast<long long>(ms.count()));
     if (d.verdict.cls == VerdictClass::rate_limited) line.field("limit", d.verdict.reason);
     if (d.repeat) line.field("repeat", "yes");
-    line.emit();
 }
 
 void Connection::flush() {

@@ -56,6 +56,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void violation(const std::string& reason);
     void submit(const PolicyRequest& req);
     void complete(uint64_t seq, const Decision& decision);
+    void log_decision(const std::string& queue_id, const std::string& sender,
+                      const std::string& client, const Decision& d, Clock::time_point start);
     void flush();
     void update_reading();
     void maybe_finish();

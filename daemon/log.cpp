@@ -66,15 +66,21 @@ void write_all(const std::string& data) {
 }
 
 void append_timestamp(std::string& out) {
+    // strftime once per second; the milliseconds are appended each time.
+    static time_t cached_second = -1;
+    static char cached[32];
     auto now = std::chrono::system_clock::now();
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
     time_t secs = static_cast<time_t>(ms.count() / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char buf[40];
-    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof buf - n, ".%03dZ ", static_cast<int>(ms.count() % 1000));
-    out += buf;
+    if (secs != cached_second) {
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_second = secs;
+    }
+    char buf[48];
+    int n = snprintf(buf, sizeof buf, "%s.%03dZ ", cached, static_cast<int>(ms.count() % 1000));
+    out.append(buf, static_cast<size_t>(n));
 }
 
 }  // namespace

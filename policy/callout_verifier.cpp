@@ -45,16 +45,18 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
     }
     const SenderAddress& sender = *parsed.address;
     std::string client = req.client_address.empty() ? "unknown" : req.client_address;
+    std::string address = sender.address();
+    if (auto now = cache_.peek(sender.domain, address)) {
+        return after_lookup(sender, client, std::move(*now), done);
+    }
     std::weak_ptr<bool> alive = alive_;
-    auto immediate =
-        cache_.lookup(sender.domain, sender.address(),
-                      [this, alive, sender, client, done](std::optional<CacheHit> hit) mutable {
-                          if (alive.expired()) return;
-                          auto answer = after_lookup(sender, client, std::move(hit), done);
-                          if (answer) done(std::move(answer->verdict), answer->source);
-                      });
-    if (!immediate) return std::nullopt;  // the backend answers later
-    return after_lookup(sender, client, std::move(*immediate), done);
+    cache_.lookup(sender.domain, address,
+                  [this, alive, sender, client, done](std::optional<CacheHit> hit) mutable {
+                      if (alive.expired()) return;
+                      auto answer = after_lookup(sender, client, std::move(hit), done);
+                      if (answer) done(std::move(answer->verdict), answer->source);
+                  });
+    return std::nullopt;
 }
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const SenderAddress& sender,

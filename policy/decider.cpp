@@ -35,41 +35,45 @@ std::string Decider::memo_key(const PolicyRequest& req) {
     return req.instance + '\n' + req.sender;
 }
 
-Decision Decider::finish(const PolicyRequest& req, Verdict verdict, DecisionSource source) {
+Decision Decider::finish(const std::string& memo, Verdict verdict, DecisionSource source) {
     Decision d;
     d.action = settings_.dry_run ? "DUNNO" : settings_.actions[static_cast<size_t>(verdict.cls)];
     d.verdict = std::move(verdict);
     d.source = source;
-    // in_progress is not final: a later recipient of the same message should see the result.
-    if (!req.instance.empty() && d.verdict.cls != VerdictClass::in_progress) {
-        by_instance_.put(memo_key(req), d, Clock::now() + kInstanceTtl);
+    // Remember what a later recipient of this message could otherwise see differently: a fresh
+    // probe result or a budget denial. Skips and cache hits would be answered the same again,
+    // and in_progress is not final: a later recipient should see the result.
+    bool worth_remembering = source == DecisionSource::probe || source == DecisionSource::limit;
+    if (!memo.empty() && worth_remembering && d.verdict.cls != VerdictClass::in_progress) {
+        by_instance_.put(memo, d, Clock::now() + kInstanceTtl);
     }
     return d;
 }
 
 std::optional<Decision> Decider::decide(const PolicyRequest& req, Done done) {
+    static const std::string kNoMemo;
     if (!state_is_verified(req, settings_)) {
-        return finish(PolicyRequest{}, {VerdictClass::skipped, "protocol-state"},
-                      DecisionSource::skip);
+        return finish(kNoMemo, {VerdictClass::skipped, "protocol-state"}, DecisionSource::skip);
     }
-    if (!req.instance.empty()) {
-        if (const Decision* earlier = by_instance_.get(memo_key(req), Clock::now())) {
+    std::string memo = req.instance.empty() ? std::string() : memo_key(req);
+    if (!memo.empty() && by_instance_.size() > 0) {
+        if (const Decision* earlier = by_instance_.get(memo, Clock::now())) {
             Decision d = *earlier;
             d.repeat = true;
             return d;
         }
     }
     if (auto skipped = skip_rule(req, settings_)) {
-        return finish(req, std::move(*skipped), DecisionSource::skip);
+        return finish(memo, std::move(*skipped), DecisionSource::skip);
     }
     if (verifier_ == nullptr) {
-        return finish(req, {VerdictClass::skipped, "no-engine"}, DecisionSource::skip);
+        return finish(memo, {VerdictClass::skipped, "no-engine"}, DecisionSource::skip);
     }
     auto immediate =
-        verifier_->verify(req, [this, req, done = std::move(done)](Verdict v, DecisionSource src) {
-            done(finish(req, std::move(v), src));
+        verifier_->verify(req, [this, memo, done = std::move(done)](Verdict v, DecisionSource src) {
+            done(finish(memo, std::move(v), src));
         });
-    if (immediate) return finish(req, std::move(immediate->verdict), immediate->source);
+    if (immediate) return finish(memo, std::move(immediate->verdict), immediate->source);
     return std::nullopt;
 }
 

@@ -55,7 +55,8 @@ class Decider {
     const PolicySettings& settings() const { return settings_; }
 
   private:
-    Decision finish(const PolicyRequest& req, Verdict verdict, DecisionSource source);
+    // `memo` is the per-message key ("" when the request has no instance).
+    Decision finish(const std::string& memo, Verdict verdict, DecisionSource source);
     static std::string memo_key(const PolicyRequest& req);
 
     PolicySettings settings_;

@@ -55,12 +55,11 @@ std::optional<std::vector<std::string>> parse_domain_list(std::string_view text,
 bool DomainSet::matches(std::string_view domain) const {
     if (domains_.empty()) return false;
     // Try the domain, then each parent: a.b.example.org, b.example.org, example.org, org.
-    std::string key(domain);
     while (true) {
-        if (domains_.contains(key)) return true;
-        auto dot = key.find('.');
-        if (dot == std::string::npos) return false;
-        key.erase(0, dot + 1);
+        if (domains_.contains(domain)) return true;
+        auto dot = domain.find('.');
+        if (dot == std::string_view::npos) return false;
+        domain.remove_prefix(dot + 1);
     }
 }
 

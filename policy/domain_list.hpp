@@ -31,7 +31,12 @@ class DomainSet {
     size_t size() const { return domains_.size(); }
 
   private:
-    std::unordered_set<std::string> domains_;
+    // Transparent hashing: lookups by string_view allocate nothing.
+    struct Hash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    std::unordered_set<std::string, Hash, std::equal_to<>> domains_;
 };
 
 }  // namespace calloutd

@@ -1,6 +1,9 @@
 // In-memory verdict cache; keys are "d:<domain>" for domain facts and "a:<address>".
 #include "storage/memory_cache.hpp"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace calloutd {
 
 namespace {
@@ -29,9 +32,14 @@ std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
     return std::nullopt;
 }
 
-VerdictCache::Immediate MemoryVerdictCache::lookup(const std::string& domain,
-                                                   const std::string& address, LookupDone) {
+VerdictCache::Immediate MemoryVerdictCache::peek(const std::string& domain,
+                                                 const std::string& address) {
     return find(domain, address);
+}
+
+void MemoryVerdictCache::lookup(const std::string&, const std::string&, LookupDone) {
+    std::fprintf(stderr, "MemoryVerdictCache::lookup: called although peek() always answers\n");
+    std::abort();
 }
 
 void MemoryVerdictCache::store(const std::string& domain, const std::string& address,

@@ -14,8 +14,9 @@ class MemoryVerdictCache : public VerdictCache {
 
     MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now now = WallClock::now);
 
-    Immediate lookup(const std::string& domain, const std::string& address,
-                     LookupDone done) override;
+    Immediate peek(const std::string& domain, const std::string& address) override;
+    // Never needed: peek() always answers.
+    void lookup(const std::string& domain, const std::string& address, LookupDone done) override;
     void store(const std::string& domain, const std::string& address,
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;

@@ -48,8 +48,7 @@ struct CacheHit {
     bool refresh_due = false;  // a valid verdict older than cache.positive_refresh
 };
 
-// Backends answer from memory at once where they can (returned), or later through `done`
-// (never from inside lookup()).
+// Backends answer from memory at once where they can (peek), or later through lookup().
 class VerdictCache {
   public:
     using LookupDone = std::function<void(std::optional<CacheHit>)>;
@@ -58,8 +57,11 @@ class VerdictCache {
 
     virtual ~VerdictCache() = default;
     // Domain facts first (one fact answers every address of the domain), then the address.
-    virtual Immediate lookup(const std::string& domain, const std::string& address,
-                             LookupDone done) = 0;
+    // Answers now when the backend can (memory, near-cache); nullopt means "ask lookup()".
+    virtual Immediate peek(const std::string& domain, const std::string& address) = 0;
+    // The same question for backends that must go elsewhere; `done` runs later, never from
+    // inside lookup(). Only called after peek() could not answer.
+    virtual void lookup(const std::string& domain, const std::string& address, LookupDone done) = 0;
     // Stores under the domain or the address depending on the class, with the class's TTL.
     virtual void store(const std::string& domain, const std::string& address,
                        const CachedVerdict& verdict) = 0;
