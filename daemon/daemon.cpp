@@ -3,6 +3,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -82,6 +83,9 @@ int Daemon::run() {
         Log::detach();
         return 1;
     }
+    // Type=notify: systemd considers the service up once listeners are bound (no-op elsewhere).
+    sd_notifyf(0, "READY=1\nSTATUS=serving %zu listener(s)\nMAINPID=%d", server_->bound().size(),
+               static_cast<int>(getpid()));
     LogLine(LogLevel::notice, "started")
         .field("version", CALLOUTD_VERSION)
         .field("config", config_.path)
@@ -176,6 +180,12 @@ void Daemon::on_signal(uv_signal_t* handle, int signum) {
 }
 
 void Daemon::reload() {
+    sd_notify(0, "RELOADING=1");
+    reload_config();
+    sd_notify(0, "READY=1");
+}
+
+void Daemon::reload_config() {
     auto result = load_config_file(config_.path);
     if (auto* errors = std::get_if<std::vector<std::string>>(&result)) {
         for (const auto& e : *errors) {
@@ -219,6 +229,7 @@ void Daemon::begin_shutdown(int signum) {
         return;
     }
     shutting_down_ = true;
+    sd_notify(0, "STOPPING=1");
     LogLine(LogLevel::notice, "shutdown")
         .field("signal", signum == SIGTERM ? "TERM" : "INT")
         .field("connections", static_cast<long long>(server_->connection_count()));

@@ -28,6 +28,7 @@ class Daemon {
   private:
     static void on_signal(uv_signal_t* handle, int signum);
     void reload();
+    void reload_config();
     void begin_shutdown(int signum);
     void finish_shutdown();
     bool drop_privileges();
