@@ -369,6 +369,32 @@ TEST_F(ListWashing, AnAddressProbedWithinItsTtlIsNeverProbedAgain) {
     EXPECT_EQ(occurrences(daemon_->log(), " limit="), 0u) << "nothing here spends budget";
 }
 
+// --- Back-off from a target that pushes back ---------------------------------------------------
+
+TEST_F(ListWashing, AnMxThatSaysTooManyConnectionsIsLeftAloneForEveryDomainItServes) {
+    FakeSmtpScript s;
+    s.banner = FakeReply::hangup("421 4.7.0 Too many connections, try again later");
+    Targets t({{kHosterIp, s}});
+    ASSERT_TRUE(t.ok());
+    start(config(t.port(), limits("unlimited", "unlimited", "unlimited", 100)));
+
+    auto [first, first_line] = ask("forged0@d0.hosted.test", "203.0.113.8", "F0");
+    EXPECT_EQ(first, "DUNNO") << first_line;
+    EXPECT_NE(first_line.find(" source=probe "), std::string::npos) << first_line;
+    ASSERT_EQ(t.at(0).connections_accepted(), 1u);
+
+    // The domain is a policy_blocked fact for limits.backoff_ttl ...
+    auto [same, same_line] = ask("forged1@d0.hosted.test", "203.0.113.8", "F1");
+    EXPECT_EQ(same, "DUNNO") << same_line;
+    EXPECT_NE(same_line.find(" class=policy_blocked "), std::string::npos) << same_line;
+    EXPECT_NE(same_line.find(" source=cache "), std::string::npos) << same_line;
+    // ... and the MX IP is left alone for the other domains it serves.
+    auto [other, other_line] = ask("forged2@d1.hosted.test", "203.0.113.9", "F2");
+    EXPECT_EQ(other, kRateLimited) << other_line;
+    EXPECT_NE(other_line.find(" limit=mx"), std::string::npos) << other_line;
+    EXPECT_EQ(t.at(0).connections_accepted(), 1u);
+}
+
 // --- e. Peak memory under 100,000 distinct forged senders --------------------------------------
 
 long vm_hwm_kb(pid_t pid) {
