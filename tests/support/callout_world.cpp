@@ -39,7 +39,9 @@ std::string callout_config(const CalloutConfig& c) {
            "reply_timeout = \"" +
            c.reply_timeout + "\"\n" + c.server_extra +
            "\n[log]\n"
-           "level = \"debug\"\n"
+           "level = \"" +
+           c.log_level +
+           "\"\n"
            "[dns]\n"
            "servers = [\"" +
            c.dns_server +
@@ -61,7 +63,7 @@ std::string callout_config(const CalloutConfig& c) {
            c.command_timeout +
            "\"\n"
            "probe_timeout = \"" +
-           c.probe_timeout + "\"\n";
+           c.probe_timeout + "\"\n" + c.sections;
 }
 
 }  // namespace calloutd::test

@@ -27,12 +27,13 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 
 }  // namespace
 
-DaemonProcess::DaemonProcess(const std::string& tag, const std::string& config_toml)
+DaemonProcess::DaemonProcess(const std::string& tag, const std::string& config_toml,
+                             const std::string& binary_path)
     : dir_(make_temp_dir(tag)) {
     write_config(config_toml);
     std::string log_path = dir_ + "/calloutd.log";
     std::string config = config_path();
-    std::string binary = daemon_binary();
+    std::string binary = binary_path.empty() ? daemon_binary() : binary_path;
     pid_ = fork();
     if (pid_ == 0) {
         int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -13,8 +13,10 @@ namespace calloutd::test {
 class DaemonProcess {
   public:
     // Writes `config_toml` (with "@DIR@" replaced by a fresh temp dir) and starts
-    // `calloutd run -c DIR/calloutd.toml`; waits until it logged "started".
-    DaemonProcess(const std::string& tag, const std::string& config_toml);
+    // `calloutd run -c DIR/calloutd.toml` (the built daemon unless `binary` names another);
+    // waits until it logged "started".
+    DaemonProcess(const std::string& tag, const std::string& config_toml,
+                  const std::string& binary = "");
     ~DaemonProcess();
     DaemonProcess(const DaemonProcess&) = delete;
     DaemonProcess& operator=(const DaemonProcess&) = delete;
