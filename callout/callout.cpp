@@ -36,7 +36,6 @@ Callout::~Callout() {
     for (auto& [h, op] : ops_) {
         if (op.dns != 0) dns_->cancel(op.dns);
         if (op.probe) op.probe->cancel();
-        release_targets(op);
     }
 }
 
@@ -57,7 +56,6 @@ void Callout::cancel(Handle h) {
     if (it == ops_.end()) return;
     if (it->second.dns != 0) dns_->cancel(it->second.dns);
     if (it->second.probe) it->second.probe->cancel();
-    release_targets(it->second);
     ops_.erase(it);
 }
 
@@ -93,42 +91,36 @@ void Callout::on_mx(Handle h, MxResolution mx) {
         finish(h, {VerdictClass::policy_blocked, "target-not-allowed"});
         return;
     }
-    if (budget_ == nullptr) {
-        if (targets.size() > options_.max_mx) targets.resize(options_.max_mx);
-        on_targets(h, std::move(targets));
-        return;
-    }
-    budget_->admit(
-        std::move(targets), options_.max_mx,
-        [this, h](std::vector<ProbeTarget> admitted) { on_targets(h, std::move(admitted)); });
-}
-
-void Callout::on_targets(Handle h, std::vector<ProbeTarget> targets) {
-    auto it = ops_.find(h);
-    if (it == ops_.end()) {
-        if (budget_ != nullptr) budget_->release(targets);  // cancelled meanwhile
-        return;
-    }
-    Op& op = it->second;
-    if (targets.empty()) {
-        finish(h, {VerdictClass::rate_limited, "mx"});
-        return;
-    }
-    if (budget_ != nullptr) op.admitted = targets;
+    if (targets.size() > options_.max_mx) targets.resize(options_.max_mx);
     op.probe = SmtpProbe::create(loop_, options_.probe);
+    if (budget_ != nullptr) {
+        // Admission per host right before connecting: a backup MX that is never contacted
+        // spends none of its budget.
+        TargetBudget* budget = budget_;
+        std::weak_ptr<bool> alive = alive_;
+        op.probe->set_gate(
+            [this, h, budget, alive](const ProbeTarget& t, std::function<void(bool)> done) {
+                budget->admit(t, [this, h, alive, done = std::move(done)](bool admitted) {
+                    // An asynchronous budget may answer after this Callout is gone.
+                    if (!admitted && !alive.expired()) {
+                        if (auto it = ops_.find(h); it != ops_.end()) ++it->second.mx_denied;
+                    }
+                    done(admitted);
+                });
+            },
+            [budget](const ProbeTarget& t) { budget->release(t); });
+    }
     op.probe->start(std::move(targets), op.sender.address(), random_local_part(rng_),
                     [this, h](ProbeResult r) { on_probe(h, std::move(r)); });
-}
-
-void Callout::release_targets(Op& op) {
-    if (budget_ != nullptr && !op.admitted.empty()) budget_->release(op.admitted);
-    op.admitted.clear();
 }
 
 void Callout::on_probe(Handle h, ProbeResult result) {
     auto it = ops_.find(h);
     if (it == ops_.end()) return;
     Verdict v = classify(result.attempts);
+    if (result.attempts.empty() && it->second.mx_denied > 0) {
+        v = {VerdictClass::rate_limited, "mx"};  // every MX host was over its budget
+    }
     for (const auto& a : result.attempts) {
         if (pushes_back(a) && budget_ != nullptr) budget_->pushed_back(a.address);
     }
@@ -146,7 +138,6 @@ void Callout::finish(Handle h, Verdict verdict) {
     auto it = ops_.find(h);
     Op op = std::move(it->second);
     ops_.erase(it);
-    release_targets(op);
     op.report.verdict = std::move(verdict);
     op.report.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - op.started);

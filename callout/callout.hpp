@@ -29,15 +29,15 @@ struct CalloutOptions {
     std::optional<uint64_t> seed;  // random local parts; unset = random_device
 };
 
-// Per-MX budgets, consulted after MX resolution: which allowed targets may be connected to.
+// Per-MX budgets, consulted right before each connection: a target over budget is skipped and
+// the probe moves on to the next MX host.
 class TargetBudget {
   public:
-    using Admitted = std::function<void(std::vector<ProbeTarget>)>;
     virtual ~TargetBudget() = default;
-    // Calls `done` with at most `max` of `candidates`, in order, each holding a slot until
-    // release(). `done` may run before admit() returns.
-    virtual void admit(std::vector<ProbeTarget> candidates, size_t max, Admitted done) = 0;
-    virtual void release(const std::vector<ProbeTarget>& admitted) = 0;
+    // Calls `done` (possibly before returning) with whether `target` may be connected to now;
+    // an admitted target holds a slot until release().
+    virtual void admit(const ProbeTarget& target, std::function<void(bool)> done) = 0;
+    virtual void release(const ProbeTarget& target) = 0;
     // The target at `ip` pushed back (421, rate limited, blocked).
     virtual void pushed_back(const std::string& ip) = 0;
 };
@@ -84,15 +84,13 @@ class Callout {
         Done done;
         DnsResolver::Handle dns = 0;
         std::shared_ptr<SmtpProbe> probe;
-        std::vector<ProbeTarget> admitted;  // MX slots held
+        size_t mx_denied = 0;  // targets skipped by the per-MX budget
         CalloutReport report;
         std::chrono::steady_clock::time_point started;
     };
 
     void on_mx(Handle h, MxResolution mx);
-    void on_targets(Handle h, std::vector<ProbeTarget> targets);
     void on_probe(Handle h, ProbeResult result);
-    void release_targets(Op& op);
     void finish(Handle h, Verdict verdict);
 
     uv_loop_t* loop_;
@@ -103,6 +101,7 @@ class Callout {
     std::mt19937_64 rng_;
     Handle next_ = 1;
     std::unordered_map<Handle, Op> ops_;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace calloutd

@@ -151,61 +151,105 @@ void SmtpProbe::cancel() {
     if (phase_ != Phase::idle) finish();
 }
 
-// Opens the next target's connection, skipping targets that fail before any I/O.
+// Opens the next target's connection, skipping targets that fail before any I/O and targets
+// the gate (per-MX budget) does not admit.
 void SmtpProbe::connect_next() {
     while (!deadline_hit_ && next_target_ < targets_.size()) {
-        const ProbeTarget& t = targets_[next_target_++];
-        HostAttempt a;
-        a.mx_host = t.mx_host;
-        a.address = t.ip;
-        result_.attempts.push_back(std::move(a));
-        attempt_started_ = std::chrono::steady_clock::now();
-        wire_bytes_ = 0;
-        parser_.reset();
-        stage_ = SmtpStage::connect;
-        phase_ = Phase::connecting;
-
-        sockaddr_storage addr;
-        if (!parse_ip(t.ip, options_.port, &addr)) {
-            attempt().detail = "invalid address";
-            continue;
+        std::size_t index = next_target_++;
+        if (gate_) {
+            // The gate may answer at once or later; `state` tells the two apart.
+            auto state = std::make_shared<GateState>();
+            std::weak_ptr<SmtpProbe> weak = weak_from_this();
+            phase_ = Phase::admitting;
+            gate_(targets_[index], [weak, state, index](bool admitted) {
+                if (state->in_call) {
+                    state->answer = admitted;
+                    return;
+                }
+                if (auto self = weak.lock()) self->on_gate(index, admitted);
+            });
+            state->in_call = false;
+            if (!state->answer) return;  // on_gate continues later
+            if (!*state->answer) continue;
+            held_ = index;
         }
-        if (int r = uv_tcp_init(loop_, &tcp_); r < 0) {
-            attempt().detail = uv_strerror(r);
-            continue;
-        }
-        tcp_.data = this;
-        tcp_open_ = true;
-        ++open_handles_;
-        if (!options_.source_address.empty()) {
-            sockaddr_storage src;
-            if (!parse_ip(options_.source_address, 0, &src)) {
-                end_attempt(StageEvent::connect_failed, "invalid source address", After::stop,
-                            false);
-                return;
-            }
-            if (src.ss_family != addr.ss_family) {
-                end_attempt(StageEvent::connect_failed, "source address family mismatch",
-                            After::next_target, false);
-                return;
-            }
-            if (int r = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&src), 0); r < 0) {
-                end_attempt(StageEvent::connect_failed,
-                            std::string("bind to source address: ") + uv_strerror(r), After::stop,
-                            false);
-                return;
-            }
-        }
-        if (int r = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<sockaddr*>(&addr),
-                                   connect_cb);
-            r < 0) {
-            end_attempt(StageEvent::connect_failed, uv_strerror(r), After::next_target, false);
-            return;
-        }
-        arm_stage_timer(options_.connect_timeout);
-        return;
+        if (open_target(index)) return;
     }
     finish();
+}
+
+void SmtpProbe::on_gate(std::size_t index, bool admitted) {
+    if (phase_ != Phase::admitting) {
+        // Cancelled or out of time meanwhile: give the slot back at once.
+        if (admitted && release_) release_(targets_[index]);
+        return;
+    }
+    if (admitted) {
+        held_ = index;
+        if (open_target(index)) return;
+    }
+    connect_next();
+}
+
+void SmtpProbe::release_held() {
+    if (!held_) return;
+    if (release_) release_(targets_[*held_]);
+    held_.reset();
+}
+
+// Starts connecting to targets_[index]; false when it failed before any I/O (try the next).
+bool SmtpProbe::open_target(std::size_t index) {
+    const ProbeTarget& t = targets_[index];
+    HostAttempt a;
+    a.mx_host = t.mx_host;
+    a.address = t.ip;
+    result_.attempts.push_back(std::move(a));
+    attempt_started_ = std::chrono::steady_clock::now();
+    wire_bytes_ = 0;
+    parser_.reset();
+    stage_ = SmtpStage::connect;
+    phase_ = Phase::connecting;
+
+    sockaddr_storage addr;
+    if (!parse_ip(t.ip, options_.port, &addr)) {
+        attempt().detail = "invalid address";
+        release_held();
+        return false;
+    }
+    if (int r = uv_tcp_init(loop_, &tcp_); r < 0) {
+        attempt().detail = uv_strerror(r);
+        release_held();
+        return false;
+    }
+    tcp_.data = this;
+    tcp_open_ = true;
+    ++open_handles_;
+    if (!options_.source_address.empty()) {
+        sockaddr_storage src;
+        if (!parse_ip(options_.source_address, 0, &src)) {
+            end_attempt(StageEvent::connect_failed, "invalid source address", After::stop, false);
+            return true;
+        }
+        if (src.ss_family != addr.ss_family) {
+            end_attempt(StageEvent::connect_failed, "source address family mismatch",
+                        After::next_target, false);
+            return true;
+        }
+        if (int r = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&src), 0); r < 0) {
+            end_attempt(StageEvent::connect_failed,
+                        std::string("bind to source address: ") + uv_strerror(r), After::stop,
+                        false);
+            return true;
+        }
+    }
+    if (int r =
+            uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<sockaddr*>(&addr), connect_cb);
+        r < 0) {
+        end_attempt(StageEvent::connect_failed, uv_strerror(r), After::next_target, false);
+        return true;
+    }
+    arm_stage_timer(options_.connect_timeout);
+    return true;
 }
 
 void SmtpProbe::on_connected(int status) {
@@ -361,6 +405,8 @@ void SmtpProbe::on_deadline() {
             return end_attempt(StageEvent::deadline, "", After::stop, false);
         case Phase::quitting:
             return close_connection();
+        case Phase::admitting:  // waiting for the gate: nothing is open but the timers
+            return finish();
         case Phase::idle:
         case Phase::closing:  // the close callback sees deadline_hit_ and finishes
         case Phase::finished:
@@ -407,6 +453,7 @@ void SmtpProbe::close_connection() {
 void SmtpProbe::on_tcp_closed() {
     tcp_open_ = false;
     --open_handles_;
+    release_held();
     if (phase_ == Phase::finished) return maybe_deliver();
     if (after_close_ == After::next_target && !deadline_hit_) return connect_next();
     finish();

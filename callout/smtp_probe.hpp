@@ -72,13 +72,30 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     // Stops all I/O and suppresses the callback. Safe at any time, also from inside callbacks.
     void cancel();
 
+    // Optional per-target admission (per-MX budgets), asked right before connecting to each
+    // target; a target not admitted is skipped. `release` runs once the connection to an
+    // admitted target is closed. The gate may answer before it returns. Set before start().
+    using Gate = std::function<void(const ProbeTarget&, std::function<void(bool admitted)>)>;
+    using Release = std::function<void(const ProbeTarget&)>;
+    void set_gate(Gate gate, Release release) {
+        gate_ = std::move(gate);
+        release_ = std::move(release);
+    }
+
   private:
     // Where the connection is, orthogonal to the SMTP stage: waiting means a command is out
     // (or the banner is due) and the stage timer runs.
-    enum class Phase { idle, connecting, waiting, quitting, closing, finished };
+    enum class Phase { idle, admitting, connecting, waiting, quitting, closing, finished };
+    struct GateState {
+        bool in_call = true;
+        std::optional<bool> answer;
+    };
     enum class After { next_target, stop };
 
     void connect_next();
+    bool open_target(std::size_t index);
+    void on_gate(std::size_t index, bool admitted);
+    void release_held();
     void send(std::string line, SmtpStage stage);
     int write_line(std::string line);
     void on_connected(int status);
@@ -109,6 +126,9 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     uv_loop_t* loop_;
     ProbeOptions options_;
     std::vector<ProbeTarget> targets_;
+    Gate gate_;
+    Release release_;
+    std::optional<std::size_t> held_;  // admitted target whose slot is still held
     std::size_t next_target_ = 0;
     std::string sender_;
     std::string random_address_;

@@ -9,23 +9,20 @@
 
 namespace calloutd {
 
-// Adapts ProbeBudget's per-IP admission to the callout's TargetBudget hook. Targets over budget
-// are skipped; the probe tries the next MX host instead.
+// Adapts ProbeBudget's per-IP admission to the callout's TargetBudget hook. A target over
+// budget is skipped; the probe tries the next MX host instead.
 class MxBudget : public TargetBudget {
   public:
     MxBudget(ProbeBudget& budget, std::chrono::milliseconds backoff)
         : budget_(budget), backoff_(backoff) {}
 
-    void admit(std::vector<ProbeTarget> candidates, size_t max, Admitted done) override;
-    void release(const std::vector<ProbeTarget>& admitted) override;
+    void admit(const ProbeTarget& target, std::function<void(bool)> done) override;
+    void release(const ProbeTarget& target) override;
     void pushed_back(const std::string& ip) override;
     void set_backoff(std::chrono::milliseconds backoff) { backoff_ = backoff; }
     uint64_t denied() const { return denied_; }
 
   private:
-    struct Pass;
-    void step(std::shared_ptr<Pass> pass);
-
     ProbeBudget& budget_;
     std::chrono::milliseconds backoff_;
     uint64_t denied_ = 0;

@@ -405,7 +405,7 @@ TEST_F(ListWashing, AnMxThatSaysTooManyConnectionsIsLeftAloneForEveryDomainItSer
 // its backup MX although the probe only talks to the primary. backuponly.test, whose only MX is
 // that backup, is then answered rate_limited (limit=mx) while the backup has seen no connection.
 // A fix admits each host when the probe moves on to it.
-TEST_F(ListWashing, DISABLED_AnUnusedBackupMxSpendsNoBudget) {
+TEST_F(ListWashing, AnUnusedBackupMxSpendsNoBudget) {
     Targets t({{kPrimaryIp, knows_alice()}, {kBackupIp, knows_alice()}});
     ASSERT_TRUE(t.ok());
     start(config(t.port(), limits("unlimited", "unlimited", "2/1m", 100)));

@@ -677,3 +677,81 @@ TEST(SmtpProbe, ManyConcurrentProbesAgainstOneServer) {
 
 }  // namespace
 }  // namespace calloutd
+
+namespace calloutd {
+namespace {
+
+// The per-target gate: a denied target is skipped without a connection, admitted slots are
+// released when their connection closes, and an asynchronous answer is honoured.
+TEST(SmtpProbeGate, DeniedTargetIsSkippedAndSlotsAreReleased) {
+    FakeSmtpServer primary(only_alice(), "127.0.0.14");
+    ASSERT_TRUE(primary.ok()) << primary.error();
+    auto secondary = sibling(only_alice(), "127.0.0.15", primary);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    std::vector<std::string> asked;
+    std::vector<std::string> released;
+    std::optional<ProbeResult> result;
+    uv_timer_t later;
+    uv_timer_init(&loop, &later);
+    std::function<void(bool)> pending;
+    later.data = &pending;
+    {
+        auto probe = SmtpProbe::create(&loop, options(primary.port()));
+        probe->set_gate(
+            [&](const ProbeTarget& t, std::function<void(bool)> done) {
+                asked.push_back(t.ip);
+                if (t.ip == "127.0.0.14") {
+                    done(false);  // at once: over budget
+                    return;
+                }
+                pending = std::move(done);  // later, from a timer
+                uv_timer_start(
+                    &later,
+                    [](uv_timer_t* tm) {
+                        auto* p = static_cast<std::function<void(bool)>*>(tm->data);
+                        (*p)(true);
+                    },
+                    20, 0);
+            },
+            [&](const ProbeTarget& t) { released.push_back(t.ip); });
+        probe->start({{"mx1.example.org", "127.0.0.14"}, {"mx2.example.org", "127.0.0.15"}},
+                     "alice@example.org", kRandom, [&](ProbeResult r) { result = std::move(r); });
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close(reinterpret_cast<uv_handle_t*>(&later), nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EXPECT_EQ(uv_loop_close(&loop), 0);
+    ASSERT_TRUE(result);
+    EXPECT_EQ(asked, (std::vector<std::string>{"127.0.0.14", "127.0.0.15"}));
+    EXPECT_EQ(released, (std::vector<std::string>{"127.0.0.15"}));
+    EXPECT_EQ(primary.connections_accepted(), 0u);
+    EXPECT_EQ(secondary->connections_accepted(), 1u);
+    ASSERT_EQ(result->attempts.size(), 1u);
+    ASSERT_TRUE(result->attempts[0].rcpt);
+    EXPECT_EQ(result->attempts[0].rcpt->code, 250);
+}
+
+TEST(SmtpProbeGate, CancelWhileWaitingForTheGateReleasesALateAdmission) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    std::function<void(bool)> pending;
+    int released = 0;
+    bool called = false;
+    auto probe = SmtpProbe::create(&loop, options(25));
+    probe->set_gate([&](const ProbeTarget&, std::function<void(bool)> done) { pending = done; },
+                    [&](const ProbeTarget&) { ++released; });
+    probe->start({{"mx1.example.org", "127.0.0.16"}}, "alice@example.org", kRandom,
+                 [&](ProbeResult) { called = true; });
+    probe->cancel();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_TRUE(pending);
+    pending(true);  // the budget answers after the probe is gone: the slot comes straight back
+    EXPECT_EQ(released, 1);
+    EXPECT_FALSE(called);
+    probe.reset();
+    EXPECT_EQ(uv_loop_close(&loop), 0);
+}
+
+}  // namespace
+}  // namespace calloutd
