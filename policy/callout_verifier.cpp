@@ -26,13 +26,18 @@ CalloutVerifier::CalloutVerifier(uv_loop_t* loop, VerdictCache& cache, Callout& 
       callout_(callout),
       budget_(budget),
       reply_timeout_(reply_timeout),
-      observer_(std::move(observer)) {}
+      observer_(std::move(observer)) {
+    cache_.set_listener([this](const std::string& domain, const std::string& address) {
+        on_stored_elsewhere(domain, address);
+    });
+}
 
 CalloutVerifier::~CalloutVerifier() {
     *alive_ = false;
     for (auto& [address, flight] : flights_) {
+        if (flight.remote) continue;
         callout_.cancel(flight.handle);
-        budget_.release_probe();
+        budget_.release_probe(flight.sender.domain, address, flight.token);
     }
 }
 
@@ -77,7 +82,7 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Sen
     }
     // Admission comes before any DNS query or connection.
     std::weak_ptr<bool> alive = alive_;
-    auto decision = budget_.admit_probe(sender.domain, client,
+    auto decision = budget_.admit_probe(sender.domain, sender.address(), client, false,
                                         [this, alive, sender, done](BudgetDecision d) mutable {
                                             if (alive.expired()) return;
                                             auto answer = after_admission(sender, d, done);
@@ -90,6 +95,23 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Sen
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(
     const SenderAddress& sender, BudgetDecision d, Done& done) {
+    if (d.cached) {
+        // Stored by another node between our cache lookup and the admission.
+        ++counters_.cache_hits;
+        return Immediate{{d.cached->cls, d.cached->reason}, DecisionSource::cache};
+    }
+    if (d.in_flight_elsewhere) {
+        // Another node probes this address: wait for its verdict within our reply budget.
+        ++counters_.joined;
+        auto it = flights_.find(sender.address());
+        Flight& flight = it != flights_.end() ? it->second : flights_[sender.address()];
+        if (it == flights_.end()) {
+            flight.sender = sender;
+            flight.remote = true;
+        }
+        add_waiter(flight, std::move(done));
+        return std::nullopt;
+    }
     if (!d.admitted) {
         count_denial(d.denied_by);
         return Immediate{{VerdictClass::rate_limited, std::string(to_string(d.denied_by))},
@@ -97,13 +119,13 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(
     }
     ++counters_.admitted;
     auto it = flights_.find(sender.address());
-    if (it != flights_.end()) {
+    if (it != flights_.end() && !it->second.remote) {
         // Another request started the probe while our admission was pending.
-        budget_.release_probe();
+        budget_.release_probe(sender.domain, sender.address(), d.token);
         add_waiter(it->second, std::move(done));
         return std::nullopt;
     }
-    add_waiter(start_flight(sender, false), std::move(done));
+    add_waiter(start_flight(sender, false, d.token), std::move(done));
     return std::nullopt;
 }
 
@@ -113,17 +135,43 @@ void CalloutVerifier::refresh(const SenderAddress& sender, const std::string& cl
     auto start = [this, alive, sender](BudgetDecision d) {
         if (alive.expired()) return;
         if (!d.admitted) {
-            count_denial(d.denied_by);
+            if (d.denied()) count_denial(d.denied_by);
             return;
         }
         ++counters_.admitted;
         if (flights_.contains(sender.address())) {
-            budget_.release_probe();
+            budget_.release_probe(sender.domain, sender.address(), d.token);
             return;
         }
-        start_flight(sender, true);
+        start_flight(sender, true, d.token);
     };
-    if (auto d = budget_.admit_probe(sender.domain, client, start)) start(*d);
+    if (auto d = budget_.admit_probe(sender.domain, sender.address(), client, true, start)) {
+        start(*d);
+    }
+}
+
+void CalloutVerifier::on_stored_elsewhere(const std::string& domain, const std::string& address) {
+    auto it = flights_.find(address);
+    if (it == flights_.end() || !it->second.remote) return;
+    auto finish = [this, address](std::optional<CacheHit> hit) {
+        auto f = flights_.find(address);
+        if (f == flights_.end() || !f->second.remote || !hit) return;
+        Flight flight = std::move(f->second);
+        flights_.erase(f);
+        Verdict v{hit->verdict.cls, hit->verdict.reason};
+        for (auto& w : flight.waiters) {
+            w.budget.reset();
+            w.done(v, DecisionSource::cache);
+        }
+    };
+    if (auto now = cache_.peek(domain, address)) {
+        finish(std::move(*now));
+        return;
+    }
+    std::weak_ptr<bool> alive = alive_;
+    cache_.lookup(domain, address, [alive, finish](std::optional<CacheHit> hit) {
+        if (!alive.expired()) finish(std::move(hit));
+    });
 }
 
 void CalloutVerifier::count_denial(BudgetKind kind) {
@@ -153,10 +201,13 @@ void CalloutVerifier::add_waiter(Flight& flight, Done done) {
     });
 }
 
-CalloutVerifier::Flight& CalloutVerifier::start_flight(const SenderAddress& sender, bool refresh) {
+CalloutVerifier::Flight& CalloutVerifier::start_flight(const SenderAddress& sender, bool refresh,
+                                                       std::string token) {
     Flight& flight = flights_[sender.address()];
     flight.sender = sender;
     flight.refresh = refresh;
+    flight.remote = false;
+    flight.token = std::move(token);
     flight.handle = callout_.start(sender, [this, address = sender.address()](CalloutReport r) {
         on_report(address, std::move(r));
     });
@@ -171,6 +222,8 @@ void CalloutVerifier::on_budget_spent(const std::string& address, uint64_t waite
         if (w->id != waiter_id) continue;
         Done done = std::move(w->done);
         waiters.erase(w);  // the probe goes on; its verdict lands in the cache for the retry
+        // Nobody waits for another node's probe any more: forget it (the retry asks again).
+        if (it->second.remote && waiters.empty()) flights_.erase(it);
         done({VerdictClass::in_progress, "probe-running"}, DecisionSource::probe);
         return;
     }
@@ -181,7 +234,6 @@ void CalloutVerifier::on_report(const std::string& address, CalloutReport report
     if (it == flights_.end()) return;
     Flight flight = std::move(it->second);
     flights_.erase(it);
-    budget_.release_probe();
 
     if (report.verdict.cls == VerdictClass::rate_limited) ++counters_.denied_mx;
     CachedVerdict cached{report.verdict.cls, report.verdict.reason, WallClock::now(),
@@ -193,6 +245,8 @@ void CalloutVerifier::on_report(const std::string& address, CalloutReport report
                            cached.probed_at, cached.remote_reply, true};
         cache_.store(flight.sender.domain, address, fact);
     }
+    // Released after the verdict is stored, so no other node probes in between.
+    budget_.release_probe(flight.sender.domain, address, flight.token);
     if (observer_) observer_(flight.sender, report, flight.refresh);
     for (auto& w : flight.waiters) {
         w.budget.reset();

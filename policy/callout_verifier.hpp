@@ -60,6 +60,8 @@ class CalloutVerifier : public SenderVerifier {
         SenderAddress sender;
         Callout::Handle handle = 0;
         bool refresh = false;
+        bool remote = false;  // probed by another node; we only wait for its verdict
+        std::string token;    // budget admission, released when the verdict is stored
         std::list<Waiter> waiters;
     };
 
@@ -69,7 +71,8 @@ class CalloutVerifier : public SenderVerifier {
                                              Done& done);
     void add_waiter(Flight& flight, Done done);
     void refresh(const SenderAddress& sender, const std::string& client);
-    Flight& start_flight(const SenderAddress& sender, bool refresh);
+    Flight& start_flight(const SenderAddress& sender, bool refresh, std::string token);
+    void on_stored_elsewhere(const std::string& domain, const std::string& address);
     void count_denial(BudgetKind kind);
     void on_report(const std::string& address, CalloutReport report);
     void on_budget_spent(const std::string& address, uint64_t waiter_id);

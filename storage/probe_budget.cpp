@@ -35,9 +35,16 @@ void MemoryProbeBudget::set_limits(const BudgetLimits& limits) {
 }
 
 std::optional<BudgetDecision> MemoryProbeBudget::admit_probe(const std::string& domain,
-                                                             const std::string& client, Done) {
+                                                             const std::string&,
+                                                             const std::string& client, bool,
+                                                             Done) {
     auto now = now_();
-    auto deny = [](BudgetKind k) { return BudgetDecision{false, k}; };
+    auto deny = [](BudgetKind k) {
+        BudgetDecision d;
+        d.admitted = false;
+        d.denied_by = k;
+        return d;
+    };
     // Check everything before spending anything: a denied probe costs no budget.
     if (!domains_.allows(domain, now)) return deny(BudgetKind::domain);
     if (!clients_.allows(client, now)) return deny(BudgetKind::client);
@@ -51,13 +58,15 @@ std::optional<BudgetDecision> MemoryProbeBudget::admit_probe(const std::string& 
     return BudgetDecision{};
 }
 
-void MemoryProbeBudget::release_probe() {
+void MemoryProbeBudget::release_probe(const std::string&, const std::string&, const std::string&) {
     if (running_ > 0) --running_;
 }
 
 std::optional<BudgetDecision> MemoryProbeBudget::admit_mx(const std::string& ip, Done) {
     auto now = now_();
-    auto deny = BudgetDecision{false, BudgetKind::mx};
+    BudgetDecision deny;
+    deny.admitted = false;
+    deny.denied_by = BudgetKind::mx;
     if (auto it = mx_backoff_.find(ip); it != mx_backoff_.end()) {
         if (it->second > now) return deny;
         mx_backoff_.erase(it);

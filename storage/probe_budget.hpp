@@ -11,6 +11,7 @@
 
 #include "storage/rate.hpp"
 #include "storage/sliding_window.hpp"
+#include "storage/verdict_cache.hpp"
 
 namespace calloutd {
 
@@ -28,7 +29,14 @@ struct BudgetLimits {
 
 struct BudgetDecision {
     bool admitted = true;
-    BudgetKind denied_by = BudgetKind::global;  // meaningful when !admitted
+    BudgetKind denied_by = BudgetKind::global;  // meaningful when denied
+    // A cluster backend checks the shared cache and the other nodes' probes in the same atomic
+    // step as the budgets; then a request may be neither admitted nor denied:
+    std::optional<CachedVerdict> cached;  // the verdict is there now (stored by another node)
+    std::string cached_scope;             // "d" when `cached` is a domain fact, else "a"
+    bool in_flight_elsewhere = false;     // another node is probing this address right now
+    std::string token;                    // admitted: identifies the probe for release_probe()
+    bool denied() const { return !admitted && !cached && !in_flight_elsewhere; }
 };
 
 // Backends answer at once where they can (returned), else later via `done` (never from inside
@@ -38,10 +46,14 @@ class ProbeBudget {
   public:
     using Done = std::function<void(BudgetDecision)>;
     virtual ~ProbeBudget() = default;
-    // Domain, client and global budgets, all or nothing.
+    // Domain, client and global budgets, all or nothing. `refresh`: the address is cached and
+    // due for a background re-probe (so a cached verdict is no reason to refuse).
     virtual std::optional<BudgetDecision> admit_probe(const std::string& domain,
-                                                      const std::string& client, Done done) = 0;
-    virtual void release_probe() = 0;
+                                                      const std::string& address,
+                                                      const std::string& client, bool refresh,
+                                                      Done done) = 0;
+    virtual void release_probe(const std::string& domain, const std::string& address,
+                               const std::string& token) = 0;
     virtual std::optional<BudgetDecision> admit_mx(const std::string& ip, Done done) = 0;
     virtual void release_mx(const std::string& ip) = 0;
     // The target at `ip` pushed back (421, "too many connections", "blocked"): leave it alone.
@@ -59,9 +71,11 @@ class MemoryProbeBudget : public ProbeBudget {
     explicit MemoryProbeBudget(const BudgetLimits& limits, Now now = Clock::now,
                                size_t max_keys = kMaxKeys);
 
-    std::optional<BudgetDecision> admit_probe(const std::string& domain, const std::string& client,
+    std::optional<BudgetDecision> admit_probe(const std::string& domain, const std::string& address,
+                                              const std::string& client, bool refresh,
                                               Done done) override;
-    void release_probe() override;
+    void release_probe(const std::string& domain, const std::string& address,
+                       const std::string& token) override;
     std::optional<BudgetDecision> admit_mx(const std::string& ip, Done done) override;
     void release_mx(const std::string& ip) override;
     void back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) override;

@@ -65,6 +65,10 @@ class VerdictCache {
     // Stores under the domain or the address depending on the class, with the class's TTL.
     virtual void store(const std::string& domain, const std::string& address,
                        const CachedVerdict& verdict) = 0;
+    // Cluster backends report verdicts stored by other nodes (domain, address), so requests
+    // waiting for another node's probe can be answered. Single-node backends never call it.
+    using StoredListener = std::function<void(const std::string&, const std::string&)>;
+    virtual void set_listener(StoredListener) {}
     // Removes an address verdict or a domain fact (`calloutd cache del`).
     virtual void erase(const std::string& domain, const std::string& address) = 0;
 };
