@@ -1,0 +1,48 @@
+// What calloutd keeps in Redis: key names, the compact verdict encoding, and the Lua scripts.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "storage/verdict_cache.hpp"
+
+namespace calloutd::redis_schema {
+
+// Every key of a domain carries the domain as a hash tag, so a Redis Cluster keeps a domain's
+// keys in one slot: calloutd:{example.org}:a:alice@example.org.
+std::string address_key(std::string_view domain, std::string_view address);
+std::string domain_fact_key(std::string_view domain);
+std::string in_flight_key(std::string_view domain, std::string_view address);
+std::string domain_window_key(std::string_view domain);
+std::string client_window_key(std::string_view client);
+std::string mx_window_key(std::string_view ip);
+std::string mx_running_key(std::string_view ip);
+std::string mx_backoff_key(std::string_view ip);
+inline constexpr std::string_view kGlobalWindowKey = "calloutd:global:w";
+inline constexpr std::string_view kRunningKey = "calloutd:global:running";
+// Published with "<domain> <address>" whenever a verdict is stored.
+inline constexpr std::string_view kStoredChannel = "calloutd:stored";
+
+// "v1|<class>|<probed-at ms>|<flags>|<reason>|<remote reply>"; '|' and control bytes in the
+// free-text fields are replaced, so the value stays one line and splits unambiguously.
+std::string encode(const CachedVerdict& v);
+std::optional<CachedVerdict> decode(std::string_view value);
+
+// KEYS: domain fact, address verdict, in-flight marker, domain window, client window, global
+//       window, running set.
+// ARGV: token, marker ttl ms, domain count, domain period ms, client count, client period ms,
+//       global count, global period ms, global concurrency, probe lifetime ms, refresh (0/1).
+// A count of 0 means unlimited. Returns {"cached", value, "d"|"a"}, {"in_flight"},
+// {"denied", kind} or {"admitted", token}.
+extern const std::string_view kAdmitScript;
+// KEYS: running set, in-flight marker. ARGV: token.
+extern const std::string_view kReleaseScript;
+// KEYS: key to store under. ARGV: encoded value, ttl ms, channel, message.
+// Keeps a live valid verdict when the new one is not definitive (a failed refresh).
+extern const std::string_view kStoreScript;
+// KEYS: mx window, mx running set, mx back-off. ARGV: token, count, period ms, concurrency,
+// lifetime ms. Returns {"admitted", token} or {"denied", why}.
+extern const std::string_view kAdmitMxScript;
+
+}  // namespace calloutd::redis_schema
