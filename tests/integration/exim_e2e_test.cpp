@@ -1,0 +1,332 @@
+// A real Exim asking calloutd through contrib/exim/calloutd.acl (included, not copied): Exim in
+// host-checking mode (-bh) -> ${readsocket} -> calloutd -> dnsmasq test zones -> a real Postfix or
+// fake SMTP targets on loopback aliases, asserting the replies Exim itself gives at RCPT.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/callout_world.hpp"
+#include "support/daemon_process.hpp"
+#include "support/dnsmasq.hpp"
+#include "support/exim.hpp"
+#include "support/fake_smtp.hpp"
+#include "support/paths.hpp"
+#include "support/postfix_target.hpp"
+
+namespace calloutd::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The fake SMTP servers write to probes that may already have hung up; Exim may die under us.
+[[maybe_unused]] const bool kSigpipeIgnored = [] {
+    std::signal(SIGPIPE, SIG_IGN);
+    return true;
+}();
+
+// Loopback aliases of this file's targets, apart from the other suites' (which may run at once).
+constexpr const char* kPostfixIp = "127.0.0.61";   // pf.test: real Postfix, only alice exists
+constexpr const char* kCatchAllIp = "127.0.0.62";  // catchall.test: accepts every RCPT
+constexpr const char* kGreylistIp = "127.0.0.63";  // greylist.test: 450 to every RCPT
+constexpr const char* kTarpitIp = "127.0.0.64";    // tarpit.test: answers RCPT too late
+constexpr const char* kClientIp = "192.0.2.10";    // the SMTP client Exim pretends to talk to
+constexpr const char* kRecipient = "postmaster@local.test";
+
+DnsmasqZones exim_test_zones() {
+    DnsmasqZones z;
+    z.local_domains = {"test"};
+    z.mx = {
+        {"pf.test", "mx.pf.test", 10},
+        {"catchall.test", "mx.catchall.test", 10},
+        {"greylist.test", "mx.greylist.test", 10},
+        {"tarpit.test", "mx.tarpit.test", 10},
+        {"nullmx.test", ".", 0},
+    };
+    z.hosts = {
+        {"mx.pf.test", {kPostfixIp}},
+        {"mx.catchall.test", {kCatchAllIp}},
+        {"mx.greylist.test", {kGreylistIp}},
+        {"mx.tarpit.test", {kTarpitIp}},
+    };
+    return z;
+}
+
+// The site configuration an admin would write around the contrib ACL: relay control first, then
+// calloutd. The contrib file is included from the source tree; -D sets its macros.
+std::string exim_config(const std::string& dir) {
+    return "primary_hostname = mx.local.test\n"
+           "domainlist local_domains = local.test\n"
+           "spool_directory = " +
+           dir + "/spool\nlog_file_path = " + dir +
+           "/log/%slog\n"
+           "keep_environment =\n"
+           "acl_smtp_rcpt = acl_check_rcpt\n"
+           "\n"
+           "begin acl\n"
+           ".include " +
+           source_dir() +
+           "/contrib/exim/calloutd.acl\n"
+           "\n"
+           "acl_check_rcpt:\n"
+           "  require message = relay not permitted\n"
+           "          domains = +local_domains\n"
+           "  require acl = calloutd_rcpt\n"
+           "  accept\n";
+}
+
+// What Exim said in one session: the reply to MAIL and to each RCPT.
+struct Session {
+    std::string mail;
+    std::vector<std::string> rcpt;
+    std::string debug;  // Exim's -bh debug output, for failure messages
+};
+
+std::ostream& operator<<(std::ostream& os, const Session& s) {
+    os << "MAIL: " << s.mail << "\n";
+    for (const auto& r : s.rcpt) os << "RCPT: " << r << "\n";
+    return os << "--- exim -bh stderr ---\n" << s.debug;
+}
+
+class EximE2E : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        if (geteuid() != 0) return;
+        exim_ = exim_binary(unpack_error_);
+        dnsmasq_ = std::make_unique<Dnsmasq>(exim_test_zones());
+    }
+    static void TearDownTestSuite() { dnsmasq_.reset(); }
+
+    void SetUp() override {
+        if (geteuid() != 0) GTEST_SKIP() << "exim -C and a private Postfix need root";
+        ASSERT_FALSE(exim_.empty()) << unpack_error_;
+        dir_ = make_temp_dir("exim");
+        // Exim gives up root for its user (Debian-exim) before it looks at spool and log.
+        namespace fs = std::filesystem;
+        fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                  fs::perms::others_read | fs::perms::others_exec);
+        for (const char* sub : {"/spool", "/log"}) {
+            fs::create_directory(dir_ + sub);
+            fs::permissions(dir_ + sub, fs::perms::all);
+        }
+        std::ofstream(dir_ + "/exim.conf") << exim_config(dir_);
+    }
+    void TearDown() override {
+        if (HasFailure() && daemon_) std::cerr << "--- calloutd log ---\n" << daemon_->log();
+        stop_daemon();
+        daemon_.reset();
+        if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
+    }
+
+    void start_daemon(uint16_t smtp_port, const std::string& reply_timeout = "3s") {
+        CalloutConfig c;
+        c.dns_server = dnsmasq_->server();  // never the system resolver
+        c.smtp_port = smtp_port;
+        c.reply_timeout = reply_timeout;
+        daemon_ = std::make_unique<DaemonProcess>("exim-calloutd", callout_config(c));
+        ASSERT_TRUE(daemon_->started()) << daemon_->log();
+        port_ = daemon_->tcp_port();
+        ASSERT_NE(port_, 0) << daemon_->log();
+    }
+    void stop_daemon() {
+        if (!daemon_ || !daemon_->running()) return;
+        daemon_->signal(SIGTERM);
+        if (daemon_->wait_exit(5s) < 0) ADD_FAILURE() << "calloutd did not exit on SIGTERM";
+    }
+
+    // One SMTP session: EHLO, MAIL FROM:<sender>, one RCPT per recipient, QUIT.
+    Session session(const std::string& sender, int recipients = 1) {
+        Session s;
+        std::string err = dir_ + "/exim-" + std::to_string(++sessions_) + ".stderr";
+        EximSession exim(
+            exim_, dir_ + "/exim.conf",
+            {"CALLOUTD_SOCKET=inet:127.0.0.1:" + std::to_string(port_), "CALLOUTD_TIMEOUT=5s"},
+            kClientIp, err);
+        if (!exim.started()) return s;
+        std::string banner = exim.banner();
+        if (reply_code(banner) == "220" &&
+            reply_code(exim.command("EHLO client.example")) == "250") {
+            s.mail = exim.command("MAIL FROM:<" + sender + ">");
+            for (int i = 0; i < recipients; ++i) {
+                std::string rcpt = i == 0 ? kRecipient : "user" + std::to_string(i) + "@local.test";
+                s.rcpt.push_back(exim.command("RCPT TO:<" + rcpt + ">"));
+            }
+        }
+        exim.quit();
+        s.debug = exim.stderr_text();
+        return s;
+    }
+
+    // calloutd's decision lines for `sender`.
+    std::vector<std::string> decisions(const std::string& sender) const {
+        std::vector<std::string> lines;
+        if (!daemon_) return lines;
+        std::istringstream log(daemon_->log());
+        for (std::string line; std::getline(log, line);) {
+            if (line.find(" decision ") != std::string::npos &&
+                line.find(" sender=" + sender + " ") != std::string::npos) {
+                lines.push_back(line);
+            }
+        }
+        return lines;
+    }
+
+    static inline std::string exim_;
+    static inline std::string unpack_error_;
+    static inline std::unique_ptr<Dnsmasq> dnsmasq_;
+    std::string dir_;
+    std::unique_ptr<DaemonProcess> daemon_;
+    uint16_t port_ = 0;
+    int sessions_ = 0;
+};
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
+
+// Every line of a (possibly wrapped) reply carries `code` and `enhanced`: "550-5.1.7 ...".
+bool is_reply(const std::string& reply, const std::string& code, const std::string& enhanced) {
+    if (reply.empty()) return false;
+    std::istringstream lines(reply);
+    for (std::string line; std::getline(lines, line);) {
+        if (!starts_with(line, code + " " + enhanced + " ") &&
+            !starts_with(line, code + "-" + enhanced + " ")) {
+            return false;
+        }
+    }
+    return true;
+}
+
+TEST_F(EximE2E, RealPostfixTargetValidSenderAcceptedUnknownUserRejected517) {
+    PostfixTargetOptions o;
+    o.address = kPostfixIp;
+    o.domain = "pf.test";
+    o.hostname = "mx.pf.test";
+    o.users = {"alice"};
+    PostfixTarget postfix(o);
+    start_daemon(postfix.port());
+
+    Session valid = session("alice@pf.test");
+    EXPECT_EQ(reply_code(valid.mail), "250") << valid;
+    ASSERT_EQ(valid.rcpt.size(), 1u) << valid;
+    EXPECT_EQ(reply_code(valid.rcpt[0]), "250") << valid;
+    ASSERT_EQ(decisions("alice@pf.test").size(), 1u) << "calloutd was not asked";
+    EXPECT_NE(decisions("alice@pf.test")[0].find(" class=valid "), std::string::npos);
+
+    Session invalid = session("nobody@pf.test");
+    ASSERT_EQ(invalid.rcpt.size(), 1u) << invalid;
+    EXPECT_TRUE(is_reply(invalid.rcpt[0], "550", "5.1.7")) << invalid;
+    // calloutd's text reaches the client; it never names the target.
+    EXPECT_EQ(invalid.rcpt[0].find(kPostfixIp), std::string::npos) << invalid;
+    if (HasFailure()) std::cerr << "--- postfix maillog ---\n" << postfix.maillog();
+}
+
+TEST_F(EximE2E, AcceptAllDomainIsAccepted) {
+    FakeSmtpScript s;
+    s.accept_all = true;
+    FakeSmtpServer target(s, kCatchAllIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    start_daemon(target.port());
+
+    Session a = session("anyone@catchall.test");
+    ASSERT_EQ(a.rcpt.size(), 1u) << a;
+    EXPECT_EQ(reply_code(a.rcpt[0]), "250") << a;
+    auto lines = decisions("anyone@catchall.test");
+    ASSERT_EQ(lines.size(), 1u) << a;
+    EXPECT_NE(lines[0].find(" class=accept_all "), std::string::npos) << lines[0];
+}
+
+TEST_F(EximE2E, GreylistingTargetIsAccepted) {
+    FakeSmtpScript s;
+    s.rcpt_default = "450 4.7.1 Greylisted, please try again later";
+    FakeSmtpServer target(s, kGreylistIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    start_daemon(target.port());
+
+    Session a = session("someone@greylist.test");
+    ASSERT_EQ(a.rcpt.size(), 1u) << a;
+    EXPECT_EQ(reply_code(a.rcpt[0]), "250") << a;
+    auto lines = decisions("someone@greylist.test");
+    ASSERT_EQ(lines.size(), 1u) << a;
+    EXPECT_NE(lines[0].find(" class=tempfail "), std::string::npos) << lines[0];
+    EXPECT_GE(target.count_commands("RCPT TO:<"), 1u) << "the target was never probed";
+}
+
+TEST_F(EximE2E, NoMailDomainIsRejected518) {
+    start_daemon(unused_port());
+
+    for (const char* sender : {"user@nullmx.test", "user@nx.test"}) {
+        Session a = session(sender);
+        ASSERT_EQ(a.rcpt.size(), 1u) << a;
+        EXPECT_TRUE(is_reply(a.rcpt[0], "550", "5.1.8")) << sender << "\n" << a;
+    }
+}
+
+TEST_F(EximE2E, BounceIsAcceptedAndNeverProbed) {
+    FakeSmtpScript s;
+    s.accept_all = true;
+    FakeSmtpServer target(s, kCatchAllIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    start_daemon(target.port());
+
+    Session a = session("");
+    EXPECT_EQ(reply_code(a.mail), "250") << a;
+    ASSERT_EQ(a.rcpt.size(), 1u) << a;
+    EXPECT_EQ(reply_code(a.rcpt[0]), "250") << a;
+    // The ACL does not even ask: calloutd logs no decision at all.
+    EXPECT_EQ(daemon_->log().find(" decision "), std::string::npos) << daemon_->log();
+    EXPECT_EQ(target.connections_accepted(), 0u);
+}
+
+TEST_F(EximE2E, FiveRecipientsOneProbeOneVerdict) {
+    FakeSmtpScript s;
+    s.recipients["alice"] = "250 2.1.5 ok";  // everyone else: 550 5.1.1
+    FakeSmtpServer target(s, kCatchAllIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    start_daemon(target.port());
+
+    Session a = session("nobody@catchall.test", 5);
+    ASSERT_EQ(a.rcpt.size(), 5u) << a;
+    for (const auto& r : a.rcpt) EXPECT_TRUE(is_reply(r, "550", "5.1.7")) << a;
+    EXPECT_EQ(target.count_commands("RCPT TO:<nobody@"), 1u);
+}
+
+TEST_F(EximE2E, ProbeOutlivingReplyTimeoutIsDeferred417) {
+    FakeSmtpScript s;
+    s.accept_all = true;
+    s.verbs["RCPT"] = FakeReply::slow("250 2.1.5 ok", 2500ms);
+    FakeSmtpServer target(s, kTarpitIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    start_daemon(target.port(), "500ms");
+
+    Session a = session("slow@tarpit.test");
+    ASSERT_EQ(a.rcpt.size(), 1u) << a;
+    EXPECT_TRUE(is_reply(a.rcpt[0], "450", "4.1.7")) << a;
+}
+
+TEST_F(EximE2E, CalloutdStoppedMailFlows) {
+    FakeSmtpScript s;
+    s.recipients["alice"] = "250 2.1.5 ok";  // nobody@ would be rejected if calloutd were asked
+    FakeSmtpServer target(s, kCatchAllIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    start_daemon(target.port());
+    stop_daemon();
+    ASSERT_FALSE(daemon_->running());
+
+    auto t0 = std::chrono::steady_clock::now();
+    Session a = session("nobody@catchall.test");
+    ASSERT_EQ(a.rcpt.size(), 1u) << a;
+    EXPECT_EQ(reply_code(a.rcpt[0]), "250") << a;  // readsocket's fail string: DUNNO
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "a refused connection took long";
+    EXPECT_EQ(target.connections_accepted(), 0u);
+}
+
+}  // namespace
+}  // namespace calloutd::test
