@@ -1,7 +1,10 @@
 // A real Exim asking calloutd through contrib/exim/calloutd.acl (included, not copied): Exim in
 // host-checking mode (-bh) -> ${readsocket} -> calloutd -> dnsmasq test zones -> a real Postfix or
 // fake SMTP targets on loopback aliases, asserting the replies Exim itself gives at RCPT.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -9,8 +12,10 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/callout_world.hpp"
@@ -82,6 +87,10 @@ std::string exim_config(const std::string& dir) {
            "  accept\n";
 }
 
+bool starts_with(const std::string& s, const std::string& prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
+
 // What Exim said in one session: the reply to MAIL and to each RCPT.
 struct Session {
     std::string mail;
@@ -93,6 +102,81 @@ std::ostream& operator<<(std::ostream& os, const Session& s) {
     os << "MAIL: " << s.mail << "\n";
     for (const auto& r : s.rcpt) os << "RCPT: " << r << "\n";
     return os << "--- exim -bh stderr ---\n" << s.debug;
+}
+
+// A policy server that answers every request with a fixed reply, or never ("" = stay silent),
+// to show how the ACL maps each kind of action. Records every request it got.
+class FakePolicyServer {
+  public:
+    FakePolicyServer() {
+        fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd_, 16) != 0 ||
+            getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+            return;
+        }
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~FakePolicyServer() {
+        shutdown(fd_, SHUT_RDWR);  // wakes accept()
+        if (thread_.joinable()) thread_.join();
+        close(fd_);
+        for (int c : silent_) close(c);
+    }
+    uint16_t port() const { return port_; }
+    void set_reply(const std::string& reply) {
+        std::lock_guard lock(mu_);
+        reply_ = reply;
+    }
+    std::vector<std::string> requests() const {
+        std::lock_guard lock(mu_);
+        return requests_;
+    }
+
+  private:
+    void run() {
+        for (;;) {
+            int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (c < 0) return;
+            std::string request;
+            char buf[4096];
+            while (request.find("\n\n") == std::string::npos) {
+                ssize_t n = read(c, buf, sizeof buf);
+                if (n <= 0) break;
+                request.append(buf, static_cast<size_t>(n));
+            }
+            std::lock_guard lock(mu_);
+            requests_.push_back(request);
+            if (reply_.empty()) {
+                silent_.push_back(c);  // readsocket waits for its timeout
+                continue;
+            }
+            std::string wire = reply_ + "\n\n";
+            [[maybe_unused]] ssize_t n = write(c, wire.data(), wire.size());
+            close(c);
+        }
+    }
+
+    int fd_ = -1;
+    uint16_t port_ = 0;
+    std::thread thread_;
+    mutable std::mutex mu_;
+    std::string reply_ = "action=DUNNO";
+    std::vector<std::string> requests_;
+    std::vector<int> silent_;
+};
+
+// The value of attribute `name` in a policy request ("" if absent).
+std::string attribute(const std::string& request, const std::string& name) {
+    std::istringstream lines(request);
+    for (std::string line; std::getline(lines, line);) {
+        if (starts_with(line, name + "=")) return line.substr(name.size() + 1);
+    }
+    return {};
 }
 
 class EximE2E : public ::testing::Test {
@@ -141,14 +225,19 @@ class EximE2E : public ::testing::Test {
         if (daemon_->wait_exit(5s) < 0) ADD_FAILURE() << "calloutd did not exit on SIGTERM";
     }
 
-    // One SMTP session: EHLO, MAIL FROM:<sender>, one RCPT per recipient, QUIT.
+    // One SMTP session with the daemon under test: EHLO, MAIL FROM:<sender>, one RCPT per
+    // recipient, QUIT.
     Session session(const std::string& sender, int recipients = 1) {
+        return session_at("inet:127.0.0.1:" + std::to_string(port_), "5s", sender, recipients);
+    }
+    // The same against any policy socket (CALLOUTD_SOCKET), with readsocket's timeout.
+    Session session_at(const std::string& socket, const std::string& timeout,
+                       const std::string& sender, int recipients = 1) {
         Session s;
         std::string err = dir_ + "/exim-" + std::to_string(++sessions_) + ".stderr";
-        EximSession exim(
-            exim_, dir_ + "/exim.conf",
-            {"CALLOUTD_SOCKET=inet:127.0.0.1:" + std::to_string(port_), "CALLOUTD_TIMEOUT=5s"},
-            kClientIp, err);
+        EximSession exim(exim_, dir_ + "/exim.conf",
+                         {"CALLOUTD_SOCKET=" + socket, "CALLOUTD_TIMEOUT=" + timeout}, kClientIp,
+                         err);
         if (!exim.started()) return s;
         std::string banner = exim.banner();
         if (reply_code(banner) == "220" &&
@@ -186,10 +275,6 @@ class EximE2E : public ::testing::Test {
     uint16_t port_ = 0;
     int sessions_ = 0;
 };
-
-bool starts_with(const std::string& s, const std::string& prefix) {
-    return s.rfind(prefix, 0) == 0;
-}
 
 // Every line of a (possibly wrapped) reply carries `code` and `enhanced`: "550-5.1.7 ...".
 bool is_reply(const std::string& reply, const std::string& code, const std::string& enhanced) {
@@ -326,6 +411,99 @@ TEST_F(EximE2E, CalloutdStoppedMailFlows) {
     EXPECT_EQ(reply_code(a.rcpt[0]), "250") << a;  // readsocket's fail string: DUNNO
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "a refused connection took long";
     EXPECT_EQ(target.connections_accepted(), 0u);
+}
+
+// The ACL's mapping of every kind of action to Exim's answer, against a scripted policy server.
+TEST_F(EximE2E, ActionsMapToDenyDeferOrContinue) {
+    FakePolicyServer policy;
+    ASSERT_NE(policy.port(), 0);
+    struct Case {
+        std::string reply;  // what the policy server answers ("" = nothing, until the timeout)
+        std::string code;
+        std::string text;  // the reply's first line after the code and separator
+    };
+    const std::vector<Case> cases = {
+        {"action=REJECT 5.1.7 Sender address rejected: gone", "550",
+         "5.1.7 Sender address rejected: gone"},
+        {"action=reject no such sender", "550", "no such sender"},
+        {"action=REJECT", "550", "Administrative prohibition"},
+        {"action=554 5.7.1 Go away", "554", "5.7.1 Go away"},
+        {"action=DEFER_IF_PERMIT 4.1.7 Sender address verification in progress", "450",
+         "4.1.7 Sender address verification in progress"},
+        {"action=DEFER 4.3.0 try later", "450", "4.3.0 try later"},
+        {"action=451 4.3.0 Local trouble", "451", "4.3.0 Local trouble"},
+        {"action=DEFER_IF_REJECT 4.7.1 only if rejected", "250", "Accepted"},
+        {"action=DUNNO", "250", "Accepted"},
+        {"action=OK", "250", "Accepted"},
+        {"action=PREPEND X-Checked: yes", "250", "Accepted"},
+        {"garbage", "250", "Accepted"},
+        {"", "250", "Accepted"},  // no answer within CALLOUTD_TIMEOUT: fail open
+    };
+    std::string socket = "inet:127.0.0.1:" + std::to_string(policy.port());
+    for (const auto& c : cases) {
+        policy.set_reply(c.reply);
+        Session a = session_at(socket, "1s", "someone@example.test");
+        ASSERT_EQ(a.rcpt.size(), 1u) << c.reply << "\n" << a;
+        EXPECT_EQ(a.rcpt[0].substr(0, 3), c.code) << c.reply << "\n" << a;
+        EXPECT_EQ(a.rcpt[0].substr(4, a.rcpt[0].find('\n') - 4), c.text) << c.reply << "\n" << a;
+    }
+}
+
+// What Exim tells calloutd: the attributes of the Postfix policy protocol, one instance per
+// message, and nothing for a bounce.
+TEST_F(EximE2E, RequestCarriesPolicyAttributesAndOneInstancePerMessage) {
+    FakePolicyServer policy;
+    ASSERT_NE(policy.port(), 0);
+    std::string socket = "inet:127.0.0.1:" + std::to_string(policy.port());
+    Session first = session_at(socket, "2s", "alice@example.test", 2);
+    Session second = session_at(socket, "2s", "alice@example.test", 1);
+    Session bounce = session_at(socket, "2s", "", 1);
+    auto requests = policy.requests();
+    ASSERT_EQ(requests.size(), 3u) << first << second << bounce;
+    const std::string& r = requests[0];
+    EXPECT_EQ(attribute(r, "request"), "smtpd_access_policy") << r;
+    EXPECT_EQ(attribute(r, "protocol_state"), "RCPT") << r;
+    EXPECT_EQ(attribute(r, "protocol_name"), "ESMTP") << r;
+    EXPECT_EQ(attribute(r, "sender"), "alice@example.test") << r;
+    EXPECT_EQ(attribute(r, "recipient"), kRecipient) << r;
+    EXPECT_EQ(attribute(r, "client_address"), kClientIp) << r;
+    EXPECT_EQ(attribute(r, "client_name"), "unknown") << r;
+    EXPECT_EQ(attribute(r, "helo_name"), "client.example") << r;
+    EXPECT_TRUE(r.ends_with("\n\n")) << r;
+    EXPECT_EQ(attribute(requests[1], "recipient"), "user1@local.test") << requests[1];
+    // Both RCPTs of the first message share an instance; the next message has its own.
+    EXPECT_FALSE(attribute(r, "instance").empty()) << r;
+    EXPECT_EQ(attribute(r, "instance"), attribute(requests[1], "instance"));
+    EXPECT_NE(attribute(r, "instance"), attribute(requests[2], "instance"));
+}
+
+// calloutd on a unix socket (CALLOUTD_SOCKET = a path); Exim asks as its own user, not root.
+TEST_F(EximE2E, UnixSocketListener) {
+    FakeSmtpScript s;
+    s.recipients["alice"] = "250 2.1.5 ok";
+    FakeSmtpServer target(s, kCatchAllIp);
+    ASSERT_TRUE(target.ok()) << target.error();
+    CalloutConfig c;
+    c.dns_server = dnsmasq_->server();
+    c.smtp_port = target.port();
+    std::string config = callout_config(c);
+    std::string inet = "listen = [\"inet:127.0.0.1:0\"]";
+    ASSERT_NE(config.find(inet), std::string::npos);
+    config.replace(config.find(inet), inet.size(), "listen = [\"unix:@DIR@/policy.sock\"]");
+    daemon_ = std::make_unique<DaemonProcess>("exim-calloutd", config);
+    ASSERT_TRUE(daemon_->started()) << daemon_->log();
+    namespace fs = std::filesystem;
+    fs::permissions(daemon_->dir(), fs::perms::others_exec | fs::perms::group_exec,
+                    fs::perm_options::add);
+
+    std::string socket = daemon_->dir() + "/policy.sock";
+    Session valid = session_at(socket, "5s", "alice@catchall.test");
+    ASSERT_EQ(valid.rcpt.size(), 1u) << valid;
+    EXPECT_EQ(reply_code(valid.rcpt[0]), "250") << valid;
+    Session invalid = session_at(socket, "5s", "nobody@catchall.test");
+    ASSERT_EQ(invalid.rcpt.size(), 1u) << invalid;
+    EXPECT_TRUE(is_reply(invalid.rcpt[0], "550", "5.1.7")) << invalid;
+    EXPECT_EQ(decisions("nobody@catchall.test").size(), 1u);
 }
 
 }  // namespace

@@ -142,9 +142,15 @@ std::string EximSession::command(const std::string& line, std::chrono::milliseco
 
 int EximSession::quit(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) return -1;
-    command("QUIT", timeout);
-    close(to_exim_);
-    to_exim_ = -1;
+    // Closing our end right after QUIT spares Exim's wait (about 200 ms) for the client to hang
+    // up first.
+    if (to_exim_ >= 0) {
+        std::string wire = "QUIT\r\n";
+        [[maybe_unused]] ssize_t n = write(to_exim_, wire.data(), wire.size());
+        close(to_exim_);
+        to_exim_ = -1;
+    }
+    read_reply(timeout);
     auto deadline = std::chrono::steady_clock::now() + timeout;
     int status = 0;
     while (std::chrono::steady_clock::now() < deadline) {
