@@ -64,11 +64,14 @@ DnsmasqZones exim_test_zones() {
     return z;
 }
 
-// The site configuration an admin would write around the contrib ACL: relay control first, then
-// calloutd. The contrib file is included from the source tree; -D sets its macros.
+// The site configuration an admin would write: contrib/exim's ACL and its example acl_smtp_rcpt,
+// included from the source tree (never copied); -D sets the ACL's macros. An authenticator that
+// accepts any password stands in for the admin's own.
 std::string exim_config(const std::string& dir) {
+    std::string contrib = source_dir() + "/contrib/exim/";
     return "primary_hostname = mx.local.test\n"
            "domainlist local_domains = local.test\n"
+           "domainlist relay_to_domains =\n"
            "spool_directory = " +
            dir + "/spool\nlog_file_path = " + dir +
            "/log/%slog\n"
@@ -77,28 +80,41 @@ std::string exim_config(const std::string& dir) {
            "\n"
            "begin acl\n"
            ".include " +
-           source_dir() +
-           "/contrib/exim/calloutd.acl\n"
+           contrib + "calloutd.acl\n.include " + contrib +
+           "acl_check_rcpt.example\n"
            "\n"
-           "acl_check_rcpt:\n"
-           "  require message = relay not permitted\n"
-           "          domains = +local_domains\n"
-           "  require acl = calloutd_rcpt\n"
-           "  accept\n";
+           "begin authenticators\n"
+           "plain:\n"
+           "  driver = plaintext\n"
+           "  public_name = PLAIN\n"
+           "  server_prompts = :\n"
+           "  server_condition = yes\n"
+           "  server_set_id = $auth2\n";
 }
 
 bool starts_with(const std::string& s, const std::string& prefix) {
     return s.rfind(prefix, 0) == 0;
 }
 
+// `n` recipients in our domain: postmaster, user1, user2 ...
+std::vector<std::string> local_recipients(int n) {
+    std::vector<std::string> r;
+    for (int i = 0; i < n; ++i) {
+        r.push_back(i == 0 ? kRecipient : "user" + std::to_string(i) + "@local.test");
+    }
+    return r;
+}
+
 // What Exim said in one session: the reply to MAIL and to each RCPT.
 struct Session {
+    std::string auth;
     std::string mail;
     std::vector<std::string> rcpt;
     std::string debug;  // Exim's -bh debug output, for failure messages
 };
 
 std::ostream& operator<<(std::ostream& os, const Session& s) {
+    if (!s.auth.empty()) os << "AUTH: " << s.auth << "\n";
     os << "MAIL: " << s.mail << "\n";
     for (const auto& r : s.rcpt) os << "RCPT: " << r << "\n";
     return os << "--- exim -bh stderr ---\n" << s.debug;
@@ -228,11 +244,13 @@ class EximE2E : public ::testing::Test {
     // One SMTP session with the daemon under test: EHLO, MAIL FROM:<sender>, one RCPT per
     // recipient, QUIT.
     Session session(const std::string& sender, int recipients = 1) {
-        return session_at("inet:127.0.0.1:" + std::to_string(port_), "5s", sender, recipients);
+        return session_at("inet:127.0.0.1:" + std::to_string(port_), "5s", sender,
+                          local_recipients(recipients));
     }
     // The same against any policy socket (CALLOUTD_SOCKET), with readsocket's timeout.
     Session session_at(const std::string& socket, const std::string& timeout,
-                       const std::string& sender, int recipients = 1) {
+                       const std::string& sender, const std::vector<std::string>& recipients,
+                       const std::string& auth = "") {
         Session s;
         std::string err = dir_ + "/exim-" + std::to_string(++sessions_) + ".stderr";
         EximSession exim(exim_, dir_ + "/exim.conf",
@@ -242,9 +260,9 @@ class EximE2E : public ::testing::Test {
         std::string banner = exim.banner();
         if (reply_code(banner) == "220" &&
             reply_code(exim.command("EHLO client.example")) == "250") {
+            if (!auth.empty()) s.auth = exim.command("AUTH PLAIN " + auth);
             s.mail = exim.command("MAIL FROM:<" + sender + ">");
-            for (int i = 0; i < recipients; ++i) {
-                std::string rcpt = i == 0 ? kRecipient : "user" + std::to_string(i) + "@local.test";
+            for (const auto& rcpt : recipients) {
                 s.rcpt.push_back(exim.command("RCPT TO:<" + rcpt + ">"));
             }
         }
@@ -431,6 +449,8 @@ TEST_F(EximE2E, ActionsMapToDenyDeferOrContinue) {
         {"action=DEFER_IF_PERMIT 4.1.7 Sender address verification in progress", "450",
          "4.1.7 Sender address verification in progress"},
         {"action=DEFER 4.3.0 try later", "450", "4.3.0 try later"},
+        {"action=defer try later", "450", "try later"},
+        {"action=DEFER", "451", "Temporary local problem - please try later"},
         {"action=451 4.3.0 Local trouble", "451", "4.3.0 Local trouble"},
         {"action=DEFER_IF_REJECT 4.7.1 only if rejected", "250", "Accepted"},
         {"action=DUNNO", "250", "Accepted"},
@@ -442,7 +462,7 @@ TEST_F(EximE2E, ActionsMapToDenyDeferOrContinue) {
     std::string socket = "inet:127.0.0.1:" + std::to_string(policy.port());
     for (const auto& c : cases) {
         policy.set_reply(c.reply);
-        Session a = session_at(socket, "1s", "someone@example.test");
+        Session a = session_at(socket, "1s", "someone@example.test", local_recipients(1));
         ASSERT_EQ(a.rcpt.size(), 1u) << c.reply << "\n" << a;
         EXPECT_EQ(a.rcpt[0].substr(0, 3), c.code) << c.reply << "\n" << a;
         EXPECT_EQ(a.rcpt[0].substr(4, a.rcpt[0].find('\n') - 4), c.text) << c.reply << "\n" << a;
@@ -455,9 +475,9 @@ TEST_F(EximE2E, RequestCarriesPolicyAttributesAndOneInstancePerMessage) {
     FakePolicyServer policy;
     ASSERT_NE(policy.port(), 0);
     std::string socket = "inet:127.0.0.1:" + std::to_string(policy.port());
-    Session first = session_at(socket, "2s", "alice@example.test", 2);
-    Session second = session_at(socket, "2s", "alice@example.test", 1);
-    Session bounce = session_at(socket, "2s", "", 1);
+    Session first = session_at(socket, "2s", "alice@example.test", local_recipients(2));
+    Session second = session_at(socket, "2s", "alice@example.test", local_recipients(1));
+    Session bounce = session_at(socket, "2s", "", local_recipients(1));
     auto requests = policy.requests();
     ASSERT_EQ(requests.size(), 3u) << first << second << bounce;
     const std::string& r = requests[0];
@@ -469,12 +489,33 @@ TEST_F(EximE2E, RequestCarriesPolicyAttributesAndOneInstancePerMessage) {
     EXPECT_EQ(attribute(r, "client_address"), kClientIp) << r;
     EXPECT_EQ(attribute(r, "client_name"), "unknown") << r;
     EXPECT_EQ(attribute(r, "helo_name"), "client.example") << r;
+    EXPECT_EQ(attribute(r, "sasl_username"), "") << r;
     EXPECT_TRUE(r.ends_with("\n\n")) << r;
     EXPECT_EQ(attribute(requests[1], "recipient"), "user1@local.test") << requests[1];
     // Both RCPTs of the first message share an instance; the next message has its own.
     EXPECT_FALSE(attribute(r, "instance").empty()) << r;
     EXPECT_EQ(attribute(r, "instance"), attribute(requests[1], "instance"));
     EXPECT_NE(attribute(r, "instance"), attribute(requests[2], "instance"));
+}
+
+// An authenticated client is accepted before calloutd is asked (the example ACL's first rule).
+TEST_F(EximE2E, AuthenticatedClientIsNotVerified) {
+    FakePolicyServer policy;
+    ASSERT_NE(policy.port(), 0);
+    policy.set_reply("action=REJECT 5.1.7 would be rejected");
+    // base64 of "\0carol\0secret"
+    Session a = session_at("inet:127.0.0.1:" + std::to_string(policy.port()), "2s",
+                           "nobody@example.test", local_recipients(1), "AGNhcm9sAHNlY3JldA==");
+    EXPECT_EQ(reply_code(a.auth), "235") << a;
+    ASSERT_EQ(a.rcpt.size(), 1u) << a;
+    EXPECT_EQ(reply_code(a.rcpt[0]), "250") << a;
+    EXPECT_TRUE(policy.requests().empty());
+    // Relaying is still refused to the unauthenticated, before calloutd is asked.
+    Session relay = session_at("inet:127.0.0.1:" + std::to_string(policy.port()), "2s",
+                               "nobody@example.test", {"someone@elsewhere.test"});
+    ASSERT_EQ(relay.rcpt.size(), 1u) << relay;
+    EXPECT_EQ(relay.rcpt[0], "550 relay not permitted") << relay;
+    EXPECT_TRUE(policy.requests().empty());
 }
 
 // calloutd on a unix socket (CALLOUTD_SOCKET = a path); Exim asks as its own user, not root.
@@ -497,10 +538,10 @@ TEST_F(EximE2E, UnixSocketListener) {
                     fs::perm_options::add);
 
     std::string socket = daemon_->dir() + "/policy.sock";
-    Session valid = session_at(socket, "5s", "alice@catchall.test");
+    Session valid = session_at(socket, "5s", "alice@catchall.test", local_recipients(1));
     ASSERT_EQ(valid.rcpt.size(), 1u) << valid;
     EXPECT_EQ(reply_code(valid.rcpt[0]), "250") << valid;
-    Session invalid = session_at(socket, "5s", "nobody@catchall.test");
+    Session invalid = session_at(socket, "5s", "nobody@catchall.test", local_recipients(1));
     ASSERT_EQ(invalid.rcpt.size(), 1u) << invalid;
     EXPECT_TRUE(is_reply(invalid.rcpt[0], "550", "5.1.7")) << invalid;
     EXPECT_EQ(decisions("nobody@catchall.test").size(), 1u);
