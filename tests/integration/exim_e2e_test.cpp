@@ -401,17 +401,28 @@ TEST_F(EximE2E, FiveRecipientsOneProbeOneVerdict) {
     EXPECT_EQ(target.count_commands("RCPT TO:<nobody@"), 1u);
 }
 
-TEST_F(EximE2E, ProbeOutlivingReplyTimeoutIsDeferred417) {
+TEST_F(EximE2E, ProbeOutlivingReplyTimeoutIsDeferredThenTheRetryIsAnswered) {
     FakeSmtpScript s;
     s.accept_all = true;
-    s.verbs["RCPT"] = FakeReply::slow("250 2.1.5 ok", 2500ms);
+    s.verbs["RCPT"] = FakeReply::slow("250 2.1.5 ok", 800ms);  // < command_timeout (1s)
     FakeSmtpServer target(s, kTarpitIp);
     ASSERT_TRUE(target.ok()) << target.error();
-    start_daemon(target.port(), "500ms");
+    start_daemon(target.port(), "300ms");
 
     Session a = session("slow@tarpit.test");
     ASSERT_EQ(a.rcpt.size(), 1u) << a;
     EXPECT_TRUE(is_reply(a.rcpt[0], "450", "4.1.7")) << a;
+
+    // The probe finishes in the background; the client's retry gets the cached verdict.
+    ASSERT_TRUE(daemon_->wait_for_log("probe sender=slow@tarpit.test", 5s)) << daemon_->log();
+    Session retry = session("slow@tarpit.test");
+    ASSERT_EQ(retry.rcpt.size(), 1u) << retry;
+    EXPECT_EQ(reply_code(retry.rcpt[0]), "250") << retry;
+    auto lines = decisions("slow@tarpit.test");
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_NE(lines[1].find(" class=accept_all "), std::string::npos) << lines[1];
+    EXPECT_NE(lines[1].find(" source=cache "), std::string::npos) << lines[1];
+    EXPECT_EQ(target.connections_accepted(), 1u);
 }
 
 TEST_F(EximE2E, CalloutdStoppedMailFlows) {

@@ -40,7 +40,9 @@ mkdir "$work/debs" "$work/root"
 # -o APT::Sandbox::User=root: the _apt user may not write into a root-owned build folder.
 sandbox=()
 if [ "$(id -u)" -eq 0 ]; then sandbox=(-o APT::Sandbox::User=root); fi
-if ! (cd "$work/debs" && apt-get download "${sandbox[@]}" "${packages[@]}") >"$work/download.log" 2>&1; then
+download() { (cd "$work/debs" && apt-get download "${sandbox[@]}" "${packages[@]}") >"$work/download.log" 2>&1; }
+# A fresh machine may have no package lists yet: update once (as root) and retry.
+if ! download && { [ "$(id -u)" -ne 0 ] || ! apt-get update >>"$work/download.log" 2>&1 || ! download; }; then
   cat "$work/download.log" >&2
   echo "exim-unpack: apt-get download ${packages[*]} failed (is Debian's archive reachable?)" >&2
   exit 1
