@@ -38,10 +38,10 @@ using namespace std::chrono_literals;
 }();
 
 // Loopback aliases of this file's targets, apart from the other suites' (which may run at once).
-constexpr const char* kPostfixIp = "127.0.0.61";   // pf.test: real Postfix, only alice exists
-constexpr const char* kCatchAllIp = "127.0.0.62";  // catchall.test: accepts every RCPT
-constexpr const char* kGreylistIp = "127.0.0.63";  // greylist.test: 450 to every RCPT
-constexpr const char* kTarpitIp = "127.0.0.64";    // tarpit.test: answers RCPT too late
+constexpr const char* kPostfixIp = "127.0.0.91";   // pf.test: real Postfix, only alice exists
+constexpr const char* kCatchAllIp = "127.0.0.92";  // catchall.test: accepts every RCPT
+constexpr const char* kGreylistIp = "127.0.0.93";  // greylist.test: 450 to every RCPT
+constexpr const char* kTarpitIp = "127.0.0.94";    // tarpit.test: answers RCPT too late
 constexpr const char* kClientIp = "192.0.2.10";    // the SMTP client Exim pretends to talk to
 constexpr const char* kRecipient = "postmaster@local.test";
 
