@@ -220,7 +220,7 @@ class PostfixE2e : public ::testing::Test {
     }
 
     // The Postfix under test on kMtaIp, asking calloutd at `policy` as main.cf.snippet says.
-    void start_mta(const std::string& policy) {
+    void start_mta(const std::string& policy, const std::string& extra_main_cf = "") {
         submission_port_ = unused_port(kMtaIp);
         PostfixTargetOptions o;
         o.address = kMtaIp;
@@ -228,7 +228,8 @@ class PostfixE2e : public ::testing::Test {
         o.hostname = "mx.dest.test";
         o.users = {"postmaster", "rcpt1", "rcpt2", "rcpt3", "rcpt4", "rcpt5"};
         o.mynetworks = kMyNetworks;
-        o.extra_main_cf = {"# --- contrib/postfix/main.cf.snippet ---", main_cf_snippet(policy)};
+        o.extra_main_cf = {"# --- contrib/postfix/main.cf.snippet ---", main_cf_snippet(policy),
+                           extra_main_cf};
         o.smtpd_services =
             master_cf_snippet(std::string(kMtaIp) + ":" + std::to_string(submission_port_));
         mta_ = std::make_unique<PostfixTarget>(o);
@@ -243,7 +244,9 @@ class PostfixE2e : public ::testing::Test {
 
     // One SMTP session from kClientIp; `quit_after` "RCPT", or "" for a whole message.
     Session send(const std::string& from, const std::vector<std::string>& to,
-                 const std::string& quit_after = "RCPT", uint16_t port = 0) const {
+                 const std::string& quit_after = "RCPT", uint16_t port = 0,
+                 const std::vector<std::string>& extra_args = {},
+                 const std::string& client_ip = kClientIp) const {
         std::string rcpts;
         for (const auto& r : to) rcpts += (rcpts.empty() ? "" : ",") + r;
         std::vector<std::string> argv = {
@@ -251,7 +254,7 @@ class PostfixE2e : public ::testing::Test {
             "--server",
             std::string(kMtaIp) + ":" + std::to_string(port ? port : mta_->port()),
             "--local-interface",
-            kClientIp,
+            client_ip,
             "--helo",
             "client.example.test",
             "--from",
@@ -260,6 +263,7 @@ class PostfixE2e : public ::testing::Test {
             rcpts,
             "--timeout",
             "20"};
+        argv.insert(argv.end(), extra_args.begin(), extra_args.end());
         if (!quit_after.empty()) {
             argv.push_back("--quit-after");
             argv.push_back(quit_after);
@@ -437,6 +441,34 @@ TEST_F(PostfixE2e, SubmissionServiceDoesNotAskCalloutd) {
     EXPECT_TRUE(s.rcpt_reply().starts_with("554 ")) << s;  // not authenticated: "reject"
     EXPECT_TRUE(decisions("nobody@pf.test").empty()) << calloutd_->log();
     EXPECT_TRUE(contains(mta_->maillog(), "postfix/submission/smtpd")) << mta_->maillog();
+}
+
+// README's "try it" step: on the Postfix host itself the client is in mynetworks and never
+// verified; XCLIENT lets a session pose as a stranger.
+TEST_F(PostfixE2e, ReadmeTryItStepWithXclient) {
+    start_calloutd();
+    start_mta(calloutd_inet(), "smtpd_authorized_xclient_hosts = 127.0.0.1");
+    Session own = send("nobody@pf.test", {"rcpt1@dest.test"}, "RCPT", 0, {}, "127.0.0.1");
+    EXPECT_TRUE(own.rcpt_reply().starts_with("250 ")) << own;  // permit_mynetworks
+    EXPECT_TRUE(decisions("nobody@pf.test").empty()) << calloutd_->log();
+    Session stranger = send("nobody@pf.test", {"rcpt1@dest.test"}, "RCPT", 0,
+                            {"--xclient-addr", "192.0.2.1"}, "127.0.0.1");
+    EXPECT_TRUE(contains(stranger.rcpt_reply(), " 5.1.7 ")) << stranger;
+    EXPECT_TRUE(contains(decision("nobody@pf.test"), " client=192.0.2.1 ")) << calloutd_->log();
+}
+
+// README's Deploying/Postfix recipe is a copy: every active line of the tested snippets is in it.
+TEST(PostfixRecipe, ReadmeCopiesTheTestedSnippets) {
+    std::string readme = read_text(source_dir() + "/README.md");
+    auto section = readme.find("### Postfix");
+    ASSERT_NE(section, std::string::npos);
+    for (const char* file : {"main.cf.snippet", "master.cf.snippet"}) {
+        for (const auto& line : lines_of(read_text(source_dir() + "/contrib/postfix/" + file))) {
+            if (line.empty() || line.starts_with("#")) continue;
+            EXPECT_NE(readme.find("\n" + line + "\n", section), std::string::npos)
+                << file << " line missing from README.md: " << line;
+        }
+    }
 }
 
 }  // namespace
