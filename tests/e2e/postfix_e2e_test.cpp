@@ -2,7 +2,6 @@
 // whose restrictions and smtpd services come from contrib/postfix/*.snippet; that Postfix asks
 // calloutd, which resolves senders at a test dnsmasq and probes a real Postfix and fake targets.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,7 +10,6 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
