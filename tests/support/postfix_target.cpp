@@ -36,10 +36,16 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
+// Postfix will not read a table or main.cf until it is a second old (dict_load_file dozes in
+// 300 ms steps, so a file written just now costs ~2 s per start): backdate what we write.
 void write_file(const std::string& path, const std::string& text) {
-    std::ofstream out(path, std::ios::trunc);
-    out << text;
-    if (!out) throw std::runtime_error("PostfixTarget: cannot write " + path);
+    {
+        std::ofstream out(path, std::ios::trunc);
+        out << text;
+        if (!out) throw std::runtime_error("PostfixTarget: cannot write " + path);
+    }
+    timespec times[2] = {{time(nullptr) - 10, 0}, {time(nullptr) - 10, 0}};
+    utimensat(AT_FDCWD, path.c_str(), times, 0);
 }
 
 std::string postfix_binary() {
@@ -228,7 +234,7 @@ void PostfixTarget::write_config() const {
          << "mydestination = " << options_.domain << "\n"
          << "inet_interfaces = loopback-only\n"
          << "inet_protocols = " << (v6 ? "all" : "ipv4") << "\n"
-         << "mynetworks = 127.0.0.0/8\n"
+         << "mynetworks = " << options_.mynetworks << "\n"
          << "local_recipient_maps = texthash:" << dir_ << "/etc/users\n"
          << "unknown_local_recipient_reject_code = 550\n"
          << "smtpd_relay_restrictions = reject_unauth_destination\n"
@@ -247,8 +253,15 @@ void PostfixTarget::write_config() const {
 
     std::string listen = v6 ? "[" + options_.address + "]" : options_.address;
     std::ostringstream master;
-    master << listen << ":" << options_.port << " inet n - n - - smtpd\n"
-           << "cleanup   unix  n - n - 0 cleanup\n"
+    std::string listen_port = listen + ":" + std::to_string(options_.port);
+    std::string services = options_.smtpd_services.empty() ? "@LISTEN@ inet n - n - - smtpd\n"
+                                                           : options_.smtpd_services;
+    for (size_t pos = 0; (pos = services.find("@LISTEN@", pos)) != std::string::npos;) {
+        services.replace(pos, 8, listen_port);
+        pos += listen_port.size();
+    }
+    if (!services.ends_with('\n')) services += '\n';
+    master << services << "cleanup   unix  n - n - 0 cleanup\n"
            << "qmgr      unix  n - n 300 1 qmgr\n"
            << "rewrite   unix  - - n - - trivial-rewrite\n"
            << "bounce    unix  - - n - 0 bounce\n"

@@ -15,7 +15,11 @@ struct PostfixTargetOptions {
     std::string domain = "target.test";  // mydestination
     std::string hostname = "mx.target.test";
     std::vector<std::string> users = {"alice", "bob"};  // local parts that exist
-    std::vector<std::string> extra_main_cf;             // "name = value" lines appended to main.cf
+    std::string mynetworks = "127.0.0.0/8";
+    std::vector<std::string> extra_main_cf;  // "name = value" lines appended to main.cf
+    // master.cf entries for the smtpd services, "@LISTEN@" replaced by address:port (the banner
+    // is awaited there). Empty: one non-chrooted smtpd on address:port.
+    std::string smtpd_services;
 };
 
 // Recipients at `domain` in `users` get "250 2.1.5 Ok"; any other local part gets
