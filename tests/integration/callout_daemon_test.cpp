@@ -33,7 +33,7 @@ using namespace world;
 }();
 
 constexpr const char* kInProgress =
-    "DEFER_IF_PERMIT 4.1.7 Sender address verification in progress, please try again later";
+    "DEFER_IF_PERMIT 4.1.7 Verifying the sender address, please try again later";
 
 // The value of `key` in a key=value log line ("" if absent); quoted values are unescaped.
 std::string field(const std::string& line, const std::string& key) {
