@@ -4,7 +4,6 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -43,6 +42,69 @@ RedisResult failure(RedisStatus status, std::string why) {
     r.status = status;
     r.error = std::move(why);
     return r;
+}
+
+// hiredis <-> libuv glue, instead of <hiredis/adapters/libuv.h>: on POLLERR (a connection
+// reset with unread data, a refused non-blocking connect) libuv stops the poll handle and calls
+// back with UV_EBADF, and hiredis 0.14's adapter returns on any non-zero status, so the
+// context would hang silently until some deadline expired. Here an error status lets hiredis
+// read the socket, which surfaces the real errno (ECONNRESET, ECONNREFUSED) and tears it down.
+struct UvRedisEvents {
+    uv_poll_t poll{};
+    redisAsyncContext* context = nullptr;  // cleared by cleanup: hiredis is freeing it
+    int events = 0;
+};
+
+void uv_redis_update(UvRedisEvents* p, int events) {
+    p->events = events;
+    if (events != 0) {
+        uv_poll_start(&p->poll, events, [](uv_poll_t* handle, int status, int ready) {
+            auto* ev = static_cast<UvRedisEvents*>(handle->data);
+            if (status < 0) ready = UV_READABLE | (ev->events & UV_WRITABLE);
+            if (ev->context != nullptr && (ready & UV_READABLE)) redisAsyncHandleRead(ev->context);
+            if (ev->context != nullptr && (ready & UV_WRITABLE)) {
+                redisAsyncHandleWrite(ev->context);
+            }
+            // libuv stopped the handle on the error; hiredis still owns a live socket.
+            if (status < 0 && ev->context != nullptr) uv_redis_update(ev, ev->events);
+        });
+    } else {
+        uv_poll_stop(&p->poll);
+    }
+}
+
+// Attaches a fresh context to the loop; the glue frees itself when the poll handle is closed.
+bool uv_redis_attach(redisAsyncContext* ac, uv_loop_t* loop) {
+    if (ac->ev.data != nullptr) return false;
+    auto p = std::make_unique<UvRedisEvents>();
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) return false;
+    p->poll.data = p.get();
+    p->context = ac;
+    ac->ev.addRead = [](void* d) {
+        auto* ev = static_cast<UvRedisEvents*>(d);
+        uv_redis_update(ev, ev->events | UV_READABLE);
+    };
+    ac->ev.delRead = [](void* d) {
+        auto* ev = static_cast<UvRedisEvents*>(d);
+        uv_redis_update(ev, ev->events & ~UV_READABLE);
+    };
+    ac->ev.addWrite = [](void* d) {
+        auto* ev = static_cast<UvRedisEvents*>(d);
+        uv_redis_update(ev, ev->events | UV_WRITABLE);
+    };
+    ac->ev.delWrite = [](void* d) {
+        auto* ev = static_cast<UvRedisEvents*>(d);
+        uv_redis_update(ev, ev->events & ~UV_WRITABLE);
+    };
+    ac->ev.cleanup = [](void* d) {
+        auto* ev = static_cast<UvRedisEvents*>(d);
+        ev->context = nullptr;
+        uv_close(reinterpret_cast<uv_handle_t*>(&ev->poll), [](uv_handle_t* h) {
+            std::unique_ptr<UvRedisEvents> owned(static_cast<UvRedisEvents*>(h->data));
+        });
+    };
+    ac->ev.data = p.release();  // owned by the poll handle's close callback from now on
+    return true;
 }
 
 }  // namespace
@@ -351,7 +413,7 @@ void RedisClient::Link::open(const std::string& target) {
     }
     conn_ = std::make_unique<Connection>(ac, this, generation_);
     ac->data = conn_.get();
-    if (redisLibuvAttach(ac, client_.loop_) != REDIS_OK) {
+    if (!uv_redis_attach(ac, client_.loop_)) {
         fail("connecting to " + where() + ": cannot attach to the event loop");
         return;
     }
@@ -751,6 +813,12 @@ RedisClient::Id RedisClient::command(const std::vector<std::string_view>& args,
                                      ReplyCallback callback) {
     if (!commands_->ready()) return fail_fast(std::move(callback));
     Id id = next_id_++;
+    if (args.empty()) {  // hiredis asserts on an empty command
+        post(id, [cb = std::move(callback)] {
+            cb(failure(RedisStatus::server_error, "ERR empty command (not sent)"));
+        });
+        return id;
+    }
     commands_->send_user(id, args, uv_now(loop_) + options_.command_timeout.count(),
                          std::move(callback), {}, {});
     return id;

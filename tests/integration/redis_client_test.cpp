@@ -150,11 +150,16 @@ TEST_F(RedisClientTest, CancelledCommandNeverCallsBack) {
     auto id = client_->command({"SET", "c", "1"}, [&](RedisResult) { called = true; });
     EXPECT_TRUE(client_->cancel(id));
     EXPECT_FALSE(client_->cancel(id));
-    auto failed = client_->command({}, [&](RedisResult) { called = true; });  // error reply
+    auto failed = client_->command({"NOSUCHCOMMAND"}, [&](RedisResult) { called = true; });
     EXPECT_TRUE(client_->cancel(failed));
     run_command({"PING"});  // after both replies have been read
     EXPECT_FALSE(called);
     EXPECT_EQ(server.command({"GET", "c"}), RedisReply::string("1"));  // it was still sent
+    std::optional<RedisResult> empty;
+    client_->command({}, [&](RedisResult r) { empty = std::move(r); });
+    ASSERT_TRUE(run_until([&] { return empty.has_value(); }));
+    EXPECT_EQ(empty->status, RedisStatus::server_error);
+    EXPECT_TRUE(client_->is_connected());
 }
 
 TEST_F(RedisClientTest, AuthAndSelect) {
