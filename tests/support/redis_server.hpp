@@ -1,0 +1,64 @@
+// A private redis-server on 127.0.0.1:<free port> (and optionally a unix socket), for tests
+// against a real Redis: start, stop, crash, pause (SIGSTOP) and restart on the same port.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "storage/redis_client.hpp"
+
+namespace calloutd::test {
+
+struct RedisServerOptions {
+    std::string password;      // --requirepass; empty = none
+    bool unix_socket = false;  // also listen on <dir>/redis.sock
+};
+
+// Started in the constructor (throws std::runtime_error with the log if PING does not work
+// within 10 s), stopped by PID in the destructor. No persistence: --save "" --appendonly no.
+class RedisServer {
+  public:
+    explicit RedisServer(RedisServerOptions options = {});
+    ~RedisServer();
+    RedisServer(const RedisServer&) = delete;
+    RedisServer& operator=(const RedisServer&) = delete;
+
+    std::uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
+    bool running() const { return pid_ > 0; }
+    // redis://[:PASSWORD@]127.0.0.1:PORT/DB, and unix:PATH[?db=N&password=P].
+    std::string url(int db = 0) const;
+    std::string unix_url(int db = 0) const;
+    std::string unix_path() const { return dir_ + "/redis.sock"; }
+    std::string log() const;
+
+    // Idempotent: SIGTERM (and SIGCONT, in case it is paused), SIGKILL after 5 s, waitpid.
+    void stop();
+    // SIGKILL at once, like a crash: clients see their connections reset.
+    void kill();
+    // SIGSTOP / SIGCONT: connections stay open, nothing is answered (a hung Redis).
+    void pause();
+    void resume();
+    // Starts again on the same port and socket path (an empty data set: nothing persists).
+    void restart();
+
+    // A blocking command over its own short-lived connection (test set-up and inspection);
+    // a connection or protocol failure is returned as an error reply.
+    RedisReply command(const std::vector<std::string>& args, int db = 0) const;
+
+  private:
+    bool start_once(std::string& why);
+    bool answers() const;
+
+    RedisServerOptions options_;
+    std::string dir_;
+    std::uint16_t port_ = 0;
+    pid_t pid_ = -1;
+    bool paused_ = false;
+};
+
+}  // namespace calloutd::test
