@@ -1,0 +1,184 @@
+// Cluster-wide probe admission through the scripts of storage/redis_schema.
+#include "storage/redis_budget.hpp"
+
+#include "storage/redis_schema.hpp"
+
+namespace calloutd {
+
+namespace {
+
+constexpr std::string_view kLocal = "local";
+
+std::string count_of(const Rate& r) {
+    return r.unlimited ? "0" : std::to_string(r.count);
+}
+std::string period_of(const Rate& r) {
+    return std::to_string(r.unlimited ? 1 : std::max<int64_t>(r.period.count(), 1));
+}
+
+std::optional<BudgetKind> kind_of(std::string_view s) {
+    if (s == "domain") return BudgetKind::domain;
+    if (s == "client") return BudgetKind::client;
+    if (s == "global") return BudgetKind::global;
+    return std::nullopt;
+}
+
+}  // namespace
+
+RedisProbeBudget::RedisProbeBudget(RedisClient& client, MemoryProbeBudget& local,
+                                   const BudgetLimits& limits,
+                                   std::chrono::milliseconds probe_lifetime, std::string node_id)
+    : client_(client),
+      local_(local),
+      limits_(limits),
+      lifetime_(probe_lifetime),
+      node_id_(std::move(node_id)) {}
+
+void RedisProbeBudget::set_limits(const BudgetLimits& limits) {
+    limits_ = limits;
+    local_.set_limits(limits);
+}
+
+std::string RedisProbeBudget::next_token() {
+    return node_id_ + ":" + std::to_string(++sequence_);
+}
+
+BudgetDecision RedisProbeBudget::local_probe(const std::string& domain, const std::string& address,
+                                             const std::string& client, bool refresh) {
+    ++counters_.degraded;
+    BudgetDecision d = *local_.admit_probe(domain, address, client, refresh, {});
+    if (d.admitted) d.token = std::string(kLocal);
+    return d;
+}
+
+std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& domain,
+                                                            const std::string& address,
+                                                            const std::string& client, bool refresh,
+                                                            Done done) {
+    if (!client_.is_connected()) return local_probe(domain, address, client, refresh);
+    namespace rs = redis_schema;
+    std::string token = next_token();
+    std::vector<std::string> keys = {
+        rs::domain_fact_key(domain),        rs::address_key(domain, address),
+        rs::in_flight_key(domain, address), rs::domain_window_key(domain),
+        rs::client_window_key(client),      std::string(rs::kGlobalWindowKey),
+        std::string(rs::kRunningKey)};
+    std::vector<std::string> args = {token,
+                                     std::to_string(lifetime_.count()),
+                                     count_of(limits_.domain_rate),
+                                     period_of(limits_.domain_rate),
+                                     count_of(limits_.client_rate),
+                                     period_of(limits_.client_rate),
+                                     count_of(limits_.global_rate),
+                                     period_of(limits_.global_rate),
+                                     std::to_string(limits_.global_concurrency),
+                                     std::to_string(lifetime_.count()),
+                                     refresh ? "1" : "0"};
+    std::vector<std::string_view> kv(keys.begin(), keys.end());
+    std::vector<std::string_view> av(args.begin(), args.end());
+    client_.eval("admit", kv, av,
+                 [this, domain, address, client, refresh, done = std::move(done)](RedisResult r) {
+                     const auto& e = r.reply.elements();
+                     if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
+                         done(local_probe(domain, address, client, refresh));
+                         return;
+                     }
+                     BudgetDecision d;
+                     const std::string& what = e[0].text();
+                     if (what == "admitted" && e.size() > 1) {
+                         d.token = e[1].text();
+                     } else if (what == "cached" && e.size() > 2) {
+                         d.admitted = false;
+                         d.cached = redis_schema::decode(e[1].text());
+                         d.cached_scope = e[2].text();
+                         if (!d.cached) d.in_flight_elsewhere = true;  // unreadable: wait/retry
+                     } else if (what == "in_flight") {
+                         d.admitted = false;
+                         d.in_flight_elsewhere = true;
+                     } else if (what == "denied" && e.size() > 1 && kind_of(e[1].text())) {
+                         d.admitted = false;
+                         d.denied_by = *kind_of(e[1].text());
+                     } else {
+                         done(local_probe(domain, address, client, refresh));
+                         return;
+                     }
+                     done(d);
+                 });
+    return std::nullopt;
+}
+
+void RedisProbeBudget::release_probe(const std::string& domain, const std::string& address,
+                                     const std::string& token) {
+    if (token == kLocal || token.empty()) {
+        local_.release_probe(domain, address, token);
+        return;
+    }
+    namespace rs = redis_schema;
+    client_.eval("release", {rs::kRunningKey, rs::in_flight_key(domain, address)}, {token},
+                 [this](RedisResult r) {
+                     // On failure the marker and slot expire by themselves (probe lifetime).
+                     if (!r.ok()) ++counters_.errors;
+                 });
+}
+
+BudgetDecision RedisProbeBudget::local_mx(const std::string& ip) {
+    ++counters_.degraded;
+    BudgetDecision d = *local_.admit_mx(ip, {});
+    if (d.admitted) mx_tokens_[ip].push_back(std::string(kLocal));
+    return d;
+}
+
+std::optional<BudgetDecision> RedisProbeBudget::admit_mx(const std::string& ip, Done done) {
+    if (!client_.is_connected()) return local_mx(ip);
+    namespace rs = redis_schema;
+    std::string token = next_token();
+    std::vector<std::string> keys = {rs::mx_window_key(ip), rs::mx_running_key(ip),
+                                     rs::mx_backoff_key(ip)};
+    std::vector<std::string> args = {token, count_of(limits_.mx_rate), period_of(limits_.mx_rate),
+                                     std::to_string(limits_.mx_concurrency),
+                                     std::to_string(lifetime_.count())};
+    std::vector<std::string_view> kv(keys.begin(), keys.end());
+    std::vector<std::string_view> av(args.begin(), args.end());
+    client_.eval("admit_mx", kv, av, [this, ip, done = std::move(done)](RedisResult r) {
+        const auto& e = r.reply.elements();
+        if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
+            done(local_mx(ip));
+            return;
+        }
+        BudgetDecision d;
+        if (e[0].text() == "admitted" && e.size() > 1) {
+            mx_tokens_[ip].push_back(e[1].text());
+        } else {
+            d.admitted = false;
+            d.denied_by = BudgetKind::mx;
+        }
+        done(d);
+    });
+    return std::nullopt;
+}
+
+void RedisProbeBudget::release_mx(const std::string& ip) {
+    auto it = mx_tokens_.find(ip);
+    if (it == mx_tokens_.end() || it->second.empty()) return;
+    std::string token = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) mx_tokens_.erase(it);
+    if (token == kLocal) {
+        local_.release_mx(ip);
+        return;
+    }
+    client_.command({"ZREM", redis_schema::mx_running_key(ip), token}, [this](RedisResult r) {
+        if (!r.ok()) ++counters_.errors;
+    });
+}
+
+void RedisProbeBudget::back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) {
+    local_.back_off_mx(ip, how_long);
+    client_.command(
+        {"SET", redis_schema::mx_backoff_key(ip), "1", "PX", std::to_string(how_long.count())},
+        [this](RedisResult r) {
+            if (!r.ok()) ++counters_.errors;
+        });
+}
+
+}  // namespace calloutd
