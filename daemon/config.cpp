@@ -8,6 +8,7 @@
 #include "daemon/config_schema.hpp"
 #include "daemon/config_values.hpp"
 #include "policy/domain_list.hpp"
+#include "storage/redis_url.hpp"
 
 namespace calloutd {
 
@@ -128,6 +129,10 @@ class Loader {
             const toml::node* n = root.at_path(key).node();
             return n != nullptr ? n->source() : root.source();
         };
+        if (!cfg.redis.url.empty()) {
+            std::string why;
+            if (!parse_redis_url(cfg.redis.url, why)) error_at(where("redis.url"), why);
+        }
         if (cfg.server.max_line_bytes > cfg.server.max_request_bytes) {
             error_at(where("server.max_line_bytes"),
                      "server.max_line_bytes must not exceed server.max_request_bytes");

@@ -12,6 +12,7 @@
 #include "daemon/components.hpp"
 #include "daemon/config_values.hpp"
 #include "daemon/log.hpp"
+#include "storage/redis_schema.hpp"
 
 namespace calloutd {
 
@@ -44,12 +45,16 @@ void Daemon::stop_engine() {
     stats_timer_.reset();
     verifier_.reset();
     callout_.reset();
+    mx_budget_.reset();
+    redis_budget_.reset();
+    redis_cache_.reset();
+    redis_.reset();
 }
 
 void Daemon::log_stats() {
     const auto& c = verifier_->counters();
-    LogLine(LogLevel::info, "stats")
-        .field("probes_admitted", static_cast<long long>(c.admitted))
+    LogLine line(LogLevel::info, "stats");
+    line.field("probes_admitted", static_cast<long long>(c.admitted))
         .field("denied_domain", static_cast<long long>(c.denied_domain))
         .field("denied_client", static_cast<long long>(c.denied_client))
         .field("denied_global", static_cast<long long>(c.denied_global))
@@ -59,6 +64,15 @@ void Daemon::log_stats() {
         .field("probes_running", static_cast<long long>(verifier_->probes_in_flight()))
         .field("cache_entries", static_cast<long long>(cache_->size()))
         .field("budget_keys", static_cast<long long>(budget_->tracked_keys()));
+    if (redis_) {
+        line.field("redis", redis_->is_connected() ? "up" : "down")
+            .field("redis_degraded", static_cast<long long>(redis_cache_->counters().degraded +
+                                                            redis_budget_->counters().degraded))
+            .field("redis_near_hits", static_cast<long long>(redis_cache_->counters().near_hits))
+            .field("redis_timeouts", static_cast<long long>(redis_->stats().timeouts))
+            .field("redis_reconnects", static_cast<long long>(redis_ups_));
+    }
+    line.emit();
     // Once a minute; the timer does not keep the loop alive on its own.
     stats_timer_->start(std::chrono::minutes(1), [this] { log_stats(); });
 }
@@ -90,6 +104,7 @@ int Daemon::run() {
         .field("version", CALLOUTD_VERSION)
         .field("config", config_.path)
         .field("mode", config_.redis.url.empty() ? "memory" : "redis")
+        .field("redis", redis_ ? to_display_string(redis_->endpoint()) : std::string("-"))
         .field("dry_run", config_.policy.dry_run ? "yes" : "no");
     uv_run(&loop_, UV_RUN_DEFAULT);
     LogLine(LogLevel::notice, "stopped");
@@ -101,8 +116,18 @@ bool Daemon::start_engine() {
     cache_ = std::make_unique<MemoryVerdictCache>(static_cast<size_t>(config_.cache.memory_entries),
                                                   cache_ttls(config_));
     budget_ = std::make_unique<MemoryProbeBudget>(budget_limits(config_));
-    mx_budget_ = std::make_unique<MxBudget>(*budget_, config_.limits.backoff_ttl);
+    VerdictCache* cache = cache_.get();
+    ProbeBudget* budget = budget_.get();
     std::string error;
+    if (!config_.redis.url.empty()) {
+        if (!start_redis(error)) {
+            LogLine(LogLevel::error, "engine-failed").field("reason", error);
+            return false;
+        }
+        cache = redis_cache_.get();
+        budget = redis_budget_.get();
+    }
+    mx_budget_ = std::make_unique<MxBudget>(*budget, config_.limits.backoff_ttl);
     callout_ = Callout::create(
         &loop_, callout_options(config_, listener_addresses(server_->bound())), error);
     if (!callout_) {
@@ -111,7 +136,7 @@ bool Daemon::start_engine() {
     }
     callout_->set_target_budget(mx_budget_.get());
     verifier_ = std::make_unique<CalloutVerifier>(
-        &loop_, *cache_, *callout_, *budget_, config_.server.reply_timeout,
+        &loop_, *cache, *callout_, *budget, config_.server.reply_timeout,
         [](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
             LogLine line(LogLevel::info, "probe");
             line.field("sender", sender.address())
@@ -125,13 +150,43 @@ bool Daemon::start_engine() {
             if (refresh) line.field("refresh", "yes");
         });
     decider_->set_verifier(verifier_.get());
-    if (!config_.redis.url.empty()) {
-        LogLine(LogLevel::warning, "redis")
-            .field("reason", "cluster mode is not implemented yet; running in-memory only");
-    }
     stats_timer_ = std::make_unique<UvTimer>(&loop_);
     stats_timer_->start(std::chrono::minutes(1), [this] { log_stats(); });
     stats_timer_->unref();
+    return true;
+}
+
+bool Daemon::start_redis(std::string& error) {
+    RedisOptions o;
+    o.url = config_.redis.url;
+    o.command_timeout = config_.redis.timeout;
+    o.connect_timeout = std::max<Duration>(config_.redis.timeout * 4, std::chrono::seconds(1));
+    redis_ = RedisClient::create(&loop_, o, error);
+    if (!redis_) return false;
+    redis_->register_script("admit", std::string(redis_schema::kAdmitScript));
+    redis_->register_script("release", std::string(redis_schema::kReleaseScript));
+    redis_->register_script("store", std::string(redis_schema::kStoreScript));
+    redis_->register_script("admit_mx", std::string(redis_schema::kAdmitMxScript));
+    // One line per change of state: shared mode, or degraded (answering from this node alone).
+    redis_->set_state_callback([this](const RedisStateChange& c) {
+        if (c.connected) ++redis_ups_;
+        LogLine(c.connected ? LogLevel::notice : LogLevel::warning, "redis")
+            .field("link", to_string(c.link))
+            .field("state", c.connected ? "up" : "down")
+            .field("mode", c.link == RedisLink::commands && !c.connected ? "degraded" : "shared")
+            .field("reason", c.reason);
+    });
+    redis_cache_ = std::make_unique<RedisVerdictCache>(*redis_, *cache_, cache_ttls(config_),
+                                                       config_.redis.near_cache_ttl);
+    // A probe can last the DNS lookup (timeout doubling per try) plus the probe deadline.
+    auto lifetime = config_.callout.probe_timeout +
+                    config_.dns.timeout * ((1 << config_.dns.tries) - 1) + std::chrono::seconds(5);
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    std::string node = std::string(host) + ":" + std::to_string(getpid());
+    redis_budget_ = std::make_unique<RedisProbeBudget>(*redis_, *budget_, budget_limits(config_),
+                                                       lifetime, node);
+    redis_->start();
     return true;
 }
 
@@ -200,6 +255,8 @@ void Daemon::reload_config() {
     if (verifier_) verifier_->set_reply_timeout(next.server.reply_timeout);
     if (cache_) cache_->set_ttls(cache_ttls(next));
     if (budget_) budget_->set_limits(budget_limits(next));
+    if (redis_cache_) redis_cache_->set_ttls(cache_ttls(next));
+    if (redis_budget_) redis_budget_->set_limits(budget_limits(next));
     if (mx_budget_) mx_budget_->set_backoff(next.limits.backoff_ttl);
     auto engine_options = [](const Config& c) {
         auto o = callout_options(c, {});

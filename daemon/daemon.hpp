@@ -12,6 +12,9 @@
 #include "policy/decider.hpp"
 #include "policy/mx_budget.hpp"
 #include "storage/memory_cache.hpp"
+#include "storage/redis_budget.hpp"
+#include "storage/redis_cache.hpp"
+#include "storage/redis_client.hpp"
 
 namespace calloutd {
 
@@ -33,6 +36,7 @@ class Daemon {
     void finish_shutdown();
     bool drop_privileges();
     bool start_engine();
+    bool start_redis(std::string& error);
     void stop_engine();
     void log_stats();
 
@@ -42,6 +46,10 @@ class Daemon {
     std::unique_ptr<Server> server_;
     std::unique_ptr<MemoryVerdictCache> cache_;
     std::unique_ptr<MemoryProbeBudget> budget_;
+    std::unique_ptr<RedisClient> redis_;
+    std::unique_ptr<RedisVerdictCache> redis_cache_;
+    std::unique_ptr<RedisProbeBudget> redis_budget_;
+    uint64_t redis_ups_ = 0;
     std::unique_ptr<MxBudget> mx_budget_;
     std::unique_ptr<Callout> callout_;
     std::unique_ptr<UvTimer> stats_timer_;
