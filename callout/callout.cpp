@@ -100,13 +100,21 @@ void Callout::on_mx(Handle h, MxResolution mx) {
         std::weak_ptr<bool> alive = alive_;
         op.probe->set_gate(
             [this, h, budget, alive](const ProbeTarget& t, std::function<void(bool)> done) {
-                budget->admit(t, [this, h, alive, done = std::move(done)](bool admitted) {
-                    // An asynchronous budget may answer after this Callout is gone.
-                    if (!admitted && !alive.expired()) {
-                        if (auto it = ops_.find(h); it != ops_.end()) ++it->second.mx_denied;
-                    }
-                    done(admitted);
-                });
+                budget->admit(t,
+                              [this, h, alive, budget, t, done = std::move(done)](bool admitted) {
+                                  // An asynchronous budget may answer after this Callout is gone
+                                  // (then the budget is gone with it), or after this callout was
+                                  // cancelled (then the probe no longer listens and the slot is
+                                  // given back here).
+                                  if (alive.expired()) return;
+                                  auto it = ops_.find(h);
+                                  if (it == ops_.end()) {
+                                      if (admitted) budget->release(t);
+                                      return;
+                                  }
+                                  if (!admitted) ++it->second.mx_denied;
+                                  done(admitted);
+                              });
             },
             [budget](const ProbeTarget& t) { budget->release(t); });
     }

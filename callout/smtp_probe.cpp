@@ -148,6 +148,10 @@ void SmtpProbe::start(std::vector<ProbeTarget> targets, std::string sender,
 void SmtpProbe::cancel() {
     cancelled_ = true;
     done_ = nullptr;
+    // The owner may be going away: give back a held slot now and never call into it again.
+    release_held();
+    gate_ = nullptr;
+    release_ = nullptr;
     if (phase_ != Phase::idle) finish();
 }
 
@@ -180,7 +184,8 @@ void SmtpProbe::connect_next() {
 
 void SmtpProbe::on_gate(std::size_t index, bool admitted) {
     if (phase_ != Phase::admitting) {
-        // Cancelled or out of time meanwhile: give the slot back at once.
+        // Out of time meanwhile: give the slot back at once. (After cancel() release_ is gone
+        // and the gate's owner takes the slot back itself.)
         if (admitted && release_) release_(targets_[index]);
         return;
     }

@@ -75,6 +75,8 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     // Optional per-target admission (per-MX budgets), asked right before connecting to each
     // target; a target not admitted is skipped. `release` runs once the connection to an
     // admitted target is closed. The gate may answer before it returns. Set before start().
+    // cancel() releases a held slot at once and then never calls either again: an admission
+    // that arrives after cancel() is the gate owner's to give back.
     using Gate = std::function<void(const ProbeTarget&, std::function<void(bool admitted)>)>;
     using Release = std::function<void(const ProbeTarget&)>;
     void set_gate(Gate gate, Release release) {

@@ -732,7 +732,7 @@ TEST(SmtpProbeGate, DeniedTargetIsSkippedAndSlotsAreReleased) {
     EXPECT_EQ(result->attempts[0].rcpt->code, 250);
 }
 
-TEST(SmtpProbeGate, CancelWhileWaitingForTheGateReleasesALateAdmission) {
+TEST(SmtpProbeGate, CancelReleasesAHeldSlotAndNeverCallsTheGateOwnerAgain) {
     uv_loop_t loop;
     uv_loop_init(&loop);
     std::function<void(bool)> pending;
@@ -746,10 +746,28 @@ TEST(SmtpProbeGate, CancelWhileWaitingForTheGateReleasesALateAdmission) {
     probe->cancel();
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_TRUE(pending);
-    pending(true);  // the budget answers after the probe is gone: the slot comes straight back
+    pending(true);  // the budget answers after the probe is gone: the owner's slot to return
+    EXPECT_EQ(released, 0);
+    EXPECT_FALSE(called);
+
+    // A slot held by a connecting probe comes back at cancel(), once.
+    FakeSmtpScript tarpit;
+    tarpit.banner.reset();
+    FakeSmtpServer slow(tarpit, "127.0.0.17");
+    ASSERT_TRUE(slow.ok()) << slow.error();
+    auto second = SmtpProbe::create(&loop, options(slow.port()));
+    second->set_gate([](const ProbeTarget&, std::function<void(bool)> done) { done(true); },
+                     [&](const ProbeTarget&) { ++released; });
+    second->start({{"mx1.example.org", "127.0.0.17"}}, "alice@example.org", kRandom,
+                  [&](ProbeResult) { called = true; });
+    while (slow.connections_accepted() == 0) uv_run(&loop, UV_RUN_NOWAIT);
+    second->cancel();
+    EXPECT_EQ(released, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
     EXPECT_EQ(released, 1);
     EXPECT_FALSE(called);
     probe.reset();
+    second.reset();
     EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
