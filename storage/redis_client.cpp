@@ -668,11 +668,11 @@ void RedisClient::Link::handle_reply(Id id, redisReply* reply) {
             ++client_.stats_.script_reloads;
             script->second.sha.clear();
             load_script(script->first, script->second.body);
-            std::vector<std::string_view> args = {"EVAL", script->second.body};
-            for (const auto& t : p.eval_tail) args.push_back(t);
             p.retried = true;
             std::uint64_t deadline = p.deadline;
             auto [pit, inserted] = pending_.emplace(id, std::move(p));
+            std::vector<std::string_view> args = {"EVAL", script->second.body};
+            for (const auto& t : pit->second.eval_tail) args.push_back(t);
             if (write(args, id)) {
                 deadlines_.emplace(deadline, id);
                 return;
