@@ -452,6 +452,7 @@ void RedisClient::Link::handshake_step(std::vector<std::string_view> args, std::
                                        std::function<void(RedisResult)> on_ok) {
     Id id = client_.next_id_++;
     std::uint64_t gen = generation_;
+    if (!conn_) return;  // the attempt already failed
     handshake_steps_.push_back(step);
     Pending p;
     p.internal = true;
@@ -465,12 +466,13 @@ void RedisClient::Link::handshake_step(std::vector<std::string_view> args, std::
         if (on_ok) on_ok(std::move(r));
     };
     pending_.emplace(id, std::move(p));
-    if (!write(args, id)) fail("sending " + step + ": the connection is closing");
+    if (!write(args, id) && conn_) fail("sending " + step + ": the connection is closing");
 }
 
 // SCRIPT LOAD of one script; a script that does not compile is not fatal for the connection:
 // eval() then falls back to EVAL and reports the compile error as a server_error.
 void RedisClient::Link::load_script(const std::string& name, const std::string& body) {
+    if (!conn_) return;
     Id id = client_.next_id_++;
     std::uint64_t gen = generation_;
     Pending p;
@@ -482,10 +484,13 @@ void RedisClient::Link::load_script(const std::string& name, const std::string& 
         it->second.sha = r.ok() && r.reply.is_string() ? r.reply.text() : std::string();
     };
     pending_.emplace(id, std::move(p));
-    if (!write({"SCRIPT", "LOAD", body}, id))
+    if (!write({"SCRIPT", "LOAD", body}, id) && conn_)
         fail("sending SCRIPT LOAD: the connection is closing");
 }
 
+// After the PING: hiredis 0.14 drops the reply of anything but (UN)SUBSCRIBE once a context
+// is subscribed (a PING's ["pong", ""] never reaches its callback), so the handshake PINGs
+// first and the link counts as up once every channel's SUBSCRIBE is confirmed.
 void RedisClient::Link::subscribe_all() {
     state_ = State::subscribing;
     awaiting_.clear();
@@ -498,7 +503,7 @@ void RedisClient::Link::subscribe_all() {
         become_ready();
         return;
     }
-    if (!write(args, 0)) fail("sending SUBSCRIBE: the connection is closing");
+    if (!write(args, 0) && conn_) fail("sending SUBSCRIBE: the connection is closing");
 }
 
 void RedisClient::Link::subscribe_one(const std::string& channel) {
@@ -663,11 +668,11 @@ void RedisClient::Link::handle_reply(Id id, redisReply* reply) {
             ++client_.stats_.script_reloads;
             script->second.sha.clear();
             load_script(script->first, script->second.body);
-            std::vector<std::string_view> args = {"EVAL", script->second.body};
-            for (const auto& t : p.eval_tail) args.push_back(t);
             p.retried = true;
             std::uint64_t deadline = p.deadline;
             auto [pit, inserted] = pending_.emplace(id, std::move(p));
+            std::vector<std::string_view> args = {"EVAL", script->second.body};
+            for (const auto& t : pit->second.eval_tail) args.push_back(t);
             if (write(args, id)) {
                 deadlines_.emplace(deadline, id);
                 return;
@@ -706,13 +711,16 @@ void RedisClient::Link::handle_pubsub(redisReply* reply) {
     });
 }
 
+// The three hiredis callbacks below also run for contexts already abandoned to the graveyard
+// (an EOF can arrive before drain() frees them): whenever hiredis is freeing a context itself,
+// `ac` is cleared first so the graveyard does not free it a second time.
 void RedisClient::Link::on_connect(const redisAsyncContext* ac, int status) {
     auto* conn = static_cast<Connection*>(ac->data);
-    if (conn == nullptr || conn->abandoned) return;
+    if (conn == nullptr) return;
+    if (status != REDIS_OK) conn->ac = nullptr;  // hiredis frees the context when this returns
+    if (conn->abandoned) return;
     Link& link = *conn->link;
     if (status != REDIS_OK) {
-        // hiredis frees the context as soon as this returns.
-        conn->ac = nullptr;
         link.fail("connecting to " + link.where() + ": " + hiredis_error(ac));
         return;
     }
@@ -721,19 +729,21 @@ void RedisClient::Link::on_connect(const redisAsyncContext* ac, int status) {
 
 void RedisClient::Link::on_disconnect(const redisAsyncContext* ac, int) {
     auto* conn = static_cast<Connection*>(ac->data);
-    if (conn == nullptr || conn->abandoned) return;
+    if (conn == nullptr) return;
     conn->ac = nullptr;  // hiredis frees it after this returns
+    if (conn->abandoned) return;
     conn->link->fail("connection lost: " + hiredis_error(ac));
 }
 
 void RedisClient::Link::on_reply(redisAsyncContext* ac, void* reply, void* privdata) {
     auto* conn = static_cast<Connection*>(ac->data);
-    if (conn == nullptr || conn->abandoned) return;
+    if (conn == nullptr) return;
+    // A NULL reply means the context is being freed, by us (Connection's destructor already
+    // cleared `ac`) or by hiredis itself after a read/write error.
+    if (reply == nullptr) conn->ac = nullptr;
+    if (conn->abandoned) return;
     Link& link = *conn->link;
     if (reply == nullptr) {
-        // Not our own redisAsyncFree (that marks the connection abandoned first): hiredis is
-        // freeing the context after a read/write error and flushes the pending callbacks.
-        conn->ac = nullptr;
         link.fail("connection lost: " + hiredis_error(ac));
         return;
     }

@@ -122,6 +122,9 @@ struct RedisStats {
 // (nor pending messages or state changes). After destroying it the caller must let the loop
 // run once more so libuv can finish closing handles (and a name lookup still running in the
 // libuv thread pool can release its request).
+//
+// hiredis 0.14 writes with write(2), not MSG_NOSIGNAL: the process must ignore SIGPIPE (the
+// daemon does) or a write to a reset connection kills it.
 class RedisClient {
   public:
     using Id = std::uint64_t;  // never reused; 0 is never a valid id
@@ -150,8 +153,9 @@ class RedisClient {
     // The pub/sub link is up and every subscribed channel is confirmed.
     bool is_subscribed() const;
 
-    // Sends one command (binary-safe arguments). Without a usable connection the callback
-    // gets not_connected on the next loop turn: nothing is queued.
+    // Sends one command (binary-safe arguments, copied before this returns, so temporaries
+    // are fine). Without a usable connection the callback gets not_connected on a later loop
+    // turn: nothing is queued. The deadline counts from the loop's cached time (uv_now).
     Id command(const std::vector<std::string_view>& args, ReplyCallback callback);
     // EVALSHA of a registered script (EVAL when its SHA1 is not known yet); a NOSCRIPT error
     // is answered by one EVAL retry, which also puts the script back into the server's cache.
@@ -168,7 +172,7 @@ class RedisClient {
     void subscribe(const std::string& channel, MessageCallback on_message);
     void unsubscribe(const std::string& channel);
 
-    // Commands sent and not yet answered or failed.
+    // Commands sent and not yet answered or failed (handshake commands included).
     std::size_t in_flight() const;
     // What last went wrong on the commands link (empty if nothing yet).
     const std::string& last_error() const;

@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <functional>
+#include <map>
 
 #include "support/redis_server.hpp"
 
@@ -378,6 +379,49 @@ TEST_F(RedisClientTest, PubSubDeliversAndResubscribesAfterRestart) {
         if (c.link == RedisLink::pubsub && !c.connected) saw_pubsub_down = true;
     }
     EXPECT_TRUE(saw_pubsub_down);
+}
+
+// What degraded mode relies on: under load, through a crash and a restart, every command is
+// answered exactly once and never later than its deadline (plus scheduling slack).
+TEST_F(RedisClientTest, EveryCommandAnsweredOnceThroughKillAndRestart) {
+    RedisServer server;
+    make(options(server.url()));
+    ASSERT_TRUE(wait_connected());
+    std::map<RedisClient::Id, int> answers;
+    std::map<RedisStatus, int> by_status;
+    Clock::duration slowest{};
+    int issued = 0;
+    bool issuing = true;
+    UvTimer tick(&loop_);
+    std::function<void()> burst = [&] {
+        if (!issuing) return;
+        for (int i = 0; i < 20; ++i) {
+            auto sent = Clock::now();
+            auto id = std::make_shared<RedisClient::Id>(0);
+            *id = client_->command({"INCR", "load"}, [&, sent, id](RedisResult r) {
+                ++answers[*id];
+                ++by_status[r.status];
+                slowest = std::max(slowest, Clock::now() - sent);
+            });
+            ++issued;
+        }
+        tick.start(2ms, burst);
+    };
+    burst();
+    run_for(200ms);
+    server.kill();
+    run_for(300ms);
+    server.restart();
+    ASSERT_TRUE(wait_connected(2s));
+    run_for(200ms);
+    issuing = false;
+    ASSERT_TRUE(run_until([&] { return static_cast<int>(answers.size()) == issued; }, 2s));
+    for (const auto& [id, n] : answers) EXPECT_EQ(n, 1) << "command " << id;
+    EXPECT_GT(by_status[RedisStatus::ok], 0);
+    EXPECT_GT(by_status[RedisStatus::not_connected], 0);
+    EXPECT_EQ(by_status[RedisStatus::timeout], 0);
+    EXPECT_LE(slowest, 200ms + 150ms);
+    EXPECT_EQ(client_->in_flight(), 0u);
 }
 
 TEST_F(RedisClientTest, DestroyedWithCommandsInFlightCallsNothingBack) {
