@@ -42,7 +42,8 @@ class BlockingRedis {
     bool connect(const RedisSettings& settings, std::string& error) {
         RedisOptions o;
         o.url = settings.url;
-        o.command_timeout = std::max<std::chrono::milliseconds>(settings.timeout, kMinCommandTimeout);
+        o.command_timeout =
+            std::max<std::chrono::milliseconds>(settings.timeout, kMinCommandTimeout);
         o.connect_timeout = o.command_timeout;
         client_ = RedisClient::create(&loop_, o, error);
         if (!client_) return false;
@@ -140,8 +141,8 @@ bool print_entry(BlockingRedis& redis, const std::string& label, const std::stri
     auto age = std::chrono::duration_cast<std::chrono::seconds>(WallClock::now() - v->probed_at);
     std::fprintf(out, "%s: class=%s reason=%s probed_at=%s age=%llds ttl=%s%s%s\n", label.c_str(),
                  std::string(to_string(v->cls)).c_str(), quoted(v->reason).c_str(),
-                 utc_time(v->probed_at).c_str(), static_cast<long long>(age.count()),
-                 ttl.c_str(), v->remote_reply.empty() ? "" : " reply=",
+                 utc_time(v->probed_at).c_str(), static_cast<long long>(age.count()), ttl.c_str(),
+                 v->remote_reply.empty() ? "" : " reply=",
                  v->remote_reply.empty() ? "" : quoted(v->remote_reply).c_str());
     return true;
 }
@@ -222,8 +223,8 @@ int cache_flush(BlockingRedis& redis, const Target& t, std::FILE* out, std::stri
     auto fact = delete_keys(redis, {redis_schema::domain_fact_key(t.domain)}, error);
     if (!fact) return kCacheRedisFailed;
     if (*fact > 0) announce(redis, t.domain, "");
-    std::fprintf(out, "domain %s: deleted %lld address verdict(s)%s\n", t.domain.c_str(),
-                 addresses, *fact > 0 ? " and the domain fact" : ", no domain fact");
+    std::fprintf(out, "domain %s: deleted %lld address verdict(s)%s\n", t.domain.c_str(), addresses,
+                 *fact > 0 ? " and the domain fact" : ", no domain fact");
     return addresses + *fact > 0 ? kCacheFound : kCacheNothing;
 }
 

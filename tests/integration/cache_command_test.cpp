@@ -104,7 +104,8 @@ TEST_F(CacheCommand, GetPrintsTheAddressVerdictAndTheDomainFact) {
 
     auto r = cache("get", "alice@CMD.Test");  // the domain is normalised as in requests
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    EXPECT_NE(r.out.find("address alice@cmd.test: class=valid reason="), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("address alice@cmd.test: class=valid reason="), std::string::npos)
+        << r.out;
     EXPECT_NE(r.out.find(" probed_at=20"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(" ttl="), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(" reply=\"250 2.1.5 ok\""), std::string::npos) << r.out;
@@ -158,7 +159,8 @@ TEST_F(CacheCommand, FlushDeletesEveryVerdictOfADomainAndNothingElse) {
         mset.push_back(redis_schema::address_key("cmd.test", a));
         mset.push_back("v1|invalid|0||x|");
     }
-    const std::string neighbour = redis_schema::address_key("cmd.test.example", "a@cmd.test.example");
+    const std::string neighbour =
+        redis_schema::address_key("cmd.test.example", "a@cmd.test.example");
     mset.push_back(neighbour);
     mset.push_back("v1|invalid|0||x|");
     ASSERT_EQ(redis_.command(mset).text(), "OK");
@@ -189,6 +191,7 @@ TEST_F(CacheCommand, ErrorsHaveTheirOwnExitCodes) {
     std::string dir = make_temp_dir("cache-cmd-memory");
     CalloutConfig c;
     c.dns_server = dnsmasq_->server();
+    c.smtp_port = cmd_->port();
     std::ofstream(dir + "/memory.toml") << callout_config(c);
     r = cache("get", "alice@cmd.test", dir + "/memory.toml");
     EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
