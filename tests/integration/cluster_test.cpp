@@ -39,6 +39,7 @@ constexpr const char* kForgedIp = "127.0.0.71";  // forged.test: single flight
 constexpr const char* kBudgetIp = "127.0.0.72";  // budget.test: shared domain budget
 constexpr const char* kKillIp = "127.0.0.73";    // kill.test: Redis killed and restarted
 constexpr const char* kPauseIp = "127.0.0.74";   // pause.test: Redis paused and resumed
+constexpr const char* kRaceIp = "127.0.0.77";    // race.test: fast probes raced by three nodes
 
 constexpr const char* kInvalid = "REJECT 5.1.7";
 constexpr const char* kInProgress = "DEFER_IF_PERMIT";
@@ -54,11 +55,13 @@ DnsmasqZones cluster_zones() {
     z.mx = {{"forged.test", "mx.forged.test", 10},
             {"budget.test", "mx.budget.test", 10},
             {"kill.test", "mx.kill.test", 10},
-            {"pause.test", "mx.pause.test", 10}};
+            {"pause.test", "mx.pause.test", 10},
+            {"race.test", "mx.race.test", 10}};
     z.hosts = {{"mx.forged.test", {kForgedIp}},
                {"mx.budget.test", {kBudgetIp}},
                {"mx.kill.test", {kKillIp}},
-               {"mx.pause.test", {kPauseIp}}};
+               {"mx.pause.test", {kPauseIp}},
+               {"mx.race.test", {kRaceIp}}};
     return z;
 }
 
@@ -92,8 +95,13 @@ class Cluster : public ::testing::Test {
         // callout.port is one port for every MX: all targets share it.
         for (int attempt = 0; attempt < 5 && targets_.empty(); ++attempt) {
             uint16_t port = 0;
-            for (const char* ip : {kForgedIp, kBudgetIp, kKillIp, kPauseIp}) {
-                auto s = std::make_unique<FakeSmtpServer>(knows_alice_and_bob(), ip, port);
+            for (const char* ip : {kForgedIp, kBudgetIp, kKillIp, kPauseIp, kRaceIp}) {
+                FakeSmtpScript script = knows_alice_and_bob();
+                // The forged sender's probe lasts long enough for every node to ask meanwhile.
+                if (ip == std::string(kForgedIp)) {
+                    script.recipients["forger"] = FakeReply::slow("550 5.1.1 no such user", 400ms);
+                }
+                auto s = std::make_unique<FakeSmtpServer>(script, ip, port);
                 if (!s->ok()) {
                     targets_.clear();
                     break;
@@ -109,7 +117,7 @@ class Cluster : public ::testing::Test {
         dnsmasq_.reset();
     }
     void SetUp() override {
-        ASSERT_EQ(targets_.size(), 4u) << "fake SMTP targets could not be bound";
+        ASSERT_EQ(targets_.size(), 5u) << "fake SMTP targets could not be bound";
         redis_ = std::make_unique<RedisServer>();
     }
     void TearDown() override {
@@ -295,13 +303,56 @@ TEST_F(Cluster, SameForgedSenderAtThreeNodesAtOnceIsProbedOnce) {
         EXPECT_TRUE(actions[c].starts_with(kInvalid))
             << "node " << node_of[c] + 1 << ": " << actions[c];
     }
-    // Every node logged the same class for the sender.
+    // Every node logged the same class; the two that did not probe waited for the prober's
+    // verdict (published on calloutd:stored) and answered it as a cache hit.
+    size_t probed = 0, waited = 0;
     for (int i = 0; i < kNodes; ++i) {
         std::string log = nodes_[static_cast<size_t>(i)]->log();
         EXPECT_GE(occurrences(log, "sender=" + sender + " client=198.51.100.7 class=invalid "),
                   static_cast<size_t>(kPerNode))
             << "node " << i + 1;
+        if (log.find(" source=probe ") != std::string::npos) {
+            ++probed;
+        } else if (log.find(" source=cache ") != std::string::npos) {
+            ++waited;
+        }
     }
+    EXPECT_EQ(probed, 1u);
+    EXPECT_EQ(waited, 2u);
+}
+
+// A node told "in flight elsewhere" registers its wait after the admission reply; the prober's
+// "stored" message may already have been handled by then. Fast probes make that window real.
+TEST_F(Cluster, FastProbeRacedByThreeNodesNeverLeavesAWaiterHanging) {
+    start_nodes("100000/1m");
+    constexpr int kRounds = 200;
+    size_t in_progress = 0;
+    std::chrono::microseconds worst{0};
+    for (int round = 0; round < kRounds; ++round) {
+        std::string sender = "r" + std::to_string(round) + "@race.test";
+        std::vector<PolicyClient> clients;
+        for (int i = 0; i < kNodes; ++i)
+            clients.push_back(PolicyClient::inet("127.0.0.1", port(i)));
+        for (int i = 0; i < kNodes; ++i) {
+            std::string id = "R" + std::to_string(round) + "-" + std::to_string(i);
+            ASSERT_TRUE(clients[static_cast<size_t>(i)].send(
+                policy_request(sender, "203.0.113.5", id, id)));
+        }
+        auto sent = Clock::now();
+        for (auto& c : clients) {
+            auto action = c.read_action(kReplyTimeout + kSlack);
+            ASSERT_TRUE(action) << sender;
+            if (action->starts_with(kInProgress)) ++in_progress;
+        }
+        worst = std::max(
+            worst, std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent));
+    }
+    std::cout << "[ figures  ] " << kRounds << " senders x " << kNodes
+              << " nodes at once: " << target(kRaceIp).connections_accepted() << " connections, "
+              << in_progress << " in_progress, slowest round " << worst.count() / 1000.0 << " ms\n";
+    EXPECT_EQ(target(kRaceIp).connections_accepted(), static_cast<size_t>(kRounds));
+    EXPECT_EQ(in_progress, 0u) << "a node waited out the reply budget for a stored verdict";
+    EXPECT_LT(worst, 1s);
 }
 
 // --- b. The domain budget is one budget for the whole cluster -------------------------------
