@@ -1,9 +1,13 @@
-// calloutd command line: run, check-config, probe, version.
+// calloutd command line: run, check-config, probe, cache, version.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
+#include <tuple>
+#include <utility>
+#include <vector>
 
+#include "daemon/cache_command.hpp"
 #include "daemon/config.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/probe_command.hpp"
@@ -44,6 +48,26 @@ int main(int argc, char** argv) {
     std::string probe_address;
     probe->add_option("address", probe_address, "Envelope sender to verify")->required();
 
+    auto* cache = app.add_subcommand(
+        "cache",
+        "Show or delete verdicts shared through Redis (needs redis.url); exit 0 found/deleted, "
+        "1 nothing cached, 2 usage or no redis.url, 3 Redis failed");
+    cache->require_subcommand(1);
+    std::string cache_target;
+    std::vector<std::pair<CLI::App*, calloutd::CacheAction>> cache_actions;
+    for (auto [name, action, help] :
+         {std::tuple{"get", calloutd::CacheAction::get,
+                     "Print the address verdict and the domain fact"},
+          std::tuple{"del", calloutd::CacheAction::del,
+                     "Delete the address verdict (ADDRESS) or the domain fact (DOMAIN)"},
+          std::tuple{"flush", calloutd::CacheAction::flush,
+                     "Delete the domain fact and every address verdict of DOMAIN"}}) {
+        auto* sub = cache->add_subcommand(name, help);
+        sub->add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
+        sub->add_option("target", cache_target, "user@domain or domain")->required();
+        cache_actions.emplace_back(sub, action);
+    }
+
     auto* version = app.add_subcommand("version", "Print the version");
 
     CLI11_PARSE(app, argc, argv);
@@ -53,13 +77,20 @@ int main(int argc, char** argv) {
         return 0;
     }
     auto config = load_or_report(config_path);
-    if (!config) return 1;
+    // `cache` keeps 1 for "nothing cached"; a broken configuration is a usage error there.
+    if (!config) return *cache ? calloutd::kCacheUsage : 1;
     if (*check) {
         std::printf("%s: configuration is valid\n", config_path.c_str());
         return 0;
     }
     if (*probe) {
         int rc = calloutd::run_probe_command(*config, probe_address, stdout);
+        std::fflush(stdout);
+        return rc;
+    }
+    for (const auto& [sub, action] : cache_actions) {
+        if (!*sub) continue;
+        int rc = calloutd::run_cache_command(*config, action, cache_target, stdout, stderr);
         std::fflush(stdout);
         return rc;
     }

@@ -105,11 +105,17 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(
         ++counters_.joined;
         auto it = flights_.find(sender.address());
         Flight& flight = it != flights_.end() ? it->second : flights_[sender.address()];
-        if (it == flights_.end()) {
+        bool first_waiter = it == flights_.end();
+        if (first_waiter) {
             flight.sender = sender;
             flight.remote = true;
         }
         add_waiter(flight, std::move(done));
+        // The prober's "stored" message travels on the pub/sub connection and can be handled
+        // before this admission reply, when no flight was registered to receive it: look once
+        // more, or this request would wait out the whole reply budget for nothing. (Runs from
+        // the admission's Redis callback, so a hit answering at once is not a synchronous call.)
+        if (first_waiter) on_stored_elsewhere(sender.domain, sender.address());
         return std::nullopt;
     }
     if (!d.admitted) {
