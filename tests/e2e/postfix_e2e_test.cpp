@@ -27,12 +27,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The fake SMTP servers write to probes that may already have hung up.
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 // Loopback addresses of this file only, so it can run beside the integration tests.
 constexpr const char* kMtaIp = "127.0.0.60";         // the Postfix under test, dest.test
 constexpr const char* kPostfixIp = "127.0.0.61";     // pf.test: a real Postfix, alice exists

@@ -25,11 +25,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 constexpr const char* kCmdIp = "127.0.0.75";    // cmd.test: knows alice only
 constexpr const char* kCatchIp = "127.0.0.76";  // catch.test: accepts every address
 

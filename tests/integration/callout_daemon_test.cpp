@@ -26,12 +26,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace world;
 
-// The fake SMTP servers write to probes that may already have hung up.
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 constexpr const char* kInProgress =
     "DEFER_IF_PERMIT 4.1.7 Verifying the sender address, please try again later";
 
@@ -67,34 +61,6 @@ std::ostream& operator<<(std::ostream& os, const Answer& a) {
 
 // A fake SMTP server for each (address, script) on one shared port, since callout.port is one
 // port for every MX. The first binds an ephemeral port; on a clash at a sibling, start over.
-class Targets {
-  public:
-    Targets(std::vector<std::pair<std::string, FakeSmtpScript>> scripts) {
-        for (int attempt = 0; attempt < 5 && servers_.empty(); ++attempt) {
-            uint16_t port = 0;
-            bool ok = true;
-            for (auto& [ip, script] : scripts) {
-                auto s = std::make_unique<FakeSmtpServer>(script, ip, port);
-                if (!s->ok()) {
-                    ok = false;
-                    break;
-                }
-                port = s->port();
-                servers_.push_back(std::move(s));
-            }
-            if (!ok) servers_.clear();
-        }
-    }
-    ~Targets() {
-        for (auto& s : servers_) s->stop();
-    }
-    bool ok() const { return !servers_.empty(); }
-    uint16_t port() const { return servers_.front()->port(); }
-    FakeSmtpServer& at(size_t i) { return *servers_.at(i); }
-
-  private:
-    std::vector<std::unique_ptr<FakeSmtpServer>> servers_;
-};
 
 FakeSmtpScript only_alice() {
     FakeSmtpScript s;
@@ -197,7 +163,7 @@ TEST_F(CalloutDaemon, ExistingAndUnknownUserAtARealPostfix) {
 TEST_F(CalloutDaemon, CatchAllDomainIsAcceptAllAndTheRealAddressIsNotAsked) {
     FakeSmtpScript s;
     s.accept_all = true;
-    Targets t({{kCatchAllIp, s}});
+    FakeSmtpFleet t({{kCatchAllIp, s}});
     ASSERT_TRUE(t.ok());
     start(t.port());
     Answer a = ask("anyone@catchall.test");
@@ -216,7 +182,7 @@ TEST_F(CalloutDaemon, CatchAllDomainIsAcceptAllAndTheRealAddressIsNotAsked) {
 TEST_F(CalloutDaemon, GreylistingAtRcptIsTempfail) {
     FakeSmtpScript s;
     s.rcpt_default = "451 4.7.1 Greylisted, please try again later";
-    Targets t({{kGreylistIp, s}});
+    FakeSmtpFleet t({{kGreylistIp, s}});
     ASSERT_TRUE(t.ok());
     start(t.port());
     Answer a = ask("alice@greylist.test");
@@ -227,7 +193,7 @@ TEST_F(CalloutDaemon, GreylistingAtRcptIsTempfail) {
 TEST_F(CalloutDaemon, NullSenderRejectedAtMailFrom) {
     FakeSmtpScript s;
     s.verbs["MAIL"] = "550 5.7.1 We do not accept mail from <>";
-    Targets t({{kNullSenderIp, s}});
+    FakeSmtpFleet t({{kNullSenderIp, s}});
     ASSERT_TRUE(t.ok());
     start(t.port());
     Answer a = ask("alice@nobounce.test");
@@ -239,7 +205,7 @@ TEST_F(CalloutDaemon, NullSenderRejectedAtMailFrom) {
 TEST_F(CalloutDaemon, TarpitAnswersInProgressThenTempfailFromCache) {
     FakeSmtpScript s;
     s.banner = std::nullopt;  // accepts and never says a word
-    Targets t({{kTarpitIp, s}});
+    FakeSmtpFleet t({{kTarpitIp, s}});
     ASSERT_TRUE(t.ok());
     CalloutConfig c = config(t.port());
     c.reply_timeout = "300ms";  // the banner wait (command_timeout) is 1s
@@ -284,7 +250,7 @@ TEST_F(CalloutDaemon, NxdomainIsNoMailDomain) {
 
 TEST_F(CalloutDaemon, DeadPrimaryMxFallsBackToTheSecondary) {
     // The primary's address has nothing listening on the shared port: connection refused.
-    Targets t({{kBackupIp, only_alice()}});
+    FakeSmtpFleet t({{kBackupIp, only_alice()}});
     ASSERT_TRUE(t.ok());
     start(t.port());
     Answer a = ask("alice@backup.test");
@@ -305,7 +271,7 @@ TEST_F(CalloutDaemon, ServfailIsTempfail) {
 // --- 2. Cache and single flight ------------------------------------------------------------
 
 TEST_F(CalloutDaemon, RepeatRequestIsAnsweredFromCacheWithoutConnecting) {
-    Targets t({{kSharedIp, only_alice()}});
+    FakeSmtpFleet t({{kSharedIp, only_alice()}});
     ASSERT_TRUE(t.ok());
     start(t.port());
     for (const char* sender : {"alice@shared.test", "nobody@shared.test"}) {
@@ -328,7 +294,7 @@ TEST_F(CalloutDaemon, RepeatRequestIsAnsweredFromCacheWithoutConnecting) {
 TEST_F(CalloutDaemon, TenConcurrentRequestsShareOneProbe) {
     FakeSmtpScript s = only_alice();
     s.reply_delay = 50ms;  // the probe lasts long enough for every request to join it
-    Targets t({{kSharedIp, s}});
+    FakeSmtpFleet t({{kSharedIp, s}});
     ASSERT_TRUE(t.ok());
     start(t.port());
     std::vector<PolicyClient> clients;
@@ -356,7 +322,7 @@ TEST_F(CalloutDaemon, TenConcurrentRequestsShareOneProbe) {
 TEST_F(CalloutDaemon, TenConcurrentRequestsOutlivingTheBudgetStillShareOneProbe) {
     FakeSmtpScript s = only_alice();
     s.reply_delay = 100ms;  // about 8 replies: the probe outlives the 200ms reply budget
-    Targets t({{kSharedIp, s}});
+    FakeSmtpFleet t({{kSharedIp, s}});
     ASSERT_TRUE(t.ok());
     CalloutConfig c = config(t.port());
     c.reply_timeout = "200ms";
@@ -376,7 +342,7 @@ TEST_F(CalloutDaemon, TenConcurrentRequestsOutlivingTheBudgetStillShareOneProbe)
 TEST_F(CalloutDaemon, SigtermDuringAProbeAnswersTheWaitingClientAndExits) {
     FakeSmtpScript s;
     s.banner = std::nullopt;
-    Targets t({{kTarpitIp, s}});
+    FakeSmtpFleet t({{kTarpitIp, s}});
     ASSERT_TRUE(t.ok());
     CalloutConfig c = config(t.port());
     c.reply_timeout = "1s";
@@ -401,7 +367,7 @@ TEST_F(CalloutDaemon, SigtermDuringAProbeAnswersTheWaitingClientAndExits) {
 TEST_F(CalloutDaemon, LoopbackMxIsNeverContactedByDefault) {
     FakeSmtpScript s;
     s.accept_all = true;
-    Targets t({{kLoopbackIp, s}});
+    FakeSmtpFleet t({{kLoopbackIp, s}});
     ASSERT_TRUE(t.ok());
     CalloutConfig c = config(t.port());
     c.allow_loopback = false;
@@ -419,7 +385,7 @@ TEST_F(CalloutDaemon, LoopbackMxIsNeverContactedByDefault) {
 TEST_F(CalloutDaemon, BadSendersAreNeverProbed) {
     FakeSmtpScript s;
     s.accept_all = true;
-    Targets t({{kInjectIp, s}});
+    FakeSmtpFleet t({{kInjectIp, s}});
     ASSERT_TRUE(t.ok());
     start(t.port());
 

@@ -27,13 +27,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// The fake SMTP servers write to probes that may already have hung up; hiredis writes with
-// write(), not MSG_NOSIGNAL.
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 // One target per scenario (callout_world.hpp uses .21-.41, list_washing_test .61-.68).
 constexpr const char* kForgedIp = "127.0.0.71";  // forged.test: single flight
 constexpr const char* kBudgetIp = "127.0.0.72";  // budget.test: shared domain budget

@@ -31,12 +31,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The fake SMTP servers write to probes that may already have hung up; Exim may die under us.
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 // Loopback aliases of this file's targets, apart from the other suites' (which may run at once).
 constexpr const char* kPostfixIp = "127.0.0.91";   // pf.test: real Postfix, only alice exists
 constexpr const char* kCatchAllIp = "127.0.0.92";  // catchall.test: accepts every RCPT

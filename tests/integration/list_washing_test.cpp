@@ -24,13 +24,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The fake SMTP servers write to probes that may already have hung up.
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
-// Targets of this file, one loopback address each (callout_world.hpp uses .21-.41).
+// FakeSmtpFleet of this file, one loopback address each (callout_world.hpp uses .21-.41).
 constexpr const char* kVictimIp = "127.0.0.61";   // victim.test: the list-washing target
 constexpr const char* kLegitIp = "127.0.0.62";    // legit.test: an innocent bystander
 constexpr const char* kHosterIp = "127.0.0.63";   // d0..d49.hosted.test share this MX
@@ -77,34 +71,6 @@ FakeSmtpScript knows_alice() {
 }
 
 // Fake SMTP servers at several addresses on one port (callout.port is one port for every MX).
-class Targets {
-  public:
-    explicit Targets(const std::vector<std::pair<std::string, FakeSmtpScript>>& scripts) {
-        for (int attempt = 0; attempt < 5 && servers_.empty(); ++attempt) {
-            uint16_t port = 0;
-            bool ok = true;
-            for (const auto& [ip, script] : scripts) {
-                auto s = std::make_unique<FakeSmtpServer>(script, ip, port);
-                if (!s->ok()) {
-                    ok = false;
-                    break;
-                }
-                port = s->port();
-                servers_.push_back(std::move(s));
-            }
-            if (!ok) servers_.clear();
-        }
-    }
-    ~Targets() {
-        for (auto& s : servers_) s->stop();
-    }
-    bool ok() const { return !servers_.empty(); }
-    uint16_t port() const { return servers_.front()->port(); }
-    FakeSmtpServer& at(size_t i) { return *servers_.at(i); }
-
-  private:
-    std::vector<std::unique_ptr<FakeSmtpServer>> servers_;
-};
 
 // Occurrences of `needle` in `text`.
 size_t occurrences(const std::string& text, const std::string& needle) {
@@ -221,7 +187,7 @@ class ListWashing : public ::testing::Test {
 
 TEST_F(ListWashing, ThousandForgedSendersAtOneDomainMakeAtMostTenProbes) {
     FakeSmtpScript victim;  // nobody exists: every admitted probe ends `invalid`
-    Targets t({{kVictimIp, victim}, {kLegitIp, knows_alice()}});
+    FakeSmtpFleet t({{kVictimIp, victim}, {kLegitIp, knows_alice()}});
     ASSERT_TRUE(t.ok());
     start(config(t.port(), limits("10/1m", "unlimited", "unlimited", 100)));
 
@@ -273,7 +239,7 @@ TEST_F(ListWashing, ThousandForgedSendersAtOneDomainMakeAtMostTenProbes) {
 TEST_F(ListWashing, FiftyDomainsSharingOneMxStayWithinItsRateAndConcurrency) {
     FakeSmtpScript hoster;
     hoster.reply_delay = 40ms;  // a probe takes ~8 replies: about 320 ms, so probes overlap
-    Targets t({{kHosterIp, hoster}});
+    FakeSmtpFleet t({{kHosterIp, hoster}});
     ASSERT_TRUE(t.ok());
     constexpr size_t kMxRate = 5;
     start(config(t.port(), limits("1000/1m", "unlimited", std::to_string(kMxRate) + "/1m", 2)));
@@ -305,7 +271,7 @@ TEST_F(ListWashing, FiftyDomainsSharingOneMxStayWithinItsRateAndConcurrency) {
 // --- c. One client forging senders at 100 domains ---------------------------------------------
 
 TEST_F(ListWashing, OneClientForgingHundredDomainsGetsFiveProbes) {
-    Targets t({{kSpamIp, knows_alice()}});
+    FakeSmtpFleet t({{kSpamIp, knows_alice()}});
     ASSERT_TRUE(t.ok());
     start(config(t.port(), limits("unlimited", "5/1m", "unlimited", 100)));
 
@@ -336,7 +302,7 @@ TEST_F(ListWashing, OneClientForgingHundredDomainsGetsFiveProbes) {
 TEST_F(ListWashing, AnAddressProbedWithinItsTtlIsNeverProbedAgain) {
     FakeSmtpScript s = knows_alice();
     s.recipients["carol"] = FakeReply::slow("250 2.1.5 ok", 500ms);
-    Targets t({{kOnceIp, s}});
+    FakeSmtpFleet t({{kOnceIp, s}});
     ASSERT_TRUE(t.ok());
     start(config(t.port(), ""));  // the shipped default limits
 
@@ -377,7 +343,7 @@ TEST_F(ListWashing, AnAddressProbedWithinItsTtlIsNeverProbedAgain) {
 TEST_F(ListWashing, AnMxThatSaysTooManyConnectionsIsLeftAloneForEveryDomainItServes) {
     FakeSmtpScript s;
     s.banner = FakeReply::hangup("421 4.7.0 Too many connections, try again later");
-    Targets t({{kHosterIp, s}});
+    FakeSmtpFleet t({{kHosterIp, s}});
     ASSERT_TRUE(t.ok());
     start(config(t.port(), limits("unlimited", "unlimited", "unlimited", 100)));
 
@@ -406,7 +372,7 @@ TEST_F(ListWashing, AnMxThatSaysTooManyConnectionsIsLeftAloneForEveryDomainItSer
 // that backup, is then answered rate_limited (limit=mx) while the backup has seen no connection.
 // A fix admits each host when the probe moves on to it.
 TEST_F(ListWashing, AnUnusedBackupMxSpendsNoBudget) {
-    Targets t({{kPrimaryIp, knows_alice()}, {kBackupIp, knows_alice()}});
+    FakeSmtpFleet t({{kPrimaryIp, knows_alice()}, {kBackupIp, knows_alice()}});
     ASSERT_TRUE(t.ok());
     start(config(t.port(), limits("unlimited", "unlimited", "2/1m", 100)));
 
@@ -436,7 +402,7 @@ long vm_hwm_kb(pid_t pid) {
 }
 
 TEST_F(ListWashing, HundredThousandForgedSendersKeepMemoryBounded) {
-    Targets t({{kRssIp, FakeSmtpScript{}}});
+    FakeSmtpFleet t({{kRssIp, FakeSmtpScript{}}});
     ASSERT_TRUE(t.ok());
     // The shipped default limits, only the rate_limited action marked.
     start(config(t.port(), std::string("[actions]\nrate_limited = \"") + kRateLimited + "\"\n"));

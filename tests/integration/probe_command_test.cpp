@@ -23,11 +23,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace world;
 
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 // `probe --help` alone is not proof: CLI11 answers `calloutd UNKNOWN --help` with the top-level
 // help and exit 0. Only a subcommand's own help has a usage line naming it.
 bool probe_command_exists() {

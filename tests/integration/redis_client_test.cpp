@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 
+#include "support/paths.hpp"
 #include "support/redis_server.hpp"
 
 namespace calloutd {
@@ -32,7 +33,7 @@ long long command_calls(const RedisServer& server, const std::string& command) {
 class RedisClientTest : public ::testing::Test {
   protected:
     void SetUp() override {
-        std::signal(SIGPIPE, SIG_IGN);  // hiredis 0.14 writes with write(), not MSG_NOSIGNAL
+        test::ignore_sigpipe();  // hiredis 0.14 writes with write(), not MSG_NOSIGNAL
         uv_loop_init(&loop_);
     }
     void TearDown() override {

@@ -26,12 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kRandom = "rnd-q7x2k9";
 
-// libuv writes with write(2): a peer that hangs up mid-test must not kill the test binary.
-[[maybe_unused]] const bool kSigpipeIgnored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
 struct Run {
     ProbeResult result;
     std::chrono::milliseconds wall{};

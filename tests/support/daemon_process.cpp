@@ -30,6 +30,7 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 DaemonProcess::DaemonProcess(const std::string& tag, const std::string& config_toml,
                              const std::string& binary_path)
     : dir_(make_temp_dir(tag)) {
+    ignore_sigpipe();
     write_config(config_toml);
     std::string log_path = dir_ + "/calloutd.log";
     std::string config = config_path();

@@ -1,6 +1,8 @@
 // Scriptable fake SMTP server: one poll() thread, non-blocking sockets, scheduled output.
 #include "support/fake_smtp.hpp"
 
+#include "support/paths.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -120,6 +122,7 @@ struct FakeSmtpServer::Conn {
 
 FakeSmtpServer::FakeSmtpServer(FakeSmtpScript script, std::string ip, uint16_t port)
     : script_(std::move(script)), ip_(std::move(ip)) {
+    ignore_sigpipe();
     sockaddr_storage ss;
     socklen_t len = 0;
     if (!make_addr(ip_, port, &ss, &len)) {
@@ -335,6 +338,27 @@ uint16_t unused_port(const std::string& ip) {
     if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0) port = local_port(fd);
     ::close(fd);
     return port;
+}
+
+FakeSmtpFleet::FakeSmtpFleet(const std::vector<std::pair<std::string, FakeSmtpScript>>& scripts) {
+    for (int attempt = 0; attempt < 5 && servers_.empty(); ++attempt) {
+        uint16_t port = 0;
+        bool ok = true;
+        for (const auto& [ip, script] : scripts) {
+            auto s = std::make_unique<FakeSmtpServer>(script, ip, port);
+            if (!s->ok()) {
+                ok = false;
+                break;
+            }
+            port = s->port();
+            servers_.push_back(std::move(s));
+        }
+        if (!ok) servers_.clear();
+    }
+}
+
+FakeSmtpFleet::~FakeSmtpFleet() {
+    for (auto& s : servers_) s->stop();
 }
 
 }  // namespace calloutd::test

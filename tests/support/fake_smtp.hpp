@@ -6,11 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace calloutd::test {
@@ -97,5 +99,22 @@ class FakeSmtpServer {
 
 // A port on `ip` where nothing listens (bound once, then released), for "connection refused".
 uint16_t unused_port(const std::string& ip = "127.0.0.1");
+
+// Several fake servers on different loopback addresses sharing one port, as a probe needs (it
+// uses one port for every target). Retried a few times when the port is taken on another IP.
+class FakeSmtpFleet {
+  public:
+    explicit FakeSmtpFleet(const std::vector<std::pair<std::string, FakeSmtpScript>>& scripts);
+    ~FakeSmtpFleet();
+    FakeSmtpFleet(const FakeSmtpFleet&) = delete;
+    FakeSmtpFleet& operator=(const FakeSmtpFleet&) = delete;
+
+    bool ok() const { return !servers_.empty(); }
+    uint16_t port() const { return servers_.front()->port(); }
+    FakeSmtpServer& at(size_t i) { return *servers_.at(i); }
+
+  private:
+    std::vector<std::unique_ptr<FakeSmtpServer>> servers_;
+};
 
 }  // namespace calloutd::test

@@ -1,6 +1,7 @@
 // Temporary directories for tests.
 #include "support/paths.hpp"
 
+#include <csignal>
 #include <cstdlib>
 #include <stdexcept>
 #include <vector>
@@ -13,6 +14,10 @@ std::string make_temp_dir(const std::string& tag) {
     buf.push_back('\0');
     if (mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     return std::string(buf.data());
+}
+
+void ignore_sigpipe() {
+    std::signal(SIGPIPE, SIG_IGN);
 }
 
 }  // namespace calloutd::test
