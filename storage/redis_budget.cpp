@@ -76,45 +76,54 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
                                      refresh ? "1" : "0"};
     std::vector<std::string_view> kv(keys.begin(), keys.end());
     std::vector<std::string_view> av(args.begin(), args.end());
-    client_.eval("admit", kv, av,
-                 [this, domain, address, client, refresh, done = std::move(done)](RedisResult r) {
-                     const auto& e = r.reply.elements();
-                     if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
-                         done(local_probe(domain, address, client, refresh));
-                         return;
-                     }
-                     BudgetDecision d;
-                     const std::string& what = e[0].text();
-                     if (what == "admitted" && e.size() > 1) {
-                         d.token = e[1].text();
-                     } else if (what == "cached" && e.size() > 2) {
-                         d.admitted = false;
-                         d.cached = redis_schema::decode(e[1].text());
-                         d.cached_scope = e[2].text();
-                         if (!d.cached) d.in_flight_elsewhere = true;  // unreadable: wait/retry
-                     } else if (what == "in_flight") {
-                         d.admitted = false;
-                         d.in_flight_elsewhere = true;
-                     } else if (what == "denied" && e.size() > 1 && kind_of(e[1].text())) {
-                         d.admitted = false;
-                         d.denied_by = *kind_of(e[1].text());
-                     } else {
-                         done(local_probe(domain, address, client, refresh));
-                         return;
-                     }
-                     done(d);
-                 });
+    client_.eval(
+        "admit", kv, av,
+        [this, domain, address, client, refresh, token, done = std::move(done)](RedisResult r) {
+            const auto& e = r.reply.elements();
+            if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
+                // Redis may still run this admission later (a slow or paused server):
+                // remember our token so the release also clears a late marker.
+                BudgetDecision d = local_probe(domain, address, client, refresh);
+                if (d.admitted) d.token = std::string(kLocal) + "|" + token;
+                done(d);
+                return;
+            }
+            BudgetDecision d;
+            const std::string& what = e[0].text();
+            if (what == "admitted" && e.size() > 1) {
+                d.token = e[1].text();
+            } else if (what == "cached" && e.size() > 2) {
+                d.admitted = false;
+                d.cached = redis_schema::decode(e[1].text());
+                d.cached_scope = e[2].text();
+                if (!d.cached) d.in_flight_elsewhere = true;  // unreadable: wait/retry
+            } else if (what == "in_flight") {
+                d.admitted = false;
+                d.in_flight_elsewhere = true;
+            } else if (what == "denied" && e.size() > 1 && kind_of(e[1].text())) {
+                d.admitted = false;
+                d.denied_by = *kind_of(e[1].text());
+            } else {
+                done(local_probe(domain, address, client, refresh));
+                return;
+            }
+            done(d);
+        });
     return std::nullopt;
 }
 
 void RedisProbeBudget::release_probe(const std::string& domain, const std::string& address,
                                      const std::string& token) {
-    if (token == kLocal || token.empty()) {
+    std::string redis_token = token;
+    if (token.empty() || token.starts_with(kLocal)) {
         local_.release_probe(domain, address, token);
-        return;
+        // "local|TOKEN": admitted locally after Redis did not answer in time; Redis may have
+        // run the admission anyway, so clear that marker too (harmless if it never ran).
+        if (token.size() <= kLocal.size() + 1 || !client_.is_connected()) return;
+        redis_token = token.substr(kLocal.size() + 1);
     }
     namespace rs = redis_schema;
-    client_.eval("release", {rs::kRunningKey, rs::in_flight_key(domain, address)}, {token},
+    client_.eval("release", {rs::kRunningKey, rs::in_flight_key(domain, address)}, {redis_token},
                  [this](RedisResult r) {
                      // On failure the marker and slot expire by themselves (probe lifetime).
                      if (!r.ok()) ++counters_.errors;
