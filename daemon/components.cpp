@@ -28,9 +28,7 @@ CacheTtls cache_ttls(const Config& config) {
 }
 
 BudgetLimits budget_limits(const Config& config) {
-    const auto& l = config.limits;
-    return BudgetLimits{l.domain_rate,        l.client_rate, l.global_rate,
-                        l.global_concurrency, l.mx_rate,     l.mx_concurrency};
+    return config.limits.budgets;
 }
 
 std::vector<IpAddress> listener_addresses(const std::vector<std::string>& bound) {

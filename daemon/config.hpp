@@ -9,6 +9,7 @@
 
 #include "callout/ip_net.hpp"
 #include "policy/settings.hpp"
+#include "storage/probe_budget.hpp"
 #include "storage/rate.hpp"
 
 namespace calloutd {
@@ -76,12 +77,7 @@ struct CacheSettings {
 };
 
 struct LimitSettings {
-    Rate domain_rate;
-    Rate client_rate;
-    Rate global_rate;
-    int64_t global_concurrency = 0;
-    Rate mx_rate;
-    int64_t mx_concurrency = 0;
+    BudgetLimits budgets;  // rates and concurrency, as the budget backends take them
     Duration backoff_ttl{};
 };
 

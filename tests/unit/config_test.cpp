@@ -132,7 +132,7 @@ TEST(Config, EmptyFileGivesDefaults) {
     EXPECT_EQ(c.server.listen[0].port, 10023);
     EXPECT_EQ(c.server.reply_timeout, 10s);
     EXPECT_EQ(c.policy.protocol_states, std::vector<std::string>{"RCPT"});
-    EXPECT_EQ(c.limits.domain_rate, (Rate{10, 1min, false}));
+    EXPECT_EQ(c.limits.budgets.domain_rate, (Rate{10, 1min, false}));
     EXPECT_EQ(c.policy.actions[static_cast<size_t>(VerdictClass::valid)], "DUNNO");
     EXPECT_TRUE(
         c.policy.actions[static_cast<size_t>(VerdictClass::invalid)].starts_with("REJECT 5.1.7 "));
@@ -157,7 +157,7 @@ invalid = "550 5.1.1 no"
     EXPECT_TRUE(c.policy.own_domains.matches("example.org"));
     EXPECT_TRUE(c.policy.own_domains.matches("lists.example.org"));
     EXPECT_EQ(c.policy.own_domains.size(), 1u);
-    EXPECT_EQ(c.limits.domain_rate, (Rate{5, 1h, false}));
+    EXPECT_EQ(c.limits.budgets.domain_rate, (Rate{5, 1h, false}));
     EXPECT_EQ(c.policy.actions[static_cast<size_t>(VerdictClass::invalid)], "550 5.1.1 no");
 }
 
