@@ -42,6 +42,8 @@ class BlockingRedis {
     bool connect(const RedisSettings& settings, std::string& error) {
         RedisOptions o;
         o.url = settings.url;
+        o.sentinels = settings.sentinels;
+        o.master_name = settings.master_name;
         o.command_timeout =
             std::max<std::chrono::milliseconds>(settings.timeout, kMinCommandTimeout);
         o.connect_timeout = o.command_timeout;

@@ -133,6 +133,20 @@ class Loader {
             std::string why;
             if (!parse_redis_url(cfg.redis.url, why)) error_at(where("redis.url"), why);
         }
+        for (const auto& sentinel : cfg.redis.sentinels) {
+            std::string why;
+            if (!parse_sentinel_address(sentinel, why)) error_at(where("redis.sentinels"), why);
+        }
+        if (!cfg.redis.sentinels.empty()) {
+            if (cfg.redis.master_name.empty()) {
+                error_at(where("redis.sentinels"), "redis.sentinels needs redis.master_name");
+            }
+            if (!cfg.redis.url.starts_with("redis://")) {
+                error_at(where("redis.sentinels"),
+                         "redis.sentinels needs redis.url = \"redis://[:PASSWORD@]sentinel/DB\" "
+                         "(its host is ignored)");
+            }
+        }
         if (cfg.server.max_line_bytes > cfg.server.max_request_bytes) {
             error_at(where("server.max_line_bytes"),
                      "server.max_line_bytes must not exceed server.max_request_bytes");

@@ -83,6 +83,8 @@ struct LimitSettings {
 
 struct RedisSettings {
     std::string url;
+    std::vector<std::string> sentinels;  // IP:PORT or [V6]:PORT
+    std::string master_name;
     Duration timeout{};
     Duration near_cache_ttl{};
 };

@@ -151,6 +151,13 @@ const KeyDef kSchema[] = {
      "shared cache and budgets: redis://[:PASSWORD@]HOST:PORT/DB or unix:PATH; empty = "
      "in-memory",
      FIELD(redis.url)},
+    {"redis.sentinels", K::string_list, "[]", 0, 0, "",
+     "Redis Sentinels as IP:PORT or [V6]:PORT, asked for the master before every connect; "
+     "redis.url then gives only password and db",
+     FIELD(redis.sentinels)},
+    {"redis.master_name", K::string, R"("")", 0, 0, "",
+     "the master's name as the sentinels know it (sentinel monitor NAME ...)",
+     FIELD(redis.master_name)},
     {"redis.timeout", K::duration, R"("250ms")", 10 * kMs, kMin, "",
      "deadline of one Redis command", FIELD(redis.timeout)},
     {"redis.near_cache_ttl", K::duration, R"("10s")", 0, kHour, "",

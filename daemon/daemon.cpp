@@ -159,6 +159,8 @@ bool Daemon::start_engine() {
 bool Daemon::start_redis(std::string& error) {
     RedisOptions o;
     o.url = config_.redis.url;
+    o.sentinels = config_.redis.sentinels;
+    o.master_name = config_.redis.master_name;
     o.command_timeout = config_.redis.timeout;
     o.connect_timeout = std::max<Duration>(config_.redis.timeout * 4, std::chrono::seconds(1));
     redis_ = RedisClient::create(&loop_, o, error);

@@ -107,6 +107,17 @@ bool uv_redis_attach(redisAsyncContext* ac, uv_loop_t* loop) {
     return true;
 }
 
+// A decimal TCP port, 1..65535.
+bool parse_port(const std::string& text, long& port) {
+    if (text.empty() || text.size() > 5) return false;
+    port = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return false;
+        port = port * 10 + (c - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -232,14 +243,25 @@ struct RedisClient::Connection {
 
 class RedisClient::Link {
   public:
-    // resolving → connecting → handshaking → (subscribing →) ready; any failure → backoff →
-    // resolving ... The generation number grows with every attempt and every failure, so a
-    // late answer (name lookup, handshake reply, timer) from an older attempt is dropped.
-    enum class State { idle, resolving, connecting, handshaking, subscribing, ready, backoff };
+    // (discovering →) resolving → connecting → handshaking → (subscribing →) ready; any failure
+    // → backoff → (discovering →) resolving ... The generation number grows with every attempt and
+    // every failure, so a late answer (name lookup, handshake reply, timer) from an older attempt
+    // is dropped.
+    enum class State {
+        idle,
+        discovering,
+        resolving,
+        connecting,
+        handshaking,
+        subscribing,
+        ready,
+        backoff
+    };
 
     Link(RedisClient& client, RedisLink role)
         : client_(client),
           role_(role),
+          target_(client.endpoint_),
           attempt_timer_(client.loop_),
           deadline_timer_(client.loop_) {}
 
@@ -247,6 +269,7 @@ class RedisClient::Link {
     bool ready() const { return state_ == State::ready; }
     const std::string& last_error() const { return last_error_; }
     std::size_t in_flight() const { return pending_.size(); }
+    const RedisEndpoint& target() const { return target_; }
 
     void connect();
     void send_user(Id id, const std::vector<std::string_view>& args, std::uint64_t deadline,
@@ -276,6 +299,12 @@ class RedisClient::Link {
         std::uint64_t generation = 0;
     };
 
+    void connect_to_target();
+    void ask_sentinel(std::size_t asked);
+    void on_master_address(RedisResult r);
+    void sentinel_failed(const std::string& reason);
+    void drop_connection();
+    std::string sentinel_name() const;
     void resolve();
     static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
     void open(const std::string& target);
@@ -292,10 +321,11 @@ class RedisClient::Link {
     void on_deadline();
     void report(bool up, const std::string& reason);
     std::string stage() const;
-    std::string where() const { return to_display_string(client_.endpoint_); }
+    std::string where() const { return to_display_string(target_); }
 
     RedisClient& client_;
     RedisLink role_;
+    RedisEndpoint target_;  // the url's endpoint; with sentinels, host and port of the master
     State state_ = State::idle;
     std::uint64_t generation_ = 0;
     int attempt_ = 0;  // consecutive failed attempts, for the backoff
@@ -306,14 +336,20 @@ class RedisClient::Link {
     std::set<std::string, std::less<>> awaiting_;  // pubsub: SUBSCRIBE not yet confirmed
     enum class Reported { none, up, down } reported_ = Reported::none;
     std::string last_error_;
-    UvTimer attempt_timer_;   // the connect deadline, then the backoff delay
-    UvTimer deadline_timer_;  // the earliest command deadline
+    std::size_t sentinel_ = 0;     // the sentinel asked now, or the one that answered last
+    std::size_t asked_ = 0;        // sentinels asked in this round
+    std::string sentinel_errors_;  // why each sentinel of this round gave no address
+    UvTimer attempt_timer_;        // the connect deadline, then the backoff delay
+    UvTimer deadline_timer_;       // the earliest command deadline
 };
 
 std::string RedisClient::Link::stage() const {
     switch (state_) {
+        case State::discovering:
+            return "asking sentinel " + sentinel_name() + " for master " +
+                   client_.options_.master_name;
         case State::resolving:
-            return "resolving " + client_.endpoint_.host;
+            return "resolving " + target_.host;
         case State::connecting:
             return "connecting to " + where();
         case State::handshaking:
@@ -328,13 +364,115 @@ std::string RedisClient::Link::stage() const {
     }
 }
 
-// Starts one attempt; the whole attempt (lookup, connect, handshake) runs against one deadline.
 void RedisClient::Link::connect() {
+    if (client_.sentinels_.empty()) {
+        connect_to_target();
+        return;
+    }
+    sentinel_errors_.clear();
+    ask_sentinel(0);
+}
+
+std::string RedisClient::Link::sentinel_name() const {
+    const RedisHostPort& s = client_.sentinels_[sentinel_];
+    bool v6 = s.host.find(':') != std::string::npos;
+    return (v6 ? "[" + s.host + "]" : s.host) + ":" + std::to_string(s.port);
+}
+
+// Sentinels are asked in turn, starting with the one that answered last, each on a short-lived
+// connection with its own connect_timeout; the first address named is the one connected to.
+void RedisClient::Link::ask_sentinel(std::size_t asked) {
+    if (asked == client_.sentinels_.size()) {
+        state_ = State::backoff;  // so that fail() schedules the next round
+        fail("no sentinel named master " + client_.options_.master_name + ": " + sentinel_errors_);
+        return;
+    }
+    std::uint64_t gen = ++generation_;
+    asked_ = asked;
+    state_ = State::discovering;
+    attempt_timer_.start(client_.options_.connect_timeout, [this, gen] {
+        if (gen == generation_) sentinel_failed("timeout while " + stage());
+    });
+    const RedisHostPort& sentinel = client_.sentinels_[sentinel_];
+    redisAsyncContext* ac = redisAsyncConnect(sentinel.host.c_str(), sentinel.port);
+    if (ac == nullptr || ac->err != 0) {
+        std::string why = ac == nullptr ? std::string("out of memory") : hiredis_error(ac);
+        if (ac != nullptr) redisAsyncFree(ac);  // no event hooks attached yet: no callbacks
+        sentinel_failed("connecting: " + why);
+        return;
+    }
+    conn_ = std::make_unique<Connection>(ac, this, gen);
+    ac->data = conn_.get();
+    if (!uv_redis_attach(ac, client_.loop_)) {
+        sentinel_failed("cannot attach to the event loop");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, &Link::on_connect);
+    redisAsyncSetDisconnectCallback(ac, &Link::on_disconnect);
+    Id id = client_.next_id_++;
+    Pending p;
+    p.internal = true;
+    p.callback = [this, gen](RedisResult r) {
+        if (gen == generation_) on_master_address(std::move(r));
+    };
+    pending_.emplace(id, std::move(p));
+    if (!write({"SENTINEL", "get-master-addr-by-name", client_.options_.master_name}, id)) {
+        sentinel_failed("sending SENTINEL get-master-addr-by-name: the connection is closing");
+    }
+}
+
+// Runs from drain(): the reply is ["IP", "PORT"], or nil for a master the sentinel does not know.
+void RedisClient::Link::on_master_address(RedisResult r) {
+    if (!r.ok()) {
+        sentinel_failed(r.error);
+        return;
+    }
+    const auto& e = r.reply.elements();
+    long port = 0;
+    if (r.reply.is_nil()) {
+        sentinel_failed("does not know master " + client_.options_.master_name);
+        return;
+    }
+    if (!r.reply.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_string() ||
+        e[0].text().empty() || !parse_port(e[1].text(), port)) {
+        sentinel_failed("unexpected reply to SENTINEL get-master-addr-by-name");
+        return;
+    }
+    target_.host = e[0].text();
+    target_.port = static_cast<std::uint16_t>(port);
+    ++generation_;
+    drop_connection();
+    connect_to_target();
+}
+
+// Gives up on the sentinel asked now and, on the next loop turn, asks the next one.
+void RedisClient::Link::sentinel_failed(const std::string& reason) {
+    ++generation_;
+    drop_connection();
+    if (!sentinel_errors_.empty()) sentinel_errors_ += "; ";
+    sentinel_errors_ += sentinel_name() + ": " + reason;
+    sentinel_ = (sentinel_ + 1) % client_.sentinels_.size();
+    std::size_t next = asked_ + 1;
+    attempt_timer_.start(std::chrono::milliseconds(0), [this, next] { ask_sentinel(next); });
+}
+
+// Hands the context to the graveyard (freed from drain(), outside any hiredis callback).
+void RedisClient::Link::drop_connection() {
+    if (conn_) {
+        conn_->abandoned = true;
+        client_.graveyard_.push_back(std::move(conn_));
+    }
+    pending_.clear();  // while discovering, only the internal SENTINEL query
+    client_.post(0, nullptr);
+}
+
+// Starts one attempt; the whole attempt (lookup, connect, handshake) runs against one deadline.
+void RedisClient::Link::connect_to_target() {
     std::uint64_t gen = ++generation_;
     attempt_timer_.start(client_.options_.connect_timeout, [this, gen] {
         if (gen == generation_ && state_ != State::ready) fail("timeout while " + stage());
     });
-    const RedisEndpoint& ep = client_.endpoint_;
+    const RedisEndpoint& ep = target_;
     if (ep.kind == RedisEndpoint::Kind::unix_socket) {
         open(ep.path);
     } else if (IpAddress::parse(ep.host)) {
@@ -358,10 +496,10 @@ void RedisClient::Link::resolve() {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(client_.loop_, &request->req, &Link::on_resolved,
-                            client_.endpoint_.host.c_str(), nullptr, &hints);
+    int rc = uv_getaddrinfo(client_.loop_, &request->req, &Link::on_resolved, target_.host.c_str(),
+                            nullptr, &hints);
     if (rc != 0) {
-        fail("resolving " + client_.endpoint_.host + ": " + uv_strerror(rc));
+        fail("resolving " + target_.host + ": " + uv_strerror(rc));
         return;
     }
     static_cast<void>(request.release());  // owned by on_resolved from now on
@@ -373,7 +511,7 @@ void RedisClient::Link::on_resolved(uv_getaddrinfo_t* req, int status, addrinfo*
     if (request->alive.expired()) return;
     Link& link = *request->link;
     if (request->generation != link.generation_) return;
-    const std::string& host = link.client_.endpoint_.host;
+    const std::string& host = link.target_.host;
     if (status != 0) {
         link.fail("resolving " + host + ": " + uv_strerror(status));
         return;
@@ -397,7 +535,7 @@ void RedisClient::Link::on_resolved(uv_getaddrinfo_t* req, int status, addrinfo*
 // handshake behind the (non-blocking) connect.
 void RedisClient::Link::open(const std::string& target) {
     state_ = State::connecting;
-    const RedisEndpoint& ep = client_.endpoint_;
+    const RedisEndpoint& ep = target_;
     redisAsyncContext* ac = ep.kind == RedisEndpoint::Kind::unix_socket
                                 ? redisAsyncConnectUnix(target.c_str())
                                 : redisAsyncConnect(target.c_str(), ep.port);
@@ -425,7 +563,7 @@ void RedisClient::Link::open(const std::string& target) {
 // AUTH, SELECT and SCRIPT LOAD, then PING: the PING reply proves the server really answers
 // (a stopped server's kernel still completes the TCP handshake from its listen backlog).
 void RedisClient::Link::start_handshake() {
-    const RedisEndpoint& ep = client_.endpoint_;
+    const RedisEndpoint& ep = target_;
     handshake_steps_.clear();
     if (!ep.password.empty()) {
         std::vector<std::string_view> auth = {"AUTH"};
@@ -437,6 +575,13 @@ void RedisClient::Link::start_handshake() {
         std::string db = std::to_string(ep.db);
         if (ep.db != 0) handshake_step({"SELECT", db}, "SELECT", nullptr);
         for (const auto& [name, script] : client_.scripts_) load_script(name, script.body);
+    }
+    // A sentinel may still name a master that has just been demoted (or not yet promoted).
+    if (!client_.sentinels_.empty()) {
+        handshake_step({"ROLE"}, "ROLE", [this](RedisResult r) {
+            std::string role = r.reply.elements().empty() ? "?" : r.reply.elements()[0].text();
+            if (role != "master") fail("ROLE: " + where() + " is a " + role + ", not a master");
+        });
     }
     handshake_step({"PING"}, "PING", [this](RedisResult) {
         if (role_ == RedisLink::pubsub) {
@@ -523,13 +668,22 @@ void RedisClient::Link::become_ready() {
     attempt_ = 0;
     attempt_timer_.stop();
     if (role_ == RedisLink::commands) ++client_.stats_.connects;
-    report(true, where());
+    std::string up = where();
+    if (!client_.sentinels_.empty()) {
+        up += " (master " + client_.options_.master_name + " named by sentinel " + sentinel_name() +
+              ")";
+    }
+    report(true, up);
 }
 
 // Abandons the current attempt or connection: fails the commands in flight (`expired` with
 // timeout, the others with disconnected), hands the hiredis context to the graveyard (freed on
 // the next loop turn, outside any hiredis callback) and schedules the next attempt.
 void RedisClient::Link::fail(const std::string& reason, Id expired) {
+    if (state_ == State::discovering) {
+        sentinel_failed(reason);
+        return;
+    }
     bool was_ready = state_ == State::ready;
     ++generation_;
     if (conn_) {
@@ -720,11 +874,15 @@ void RedisClient::Link::on_connect(const redisAsyncContext* ac, int status) {
     if (status != REDIS_OK) conn->ac = nullptr;  // hiredis frees the context when this returns
     if (conn->abandoned) return;
     Link& link = *conn->link;
+    if (status != REDIS_OK && link.state_ == State::discovering) {
+        link.sentinel_failed("connecting: " + hiredis_error(ac));
+        return;
+    }
     if (status != REDIS_OK) {
         link.fail("connecting to " + link.where() + ": " + hiredis_error(ac));
         return;
     }
-    link.state_ = State::handshaking;
+    if (link.state_ == State::connecting) link.state_ = State::handshaking;
 }
 
 void RedisClient::Link::on_disconnect(const redisAsyncContext* ac, int) {
@@ -771,13 +929,30 @@ std::unique_ptr<RedisClient> RedisClient::create(uv_loop_t* loop, RedisOptions o
         error = "redis: backoff needs 0 < min <= max";
         return nullptr;
     }
-    return std::make_unique<RedisClient>(Key{}, loop, std::move(options), std::move(*endpoint));
+    std::vector<RedisHostPort> sentinels;
+    for (const auto& text : options.sentinels) {
+        auto sentinel = parse_sentinel_address(text, error);
+        if (!sentinel) return nullptr;
+        sentinels.push_back(std::move(*sentinel));
+    }
+    if (!sentinels.empty() && options.master_name.empty()) {
+        error = "redis.master_name: required with redis.sentinels";
+        return nullptr;
+    }
+    if (!sentinels.empty() && endpoint->kind != RedisEndpoint::Kind::tcp) {
+        error = "redis.url: must be redis://... with redis.sentinels (its host is ignored)";
+        return nullptr;
+    }
+    return std::make_unique<RedisClient>(Key{}, loop, std::move(options), std::move(*endpoint),
+                                         std::move(sentinels));
 }
 
-RedisClient::RedisClient(Key, uv_loop_t* loop, RedisOptions options, RedisEndpoint endpoint)
+RedisClient::RedisClient(Key, uv_loop_t* loop, RedisOptions options, RedisEndpoint endpoint,
+                         std::vector<RedisHostPort> sentinels)
     : loop_(loop),
       options_(std::move(options)),
       endpoint_(std::move(endpoint)),
+      sentinels_(std::move(sentinels)),
       rng_(options_.jitter_seed ? *options_.jitter_seed : std::random_device{}()),
       drain_timer_(loop) {
     commands_ = std::make_unique<Link>(*this, RedisLink::commands);
@@ -807,6 +982,7 @@ void RedisClient::register_script(std::string name, std::string body) {
 void RedisClient::start() {
     if (started_) return;
     started_ = true;
+    uv_update_time(loop_);  // deadlines count from now, not from the loop's last turn
     commands_->connect();
     if (!channels_.empty()) pubsub_link().connect();
 }
@@ -903,6 +1079,10 @@ void RedisClient::unsubscribe(const std::string& channel) {
 
 std::size_t RedisClient::in_flight() const {
     return commands_->in_flight();
+}
+
+const RedisEndpoint& RedisClient::endpoint() const {
+    return commands_->target();
 }
 
 const std::string& RedisClient::last_error() const {

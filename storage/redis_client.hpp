@@ -88,6 +88,12 @@ struct RedisOptions {
     std::chrono::milliseconds backoff_min{100};
     std::chrono::milliseconds backoff_max{5000};
     std::optional<std::uint64_t> jitter_seed;  // unset = std::random_device
+    // Redis Sentinels ("IP:PORT" or "[V6]:PORT") asked in turn for the address of master
+    // `master_name` before every connect attempt, so a failover is followed on reconnect.
+    // With sentinels, the url's host and port are ignored; its user, password and db apply to
+    // the master (sentinels themselves are asked without AUTH).
+    std::vector<std::string> sentinels;
+    std::string master_name;
 };
 
 // Which of the two connections a state change is about. A subscribed hiredis context can run
@@ -98,7 +104,7 @@ std::string_view to_string(RedisLink l);
 struct RedisStateChange {
     RedisLink link = RedisLink::commands;
     bool connected = false;
-    std::string reason;  // down: what failed, naming the stage; up: the endpoint
+    std::string reason;  // down: what failed, naming the stage; up: the endpoint (and sentinel)
 };
 
 struct RedisStats {
@@ -111,7 +117,8 @@ struct RedisStats {
     std::uint64_t messages = 0;          // pub/sub messages delivered
 };
 
-// One Redis server, two connections (commands, pub/sub), on a caller-supplied loop.
+// One Redis server (with sentinels: whichever master they name at each connect), two
+// connections (commands, pub/sub), on a caller-supplied loop.
 // Not thread-safe; use from the loop's thread.
 //
 // Callbacks (replies, messages, state changes) always run from the loop, never from inside
@@ -177,14 +184,16 @@ class RedisClient {
     // What last went wrong on the commands link (empty if nothing yet).
     const std::string& last_error() const;
     const RedisStats& stats() const { return stats_; }
-    const RedisEndpoint& endpoint() const { return endpoint_; }
+    // The server of the commands link: with sentinels, the master most recently named.
+    const RedisEndpoint& endpoint() const;
 
     // Constructible only through create(); the key keeps the constructor out of reach.
     class Key {
         friend class RedisClient;
         Key() = default;
     };
-    RedisClient(Key, uv_loop_t* loop, RedisOptions options, RedisEndpoint endpoint);
+    RedisClient(Key, uv_loop_t* loop, RedisOptions options, RedisEndpoint endpoint,
+                std::vector<RedisHostPort> sentinels);
 
   private:
     class Link;
@@ -207,6 +216,7 @@ class RedisClient {
     uv_loop_t* loop_;
     RedisOptions options_;
     RedisEndpoint endpoint_;
+    std::vector<RedisHostPort> sentinels_;
     StateCallback on_state_;
     std::map<std::string, Script, std::less<>> scripts_;
     std::map<std::string, MessageCallback, std::less<>> channels_;

@@ -215,6 +215,29 @@ std::optional<RedisEndpoint> parse_redis_url(std::string_view url, std::string& 
     return std::nullopt;
 }
 
+std::optional<RedisHostPort> parse_sentinel_address(std::string_view text, std::string& error) {
+    std::string_view host;
+    std::string_view port;
+    bool bracketed = text.starts_with('[');
+    if (bracketed) {
+        auto close = text.find("]:");
+        if (close != std::string_view::npos) {
+            host = text.substr(1, close - 1);
+            port = text.substr(close + 2);
+        }
+    } else if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+    }
+    auto ip = IpAddress::parse(host);
+    long number = 0;
+    if (!ip || ip->is_v4() == bracketed || !parse_number(port, 1, 65535, number)) {
+        error = "redis.sentinels: '" + std::string(text) + "' is not IP:PORT or [V6]:PORT";
+        return std::nullopt;
+    }
+    return RedisHostPort{std::string(host), static_cast<std::uint16_t>(number)};
+}
+
 std::string to_display_string(const RedisEndpoint& ep) {
     std::string auth;
     if (!ep.password.empty()) auth = ep.username + ":***@";

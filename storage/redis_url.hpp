@@ -27,6 +27,18 @@ struct RedisEndpoint {
 // Returns nullopt and sets `error` (one line naming what is wrong) on anything else.
 std::optional<RedisEndpoint> parse_redis_url(std::string_view url, std::string& error);
 
+// A Redis Sentinel (or a master it names): an IP literal and a port.
+struct RedisHostPort {
+    std::string host;  // IPv6 without brackets
+    std::uint16_t port = 0;
+
+    friend bool operator==(const RedisHostPort&, const RedisHostPort&) = default;
+};
+
+// "IP:PORT" or "[V6]:PORT" (an entry of `redis.sentinels`). Only IP literals: hiredis would
+// resolve a host name with a blocking getaddrinfo() for every query.
+std::optional<RedisHostPort> parse_sentinel_address(std::string_view text, std::string& error);
+
 // The endpoint for logs: the URL without its password ("redis://:***@host:6379/2").
 std::string to_display_string(const RedisEndpoint& endpoint);
 

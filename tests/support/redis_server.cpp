@@ -114,6 +114,22 @@ bool RedisServer::start_once(std::string& why) {
         args.insert(args.end(), {"--unixsocket", unix_path(), "--unixsocketperm", "700"});
     }
     if (!options_.password.empty()) args.insert(args.end(), {"--requirepass", options_.password});
+    if (options_.replica_of != 0) {
+        args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(options_.replica_of)});
+    }
+    if (!options_.sentinel_master_name.empty()) {
+        // A sentinel rewrites its config file (it must be writable), so it is written afresh.
+        std::string conf = dir_ + "/sentinel.conf";
+        std::ofstream out(conf, std::ios::trunc);
+        const std::string& name = options_.sentinel_master_name;
+        out << "sentinel monitor " << name << " 127.0.0.1 " << options_.sentinel_master_port
+            << " 1\n"
+            << "sentinel down-after-milliseconds " << name << " 500\n"
+            << "sentinel failover-timeout " << name << " 2000\n";
+        out.close();
+        args.insert(args.begin() + 1, conf);
+        args.insert(args.end(), {"--sentinel"});
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

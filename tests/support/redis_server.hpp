@@ -14,8 +14,13 @@
 namespace calloutd::test {
 
 struct RedisServerOptions {
-    std::string password;      // --requirepass; empty = none
-    bool unix_socket = false;  // also listen on <dir>/redis.sock
+    std::string password;          // --requirepass; empty = none
+    bool unix_socket = false;      // also listen on <dir>/redis.sock
+    std::uint16_t replica_of = 0;  // --replicaof 127.0.0.1 PORT; 0 = a master
+    // Non-empty: run as a sentinel (redis-server CONF --sentinel) monitoring this master name
+    // at 127.0.0.1:sentinel_master_port, quorum 1, down after 500 ms, failover timeout 2 s.
+    std::string sentinel_master_name = {};
+    std::uint16_t sentinel_master_port = 0;
 };
 
 // Started in the constructor (throws std::runtime_error with the log if PING does not work

@@ -212,7 +212,17 @@ INSTANTIATE_TEST_SUITE_P(
                   "Error while parsing"},
         ErrorCase{"section_not_table", "server = 5\n", "1:1", "must be a table"},
         ErrorCase{"relation", "[server]\nmax_request_bytes = 1000\nmax_line_bytes = 2000\n", "3:18",
-                  "must not exceed"}),
+                  "must not exceed"},
+        ErrorCase{"bad_sentinel",
+                  "[redis]\nurl = \"redis://s/0\"\nmaster_name = \"m\"\n"
+                  "sentinels = [\"sentinel.example:26379\"]\n",
+                  "4:13", "IP:PORT or [V6]:PORT"},
+        ErrorCase{"sentinels_without_master_name",
+                  "[redis]\nurl = \"redis://s/0\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
+                  "needs redis.master_name"},
+        ErrorCase{"sentinels_without_url",
+                  "[redis]\nmaster_name = \"m\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
+                  "needs redis.url"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(Config, SkipDomainsDefaultToTheShippedNeverProbeList) {

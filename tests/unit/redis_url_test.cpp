@@ -121,4 +121,31 @@ TEST(RedisUrl, DisplayHidesThePassword) {
               "unix:/r.sock?db=2&password=***");
 }
 
+TEST(RedisUrl, SentinelAddresses) {
+    struct Case {
+        const char* text;
+        std::optional<RedisHostPort> expected;
+    };
+    const Case cases[] = {
+        {"127.0.0.1:26379", RedisHostPort{"127.0.0.1", 26379}},
+        {"[::1]:26380", RedisHostPort{"::1", 26380}},
+        {"[2001:db8::5]:1", RedisHostPort{"2001:db8::5", 1}},
+        {"127.0.0.1", std::nullopt},
+        {"127.0.0.1:", std::nullopt},
+        {"127.0.0.1:0", std::nullopt},
+        {"127.0.0.1:65536", std::nullopt},
+        {"::1:26379", std::nullopt},
+        {"[127.0.0.1]:26379", std::nullopt},
+        {"sentinel.example:26379", std::nullopt},
+        {"", std::nullopt},
+    };
+    for (const auto& c : cases) {
+        std::string error;
+        EXPECT_EQ(parse_sentinel_address(c.text, error), c.expected) << c.text;
+        if (!c.expected) {
+            EXPECT_NE(error.find("IP:PORT or [V6]:PORT"), std::string::npos) << c.text;
+        }
+    }
+}
+
 }  // namespace calloutd
