@@ -1,6 +1,7 @@
 // Sender address parsing: RFC 5321 Mailbox syntax, IDNA2008 domains via libidn2, hard length
 // limits, and refusal of anything (controls, CR/LF, brackets) that could break the SMTP line.
 #include "callout/address.hpp"
+#include "callout/ascii.hpp"
 
 #include <idn2.h>
 
@@ -152,10 +153,7 @@ std::string normalise_domain(std::string_view text, std::string& domain) {
     }
     std::string why;
     if (ascii) {
-        domain.assign(text);
-        for (auto& c : domain) {
-            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        }
+        domain = ascii_lower(text);
     } else {
         auto converted = to_a_labels(std::string(text), why);
         if (!converted) return why;

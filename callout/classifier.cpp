@@ -6,6 +6,7 @@
 // Everything else that is permanent but not about the mailbox is `policy_blocked` (the target will
 // not tell us), and everything transient is `tempfail`.
 #include "callout/classifier.hpp"
+#include "callout/ascii.hpp"
 
 #include <array>
 #include <optional>
@@ -53,14 +54,6 @@ std::optional<Enhanced> parse_enhanced(std::string_view s, bool prefix_ok) {
     e.subject = *subject;
     e.detail = *detail;
     return e;
-}
-
-std::string to_lower_ascii(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return out;
 }
 
 bool is_word_char(char c) {
@@ -118,7 +111,7 @@ std::string wording_of(std::string_view text) {
         }
         out += text[i++];
     }
-    return to_lower_ascii(out);
+    return ascii_lower(out);
 }
 
 ReplyFacts facts_of(const SmtpReply& r) {

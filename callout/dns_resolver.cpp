@@ -1,6 +1,7 @@
 // MX resolution with c-ares on a libuv loop: one uv_poll_t per c-ares socket, one timer for
 // c-ares retransmissions, and a deferred delivery step so callbacks never run re-entrantly.
 #include "callout/dns_resolver.hpp"
+#include "callout/ascii.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -101,14 +102,6 @@ bool plausible_domain(std::string_view d) {
     if (d.empty() || d.size() > 253) return false;
     return std::all_of(d.begin(), d.end(),
                        [](char c) { return c > ' ' && static_cast<unsigned char>(c) < 0x7f; });
-}
-
-std::string lowercase(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return out;
 }
 
 }  // namespace
@@ -273,7 +266,7 @@ DnsResolver::Handle DnsResolver::resolve_mx(std::string_view domain, MxCallback 
     op->handle = next_handle_++;
     op->callback = std::move(callback);
     if (!domain.empty() && domain.back() == '.') domain.remove_suffix(1);
-    op->domain = lowercase(domain);
+    op->domain = ascii_lower(domain);
     Operation& ref = *op;
     operations_.emplace(ref.handle, std::move(op));
     if (!plausible_domain(ref.domain)) {
@@ -377,7 +370,7 @@ void DnsResolver::on_mx_answer(Operation& op, int status, const unsigned char* a
     std::size_t total = 0;
     for (ares_mx_reply* r = replies.get(); r != nullptr; r = r->next) {
         ++total;
-        std::string host = lowercase(r->host != nullptr ? r->host : "");
+        std::string host = ascii_lower(r->host != nullptr ? r->host : "");
         if (!host.empty() && host.back() == '.') host.pop_back();
         if (host.empty()) continue;  // "." is the null MX target, never a host to connect to
         records.emplace_back(r->priority, std::move(host));

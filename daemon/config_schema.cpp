@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "callout/ascii.hpp"
 #include "daemon/config_values.hpp"
 #include "policy/domain_list.hpp"
 
@@ -268,14 +269,6 @@ bool is_dns_server(std::string_view s) {
     return p >= 1 && p <= 65535;
 }
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return out;
-}
-
 std::string range_text(const KeyDef& def) {
     if (def.kind == K::duration) {
         return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
@@ -406,7 +399,7 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
                             out.push_back(std::move(v));
                             return true;
                         }
-                        v = lower(v);
+                        v = ascii_lower(v);
                         if (!is_domain_name(v)) {
                             *err = "'" + v + "' is not a domain name, \"file:PATH\" or \"" +
                                    std::string(kBuiltinNeverProbe) + "\"";

@@ -1,5 +1,6 @@
 // Domain list parsing and suffix matching.
 #include "policy/domain_list.hpp"
+#include "callout/ascii.hpp"
 
 namespace calloutd {
 
@@ -37,10 +38,7 @@ std::optional<std::vector<std::string>> parse_domain_list(std::string_view text,
             line.remove_suffix(1);
         }
         if (line.empty()) continue;
-        std::string domain(line);
-        for (char& c : domain) {
-            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        }
+        std::string domain = ascii_lower(line);
         if (!is_domain_name(domain)) {
             if (error != nullptr) {
                 *error = "line " + std::to_string(line_no) + ": '" + domain + "' is not a domain";

@@ -1,5 +1,6 @@
 // Skip rules, evaluated in the order an admin expects to read them in the log.
 #include "policy/skip_rules.hpp"
+#include "callout/ascii.hpp"
 
 #include <algorithm>
 
@@ -8,10 +9,7 @@ namespace calloutd {
 std::string sender_domain(std::string_view sender) {
     auto at = sender.rfind('@');
     if (at == std::string_view::npos) return {};
-    std::string domain(sender.substr(at + 1));
-    for (char& c : domain) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
+    std::string domain = ascii_lower(sender.substr(at + 1));
     if (!domain.empty() && domain.back() == '.') domain.pop_back();
     return domain;
 }
