@@ -20,6 +20,7 @@
 #include "support/policy_burst.hpp"
 #include "support/policy_client.hpp"
 #include "support/redis_server.hpp"
+#include "support/text.hpp"
 
 namespace calloutd::test {
 namespace {
@@ -64,21 +65,6 @@ FakeSmtpScript knows_alice_and_bob() {
     s.recipients["alice"] = "250 2.1.5 ok";
     s.recipients["bob"] = "250 2.1.5 ok";
     return s;
-}
-
-size_t occurrences(const std::string& text, const std::string& needle) {
-    size_t n = 0;
-    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
-        ++n;
-    return n;
-}
-
-std::string line_with(const std::string& text, const std::string& needle) {
-    auto pos = text.find(needle);
-    if (pos == std::string::npos) return {};
-    auto begin = text.rfind('\n', pos);
-    begin = begin == std::string::npos ? 0 : begin + 1;
-    return text.substr(begin, text.find('\n', pos) - begin);
 }
 
 class Cluster : public ::testing::Test {

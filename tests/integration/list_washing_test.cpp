@@ -18,6 +18,7 @@
 #include "support/fake_smtp.hpp"
 #include "support/policy_burst.hpp"
 #include "support/policy_client.hpp"
+#include "support/text.hpp"
 
 namespace calloutd::test {
 namespace {
@@ -68,25 +69,6 @@ FakeSmtpScript knows_alice() {
     s.recipients["alice"] = "250 2.1.5 ok";
     s.recipients["carol"] = "250 2.1.5 ok";
     return s;
-}
-
-// Fake SMTP servers at several addresses on one port (callout.port is one port for every MX).
-
-// Occurrences of `needle` in `text`.
-size_t occurrences(const std::string& text, const std::string& needle) {
-    size_t n = 0;
-    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
-        ++n;
-    return n;
-}
-
-// The whole log line containing `needle` ("" if none).
-std::string line_with(const std::string& text, const std::string& needle) {
-    auto pos = text.find(needle);
-    if (pos == std::string::npos) return {};
-    auto begin = text.rfind('\n', pos);
-    begin = begin == std::string::npos ? 0 : begin + 1;
-    return text.substr(begin, text.find('\n', pos) - begin);
 }
 
 std::string limits(const std::string& domain_rate, const std::string& client_rate,

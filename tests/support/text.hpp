@@ -1,0 +1,14 @@
+// Small text helpers for tests that read daemon logs.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace calloutd::test {
+
+// Occurrences of `needle` in `text` (overlapping ones counted).
+size_t occurrences(const std::string& text, const std::string& needle);
+// The whole line of `text` containing the first `needle` ("" if none).
+std::string line_with(const std::string& text, const std::string& needle);
+
+}  // namespace calloutd::test
