@@ -4,10 +4,7 @@
 namespace calloutd {
 
 void MxBudget::admit(const ProbeTarget& target, std::function<void(bool)> done) {
-    auto decided = [this, done](BudgetDecision d) {
-        if (!d.admitted) ++denied_;
-        done(d.admitted);
-    };
+    auto decided = [done](BudgetDecision d) { done(d.admitted); };
     if (auto now = budget_.admit_mx(target.ip, decided)) decided(*now);
 }
 

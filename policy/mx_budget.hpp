@@ -20,12 +20,10 @@ class MxBudget : public TargetBudget {
     void release(const ProbeTarget& target) override;
     void pushed_back(const std::string& ip) override;
     void set_backoff(std::chrono::milliseconds backoff) { backoff_ = backoff; }
-    uint64_t denied() const { return denied_; }
 
   private:
     ProbeBudget& budget_;
     std::chrono::milliseconds backoff_;
-    uint64_t denied_ = 0;
 };
 
 }  // namespace calloutd
