@@ -3,8 +3,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CONFIG     ?= etc/calloutd.toml
+DIST       ?= dist
 
-.PHONY: all deps build run test asan test-asan bench format format-check install clean
+.PHONY: all deps build run test asan test-asan bench format format-check install deb clean
 
 all: build
 
@@ -48,5 +49,9 @@ format-check:
 install: build
 	cmake --install $(BUILD)
 
+# The Debian package into $(DIST)/ (calloutd_VERSION_ARCH.deb), built from a clean copy of the tree.
+deb: deps
+	./scripts/build-deb $(DIST)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(DIST)
