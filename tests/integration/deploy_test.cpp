@@ -131,6 +131,11 @@ TEST(Deploy, CmakeInstallPutsEverythingInItsPlace) {
     std::string check = prefix + "/sbin/calloutd check-config -c " + prefix +
                         "/etc/calloutd/calloutd.toml >/dev/null";
     EXPECT_EQ(std::system(check.c_str()), 0);
+    // Installing never starts rejecting mail: the installed configuration is dry-run.
+    std::ifstream config(prefix + "/etc/calloutd/calloutd.toml");
+    std::stringstream config_text;
+    config_text << config.rdbuf();
+    EXPECT_NE(config_text.str().find("\ndry_run = true\n"), std::string::npos);
     // The unit starts what was installed, with the installed config.
     std::ifstream unit(prefix + "/lib/systemd/system/calloutd.service");
     std::stringstream text;
