@@ -10,7 +10,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
+#include <vector>
 
 #include "support/daemon_process.hpp"
 #include "support/paths.hpp"
@@ -116,34 +118,57 @@ TEST(Deploy, RefusesToRunAsAnUnknownUser) {
     EXPECT_NE(d.log().find("unknown server.user"), std::string::npos) << d.log();
 }
 
+// Every installed regular file with this name under `root`.
+std::vector<std::filesystem::path> find_named(const std::string& root, const std::string& name) {
+    std::vector<std::filesystem::path> found;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
+        if (entry.is_regular_file() && entry.path().filename() == name) {
+            found.push_back(entry.path());
+        }
+    }
+    return found;
+}
+
+std::string read_file(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Into a DESTDIR, whatever prefix the build was configured with: the unit names the installed
+// binary and configuration (the Debian package, prefix /usr, is tested by the package test).
 TEST(Deploy, CmakeInstallPutsEverythingInItsPlace) {
     std::string build_dir = std::filesystem::path(daemon_binary()).parent_path().string();
-    std::string prefix = make_temp_dir("install");
-    std::string cmd = "cmake --install " + build_dir + " --prefix " + prefix + " >/dev/null";
+    std::string dest = make_temp_dir("install");
+    std::string cmd = "DESTDIR=" + dest + " cmake --install " + build_dir + " >/dev/null";
     ASSERT_EQ(std::system(cmd.c_str()), 0);
-    for (const char* f :
-         {"sbin/calloutd", "etc/calloutd/calloutd.toml", "etc/calloutd/never-probe.list",
-          "share/man/man8/calloutd.8", "share/man/man5/calloutd.toml.5",
-          "lib/systemd/system/calloutd.service"}) {
-        EXPECT_TRUE(std::filesystem::exists(prefix + "/" + f)) << f;
+    for (const char* f : {"calloutd", "calloutd.toml", "never-probe.list", "calloutd.8",
+                          "calloutd.toml.5", "calloutd.service"}) {
+        EXPECT_EQ(find_named(dest, f).size(), 1u) << f;
     }
-    // The installed configuration is valid for the installed binary.
-    std::string check = prefix + "/sbin/calloutd check-config -c " + prefix +
-                        "/etc/calloutd/calloutd.toml >/dev/null";
-    EXPECT_EQ(std::system(check.c_str()), 0);
-    // Installing never starts rejecting mail: the installed configuration is dry-run.
-    std::ifstream config(prefix + "/etc/calloutd/calloutd.toml");
-    std::stringstream config_text;
-    config_text << config.rdbuf();
-    EXPECT_NE(config_text.str().find("\ndry_run = true\n"), std::string::npos);
-    // The unit starts what was installed, with the installed config.
-    std::ifstream unit(prefix + "/lib/systemd/system/calloutd.service");
-    std::stringstream text;
-    text << unit.rdbuf();
-    EXPECT_NE(text.str().find("ExecStart=/usr/sbin/calloutd run -c /etc/calloutd/calloutd.toml"),
-              std::string::npos);
-    EXPECT_NE(text.str().find("Type=notify"), std::string::npos);
-    std::filesystem::remove_all(prefix);
+    auto units = find_named(dest, "calloutd.service");
+    ASSERT_EQ(units.size(), 1u);
+    EXPECT_TRUE(units[0].parent_path().string().ends_with("/lib/systemd/system")) << units[0];
+    std::string unit = read_file(units[0]);
+    EXPECT_NE(unit.find("Type=notify"), std::string::npos);
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(unit, m, std::regex(R"(\nExecStart=(/\S+) run -c (/\S+)\n)")))
+        << unit;
+    std::string binary = dest + m[1].str();
+    std::string config = dest + m[2].str();
+    EXPECT_TRUE(std::filesystem::equivalent(binary, find_named(dest, "calloutd").at(0)));
+    EXPECT_TRUE(std::filesystem::equivalent(config, find_named(dest, "calloutd.toml").at(0)));
+    for (const char* exec : {"ExecStartPre=", "ExecReload="}) {
+        EXPECT_NE(unit.find(exec + m[1].str() + " check-config -c " + m[2].str() + "\n"),
+                  std::string::npos)
+            << exec;
+    }
+    // The installed configuration is valid for the installed binary, and dry-run: installing
+    // never starts rejecting mail.
+    EXPECT_EQ(std::system((binary + " check-config -c " + config + " >/dev/null").c_str()), 0);
+    EXPECT_NE(read_file(config).find("\ndry_run = true\n"), std::string::npos);
+    std::filesystem::remove_all(dest);
 }
 
 }  // namespace
