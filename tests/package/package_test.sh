@@ -32,12 +32,37 @@ cleanup() {
   if [ -n "$daemon_pid" ]; then kill -KILL "$daemon_pid" 2>/dev/null || true; fi
   if [ "$installed" = yes ]; then
     echo "cleanup: dpkg --purge calloutd"
-    dpkg --purge calloutd >/dev/null || echo "cleanup: dpkg --purge calloutd failed" >&2
+    dpkg_waiting --purge calloutd >/dev/null || echo "cleanup: dpkg --purge calloutd failed" >&2
   fi
   if [ -n "$run_dir" ]; then rm -rf "$run_dir"; fi
   echo "package test: exit $rc after $((SECONDS - started))s"
 }
 trap cleanup EXIT
+
+# dpkg refuses at once while another dpkg/apt holds its lock: wait for it (up to 5 min).
+dpkg_waiting() {
+  local out
+  for _ in $(seq 150); do
+    if out=$(dpkg "$@" 2>&1); then echo "$out"; return 0; fi
+    case "$out" in
+      *"is locked by another process"* | *"lock was locked by another process"*) sleep 2 ;;
+      *) echo "$out"; return 1 ;;
+    esac
+  done
+  echo "$out"
+  return 1
+}
+
+# One policy request for a sender on the built-in never-probe list (skipped: answered at once,
+# no probe, no DNS) to 127.0.0.1:PORT; prints the reply line.
+ask_policy() {
+  local reply=
+  exec 3<>"/dev/tcp/127.0.0.1/$1"
+  printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.1\nqueue_id=%s\nsender=someone@gmail.com\nrecipient=postmaster@example.net\ninstance=%s\n\n' "$2" "$2" >&3
+  read -r -t 10 reply <&3 || true
+  exec 3<&-
+  echo "$reply"
+}
 
 # What exists under the system directories with calloutd in its name, to compare after purge.
 snapshot() {
@@ -77,7 +102,7 @@ echo "$lint" | grep -v '^running with root privileges is not recommended!$' || t
 
 step "dpkg -i $(basename "$deb")"
 installed=yes
-dpkg -i "$deb"
+dpkg_waiting -i "$deb"
 [ "$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' calloutd)" = "ii ${version}" ] ||
   fail "dpkg does not list calloutd ${version} as installed"
 [ "$(/usr/sbin/calloutd version)" = "calloutd $version" ] ||
@@ -110,7 +135,13 @@ cmp /lib/systemd/system/calloutd.service "$src/contrib/systemd/calloutd.service"
 [ "$(readlink /etc/systemd/system/multi-user.target.wants/calloutd.service)" = \
   /lib/systemd/system/calloutd.service ] || fail "calloutd.service is not enabled"
 if [ -d /run/systemd/system ]; then
-  echo "systemd is running: the postinst started the unit"
+  # The postinst started it: it must be up and answering on the configured listener.
+  for _ in $(seq 100); do systemctl is-active --quiet calloutd && break; sleep 0.1; done
+  systemctl is-active --quiet calloutd ||
+    { systemctl status calloutd || true; fail "the postinst did not start calloutd.service"; }
+  reply=$(ask_policy 10023 PKGTEST0)
+  [ "$reply" = "action=DUNNO" ] || fail "calloutd.service answered '$reply'"
+  echo "systemd is running: the postinst started calloutd.service, which answers $reply"
 else
   echo "systemd is not PID 1 here: the postinst skipped starting the unit, as it should"
 fi
@@ -156,12 +187,7 @@ done
 [ -n "$port" ] || { cat "$run_dir/daemon.log"; fail "calloutd did not start listening in 20 s"; }
 grep ' started ' "$run_dir/daemon.log" | grep -q ' dry_run=yes' ||
   { cat "$run_dir/daemon.log"; fail "calloutd did not start in dry run"; }
-# A sender on the built-in never-probe list is skipped: answered at once, no probe, no DNS.
-exec 3<>"/dev/tcp/127.0.0.1/$port"
-printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.1\nqueue_id=PKGTEST1\nsender=someone@gmail.com\nrecipient=postmaster@example.net\ninstance=pkgtest.1\n\n' >&3
-reply=
-read -r -t 10 reply <&3 || true
-exec 3<&-
+reply=$(ask_policy "$port" PKGTEST1)
 [ "$reply" = "action=DUNNO" ] || { cat "$run_dir/daemon.log"; fail "policy answer '$reply'"; }
 for _ in $(seq 50); do grep -q ' decision ' "$run_dir/daemon.log" && break; sleep 0.1; done
 decision=$(grep ' decision ' "$run_dir/daemon.log" || true)
@@ -177,7 +203,7 @@ daemon_pid=
 [ "$rc" -eq 0 ] || { cat "$run_dir/daemon.log"; fail "calloutd exited $rc on SIGTERM"; }
 
 step "dpkg --purge calloutd"
-dpkg --purge calloutd
+dpkg_waiting --purge calloutd
 installed=no
 status=$(dpkg-query -W -f='${db:Status-Status}' calloutd 2>/dev/null || true)
 [ -z "$status" ] || [ "$status" = not-installed ] || fail "after purge dpkg says '$status'"
