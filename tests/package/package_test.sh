@@ -16,7 +16,7 @@ step() { echo; echo "== [$((SECONDS - started))s] $*"; }
 
 # One package test at a time on this machine (other worktrees run the suite too).
 exec 9>/run/lock/calloutd-package-test.lock
-flock -w 1800 9 || fail "another package test held /run/lock/calloutd-package-test.lock for 30 min"
+flock -w 600 9 || fail "another package test held /run/lock/calloutd-package-test.lock for 10 min"
 
 status=$(dpkg-query -W -f='${db:Status-Status}' calloutd 2>/dev/null || true)
 if [ -n "$status" ] && [ "$status" != not-installed ]; then
@@ -83,7 +83,7 @@ mkdir -p "$work"
 if command -v ccache >/dev/null; then
   export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
 fi
-timeout 1500 make -C "$src" deb DIST="$dist" >"$work/make-deb.log" 2>&1 ||
+timeout 900 make -C "$src" deb DIST="$dist" >"$work/make-deb.log" 2>&1 ||
   { tail -50 "$work/make-deb.log" || true; fail "make deb (full log: $work/make-deb.log)"; }
 tail -6 "$work/make-deb.log"
 [ -f "$deb" ] || fail "make deb did not produce $deb"
