@@ -60,7 +60,8 @@ void append_value(std::string& out, double value) {
         out.append(buf, end);
         return;
     }
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+    // Shortest round-trip text, fixed notation where that is short ("0.0001", not "1e-04").
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::general);
     out.append(buf, end);
 }
 

@@ -62,6 +62,9 @@ HttpSession::Next HttpSession::run(std::string& out) {
             continue;
         }
         if (err != HPE_OK) {
+            // http-parser's own bound (80 KiB of request line and headers in one buffer) may
+            // trip before our callbacks saw the bytes.
+            if (err == HPE_HEADER_OVERFLOW && too_large_ == 0) too_large_ = 431;
             if (too_large_ != 0) {
                 fail(too_large_, too_large_ == 414   ? "URI Too Long"
                                  : too_large_ == 431 ? "Request Header Fields Too Large"

@@ -44,7 +44,7 @@ struct CalloutConfig {
 };
 
 // A calloutd.toml listening on inet:127.0.0.1:0 with short timeouts and debug logging (unless
-// log_level says otherwise).
+// log_level says otherwise), its control socket at @DIR@/control.sock.
 std::string callout_config(const CalloutConfig& c);
 
 }  // namespace calloutd::test
