@@ -198,10 +198,10 @@ bool Daemon::start_observability() {
                                             [this](const ControlRequest& r) { return control(r); });
         std::string error;
         if (!control_->listen(error)) {
+            // Kept, not destroyed: its handle is still closing and libuv needs that memory.
             LogLine(LogLevel::error, "control-socket-failed")
                 .field("reason", error)
                 .field("effect", "`calloutd status` and `calloutd cache` cannot reach this daemon");
-            control_.reset();
         }
     }
     return true;

@@ -2,6 +2,9 @@
 // promtool and a real Prometheus server reading them, and hostile scrapers that must not delay
 // a single policy answer.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <ctime>
@@ -270,6 +273,37 @@ TEST_F(Metrics, HostileScrapersAreClosedWithoutDelayingPolicyAnswers) {
                            "source=\"cache\"}")
                   .value_or(0),
               answered);
+}
+
+// metrics.listen = "unix:PATH": the same HTTP service on a unix socket of mode 0660.
+TEST(MetricsUnixSocket, ServesMetricsOnAUnixSocket) {
+    DaemonProcess daemon("metrics-unix",
+                         "[server]\nlisten = [\"inet:127.0.0.1:0\"]\n"
+                         "control_socket = \"\"\n"
+                         "[dns]\nservers = [\"127.0.0.1:9\"]\n"
+                         "[metrics]\nlisten = \"unix:@DIR@/metrics.sock\"\n");
+    ASSERT_TRUE(daemon.started()) << daemon.log();
+    std::string path = daemon.dir() + "/metrics.sock";
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << daemon.log();
+    EXPECT_EQ(st.st_mode & 0777, 0660u);
+    PolicyClient c = PolicyClient::unix_socket(path);  // a plain stream client
+    ASSERT_TRUE(c.connected());
+    c.send("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    std::string reply;
+    char buf[16384];
+    for (;;) {
+        pollfd p{c.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) break;
+        ssize_t n = ::recv(c.fd(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        reply.append(buf, static_cast<size_t>(n));
+    }
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 200 OK\r\n")) << reply.substr(0, 200);
+    EXPECT_NE(reply.find("\ncalloutd_build_info{version=\""), std::string::npos);
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait_exit(10s), 0);
+    EXPECT_NE(::stat(path.c_str(), &st), 0) << "metrics socket left behind";
 }
 
 }  // namespace

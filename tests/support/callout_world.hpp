@@ -39,6 +39,8 @@ struct CalloutConfig {
     std::string command_timeout = "1s";
     std::string probe_timeout = "5s";
     std::string server_extra;  // more "key = value" lines for [server]
+    // DaemonProcess replaces @DIR@; a file written by hand must do so itself, or set "".
+    std::string control_socket = "@DIR@/control.sock";
     std::string log_level = "debug";
     std::string sections;  // appended verbatim: further "[limits]", "[policy]" ... tables
 };
