@@ -96,6 +96,10 @@ const KeyDef kSchema[] = {
     {"dns.timeout", K::duration, R"("5s")", 100 * kMs, kMin, "", "timeout of one DNS query try",
      FIELD(dns.timeout)},
     {"dns.tries", K::integer, "2", 1, 10, "", "tries per DNS query", FIELD(dns.tries)},
+    {"dns.canary", K::string, R"(".")", 0, 0, "",
+     "a name that must resolve (\".\" = the root zone's NS set, \"\" = none) before an NXDOMAIN or "
+     "MX-less, address-less domain is answered no_mail_domain; while it fails: tempfail",
+     FIELD(dns.canary)},
     // [callout]
     {"callout.port", K::integer, "25", 1, 65535, "", "SMTP port probed", FIELD(callout.port)},
     {"callout.helo_name", K::string, R"("")", 0, 0, "",

@@ -57,7 +57,7 @@ class VerifierTest : public ::testing::Test {
         o.probe.command_timeout = 2s;
         o.probe.probe_timeout = 8s;
         o.allow_networks = CidrSet({*Cidr::parse("127.0.0.0/8")});
-        o.seed = 42;
+        o.random_secret = "verifier-test";
         std::string error;
         callout_ = Callout::create(&loop_, o, error);
         ASSERT_TRUE(callout_) << error;
