@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/redis_cache.hpp"
 #include "storage/redis_client.hpp"
 #include "storage/redis_schema.hpp"
 #include "support/callout_world.hpp"
@@ -702,6 +703,45 @@ TEST_F(ClusterScripts, OnlyDomainScopedEvidenceBecomesADomainFact) {
     r = admit(known);
     EXPECT_EQ(r.elements()[2].text(), "d") << flat(r);
     EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::no_mail_domain);
+}
+
+// The Redis cache backend keeps each verdict at its scope and shares the "not accept-all" fact:
+// a node that never probed the domain learns it from Redis.
+TEST_F(ClusterScripts, RedisCacheKeepsScopesAndSharesTheNotAcceptAllFact) {
+    const CacheTtls ttls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h, 1h};
+    MemoryVerdictCache local_a(100, ttls);
+    MemoryVerdictCache local_b(100, ttls);
+    RedisVerdictCache a(*client_, local_a, ttls, 0ms);
+    RedisVerdictCache b(*client_, local_b, ttls, 0ms);  // another node, same Redis
+
+    auto lookup = [&](RedisVerdictCache& cache, const std::string& address) {
+        std::optional<std::optional<CacheHit>> got;
+        cache.lookup("n.test", address, [&](std::optional<CacheHit> h) { got = std::move(h); });
+        EXPECT_TRUE(run_until([&] { return got.has_value(); }));
+        return got.value_or(std::nullopt);
+    };
+
+    a.store("n.test", "restricted@n.test",
+            verdict(VerdictClass::policy_blocked, "vendor:m365-restricted-recipient"));
+    run_for(100ms);
+    EXPECT_FALSE(lookup(b, "other@n.test")) << "one mailbox's reply is no domain fact";
+    auto own = lookup(b, "restricted@n.test");
+    ASSERT_TRUE(own);
+    EXPECT_EQ(own->verdict.cls, VerdictClass::policy_blocked);
+    EXPECT_FALSE(own->domain_fact);
+
+    std::optional<bool> known = b.not_accept_all("n.test", [&](bool v) { known = v; });
+    EXPECT_FALSE(known.has_value()) << "asks Redis";
+    ASSERT_TRUE(run_until([&] { return known.has_value(); }));
+    EXPECT_FALSE(*known);
+    a.store_not_accept_all("n.test", WallClock::now());
+    EXPECT_EQ(a.not_accept_all("n.test", {}), std::optional<bool>(true)) << "known locally";
+    run_for(100ms);
+    known.reset();
+    EXPECT_FALSE(b.not_accept_all("n.test", [&](bool v) { known = v; }).has_value());
+    ASSERT_TRUE(run_until([&] { return known.has_value(); }));
+    EXPECT_TRUE(*known) << "learnt from Redis";
+    EXPECT_GT(integer({"PTTL", rs::not_accept_all_key("n.test")}), 23 * 3600 * 1000);
 }
 
 TEST_F(ClusterScripts, RandomSecretIsCreatedOnceAndShared) {
