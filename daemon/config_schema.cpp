@@ -117,7 +117,9 @@ const KeyDef kSchema[] = {
     {"callout.max_mx", K::integer, "3", 1, 10, "", "MX hosts tried per probe",
      FIELD(callout.max_mx)},
     {"callout.random_check", K::boolean, "true", 0, 0, "",
-     "ask a random local part first to detect accept-all domains", FIELD(callout.random_check)},
+     "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
+     "random local part was refused as unknown)",
+     FIELD(callout.random_check)},
     // [cache]
     {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
      "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
@@ -126,8 +128,8 @@ const KeyDef kSchema[] = {
     {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
      "how long tempfail verdicts are kept", FIELD(cache.tempfail_ttl)},
     {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
-     "how long domain facts (accept_all, null_sender_rejected, policy_blocked, no_mail_domain) "
-     "are kept",
+     "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
+     "facts or one address's) and the not-accept-all fact are kept",
      FIELD(cache.domain_ttl)},
     {"cache.positive_refresh", K::duration, R"("7d")", kMin, 365 * kDay, "",
      "a valid verdict older than this is served and re-probed in the background",
@@ -148,8 +150,8 @@ const KeyDef kSchema[] = {
     {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
      "concurrent connections per target MX IP", FIELD(limits.budgets.mx_concurrency)},
     {"limits.backoff_ttl", K::duration, R"("1h")", kMin, 7 * kDay, "",
-     "after a 421 or \"too many connections\"/\"blocked\" reply, leave that MX IP and domain "
-     "alone this long",
+     "after connection-level push-back (421, banner reject, \"too many connections\"), leave that "
+     "MX IP (and the domain, when it decided the probe) alone this long",
      FIELD(limits.backoff_ttl)},
     // [redis]
     {"redis.url", K::string, R"("")", 0, 0, "",
