@@ -154,6 +154,7 @@ bool Daemon::start_engine() {
             line.field("sender", sender.address())
                 .field("class", to_string(r.verdict.cls))
                 .field("reason", r.verdict.reason)
+                .field("scope", to_string(r.verdict.scope))
                 .field("mx", r.attempts.empty() ? std::string("-") : r.attempts.back().mx_host)
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
