@@ -231,9 +231,11 @@ constexpr Phrase kPolicyWords[] = {
 
 // Wording that makes even an explicit "user unknown" no proof: the target verified someone
 // (usually us, by callback: "Sender verify failed", "rejected by sender verification"), counts
-// our unknown recipients (a dictionary-attack guard talking about us, not the mailbox), or a
-// filter that blocks us chose a misleading code. "relay" is deliberately absent: Postfix's
-// genuine "User unknown in relay recipient table" carries it.
+// our unknown recipients (a dictionary-attack guard talking about us, not the mailbox: Yahoo's
+// "451 VS1-IP Excessive unknown recipients - possible Open Relay (#4.1.8)",
+// https://help.yahoo.com/kb/mail-for-desktop/SLN3444.html), or a filter that blocks us chose a
+// misleading code. "relay" is deliberately absent: Postfix's genuine "User unknown in relay
+// recipient table" carries it.
 constexpr Phrase kNotProofWords[] = {
     {"bounce"},
     {"batv"},
@@ -257,8 +259,6 @@ constexpr Phrase kNotProofWords[] = {
     {"polic"},
     {"client host"},
     {"your ip"},
-    // Yahoo "451 VS1-IP Excessive unknown recipients - possible Open Relay (#4.1.8)"
-    // (https://help.yahoo.com/kb/mail-for-desktop/SLN3444.html): about our sending pattern.
     {"excessive unknown"},
     {"too many unknown"},
     {"dictionary"},
@@ -423,19 +423,21 @@ constexpr Phrase kForwardPathWords[] = {{"try"}, {"forward"}, {"moved to"}, {"se
 // Only these back off an MX host (besides any 421 and a banner that refuses us); mailbox-level
 // wording ("quota limit exceeded", "receiving mail at a rate") never does.
 constexpr Phrase kConnectionPushbackWords[] = {
-    // Postfix anvil "421 4.7.0 Error: too many connections from ...", Exim "too many
-    // concurrent SMTP connections", Rackspace "Too many concurrent connections (G2)".
+    // Connection-count limits: Postfix anvil "421 4.7.0 Error: too many connections from ...",
+    // Exim "too many concurrent SMTP connections", Rackspace "Too many concurrent connections
+    // from this client (G2)" (https://smtp.codes/rackspace), "too many sessions".
     {"too many connections"},
     {"too many concurrent"},
     {"concurrent connections"},
     {"too many sessions"},
-    // Connection-rate limits: Postfix "too many connection rate" style and vendors' "rate
-    // limit(ed)/exceeded" said before any recipient is named.
+    // Connection-rate limits, said before any recipient is named, so about our IP: "connection
+    // rate limit exceeded", "rate limited", "rate-limited".
     {"connection rate"},
     {"rate limit"},
     {"rate-limit"},
     {"rate exceeded"},
-    // "Throttling", "you are being throttled": rate limiting by another name.
+    // The same said in other words: "you are being throttled", "throttling failure", "slow
+    // down" (qmail/netqmail tarpits and appliances).
     {"throttl"},
     {"slow down"},
 };

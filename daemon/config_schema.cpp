@@ -96,7 +96,7 @@ const KeyDef kSchema[] = {
     {"dns.timeout", K::duration, R"("5s")", 100 * kMs, kMin, "", "timeout of one DNS query try",
      FIELD(dns.timeout)},
     {"dns.tries", K::integer, "2", 1, 10, "", "tries per DNS query", FIELD(dns.tries)},
-    {"dns.canary", K::string, R"(".")", 0, 0, "",
+    {"dns.canary", K::dns_name_or_empty, R"(".")", 0, 0, "",
      "a name that must resolve (\".\" = the root zone's NS set, \"\" = none) before an NXDOMAIN or "
      "MX-less, address-less domain is answered no_mail_domain; while it fails: tempfail",
      FIELD(dns.canary)},
@@ -275,6 +275,25 @@ bool is_dns_server(std::string_view s) {
     return p >= 1 && p <= 65535;
 }
 
+// A host name as DNS carries it: labels of letters, digits, '-' and '_', at most 63 octets
+// each, 253 in all; a trailing dot is allowed.
+bool is_dns_name(std::string_view s) {
+    if (s.ends_with('.')) s.remove_suffix(1);
+    if (s.empty() || s.size() > 253) return false;
+    size_t label = 0;
+    for (char c : s) {
+        if (c == '.') {
+            if (label == 0) return false;
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok || ++label > 63) return false;
+    }
+    return label > 0;
+}
+
 std::string range_text(const KeyDef& def) {
     if (def.kind == K::duration) {
         return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
@@ -341,6 +360,13 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
             if (str == nullptr) return wrong_type();
             if (!str->get().empty() && !IpAddress::parse(str->get())) {
                 why = "'" + str->get() + "' is not an IP address";
+                return wrong_type();
+            }
+            return ConfigValue(str->get());
+        case K::dns_name_or_empty:
+            if (str == nullptr) return wrong_type();
+            if (!str->get().empty() && str->get() != "." && !is_dns_name(str->get())) {
+                why = "'" + str->get() + "' is not a DNS name (letters, digits, '-', '_', dots)";
                 return wrong_type();
             }
             return ConfigValue(str->get());
