@@ -54,6 +54,7 @@ struct DnsSettings {
     std::vector<std::string> servers;
     Duration timeout{};
     int64_t tries = 0;
+    std::string canary;  // "." = the root zone's NS set, "" = none
 };
 
 struct CalloutSettings {

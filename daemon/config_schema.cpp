@@ -100,6 +100,10 @@ const KeyDef kSchema[] = {
     {"dns.timeout", K::duration, R"("5s")", 100 * kMs, kMin, "", "timeout of one DNS query try",
      FIELD(dns.timeout)},
     {"dns.tries", K::integer, "2", 1, 10, "", "tries per DNS query", FIELD(dns.tries)},
+    {"dns.canary", K::dns_name_or_empty, R"(".")", 0, 0, "",
+     "a name that must resolve (\".\" = the root zone's NS set, \"\" = none) before an NXDOMAIN or "
+     "MX-less, address-less domain is answered no_mail_domain; while it fails: tempfail",
+     FIELD(dns.canary)},
     // [callout]
     {"callout.port", K::integer, "25", 1, 65535, "", "SMTP port probed", FIELD(callout.port)},
     {"callout.helo_name", K::string, R"("")", 0, 0, "",
@@ -117,7 +121,9 @@ const KeyDef kSchema[] = {
     {"callout.max_mx", K::integer, "3", 1, 10, "", "MX hosts tried per probe",
      FIELD(callout.max_mx)},
     {"callout.random_check", K::boolean, "true", 0, 0, "",
-     "ask a random local part first to detect accept-all domains", FIELD(callout.random_check)},
+     "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
+     "random local part was refused as unknown)",
+     FIELD(callout.random_check)},
     // [cache]
     {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
      "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
@@ -126,8 +132,8 @@ const KeyDef kSchema[] = {
     {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
      "how long tempfail verdicts are kept", FIELD(cache.tempfail_ttl)},
     {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
-     "how long domain facts (accept_all, null_sender_rejected, policy_blocked, no_mail_domain) "
-     "are kept",
+     "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
+     "facts or one address's) and the not-accept-all fact are kept",
      FIELD(cache.domain_ttl)},
     {"cache.positive_refresh", K::duration, R"("7d")", kMin, 365 * kDay, "",
      "a valid verdict older than this is served and re-probed in the background",
@@ -148,8 +154,8 @@ const KeyDef kSchema[] = {
     {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
      "concurrent connections per target MX IP", FIELD(limits.budgets.mx_concurrency)},
     {"limits.backoff_ttl", K::duration, R"("1h")", kMin, 7 * kDay, "",
-     "after a 421 or \"too many connections\"/\"blocked\" reply, leave that MX IP and domain "
-     "alone this long",
+     "after connection-level push-back (421, banner reject, \"too many connections\"), leave that "
+     "MX IP (and the domain, when it decided the probe) alone this long",
      FIELD(limits.backoff_ttl)},
     // [redis]
     {"redis.url", K::string, R"("")", 0, 0, "",
@@ -278,6 +284,25 @@ bool is_dns_server(std::string_view s) {
     return p >= 1 && p <= 65535;
 }
 
+// A host name as DNS carries it: labels of letters, digits, '-' and '_', at most 63 octets
+// each, 253 in all; a trailing dot is allowed.
+bool is_dns_name(std::string_view s) {
+    if (s.ends_with('.')) s.remove_suffix(1);
+    if (s.empty() || s.size() > 253) return false;
+    size_t label = 0;
+    for (char c : s) {
+        if (c == '.') {
+            if (label == 0) return false;
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok || ++label > 63) return false;
+    }
+    return label > 0;
+}
+
 std::string range_text(const KeyDef& def) {
     if (def.kind == K::duration) {
         return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
@@ -344,6 +369,13 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
             if (str == nullptr) return wrong_type();
             if (!str->get().empty() && !IpAddress::parse(str->get())) {
                 why = "'" + str->get() + "' is not an IP address";
+                return wrong_type();
+            }
+            return ConfigValue(str->get());
+        case K::dns_name_or_empty:
+            if (str == nullptr) return wrong_type();
+            if (!str->get().empty() && str->get() != "." && !is_dns_name(str->get())) {
+                why = "'" + str->get() + "' is not a DNS name (letters, digits, '-', '_', dots)";
                 return wrong_type();
             }
             return ConfigValue(str->get());

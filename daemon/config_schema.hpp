@@ -19,8 +19,9 @@ enum class ValueKind {
     boolean,
     integer,  // bounded by min/max
     string,
-    ip_or_empty,  // an IP literal or ""
-    duration,     // bounded by min/max milliseconds
+    ip_or_empty,        // an IP literal or ""
+    dns_name_or_empty,  // a host name, "." (the root) or ""
+    duration,           // bounded by min/max milliseconds
     rate,
     choice,  // one of `choices` ("a|b|c")
     log_level,

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "callout/random_local_part.hpp"
 #include "daemon/cache_control.hpp"
 #include "daemon/components.hpp"
 #include "daemon/config_values.hpp"
@@ -145,6 +146,17 @@ bool Daemon::start_engine() {
         return false;
     }
     callout_->set_target_budget(mx_budget_.get());
+    // One line per change of the canary's state; the first check runs now.
+    callout_->set_canary_listener(
+        [canary = config_.dns.canary](bool healthy, const std::string& reason) {
+            LogLine(healthy ? LogLevel::notice : LogLevel::warning, "dns-canary")
+                .field("name", canary)
+                .field("state", healthy ? "healthy" : "failing")
+                .field("reason", reason)
+                .field("effect", healthy ? "nxdomain answers are believed"
+                                         : "nxdomain answers are tempfail dns-unhealthy");
+        });
+    callout_->check_dns_canary();
     verifier_ = std::make_unique<CalloutVerifier>(
         &loop_, *cache, *callout_, *budget, config_.server.reply_timeout,
         [this](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
@@ -153,6 +165,7 @@ bool Daemon::start_engine() {
             line.field("sender", sender.address())
                 .field("class", to_string(r.verdict.cls))
                 .field("reason", r.verdict.reason)
+                .field("scope", to_string(r.verdict.scope))
                 .field("mx", r.attempts.empty() ? std::string("-") : r.attempts.back().mx_host)
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
@@ -212,6 +225,7 @@ MetricsSnapshot Daemon::snapshot() const {
     if (callout_) {
         s.probes_in_flight = callout_->in_flight();
         s.dns_queries = callout_->dns_stats().queries;
+        s.dns_canary_ok = callout_->dns_canary_state();
     }
     if (verifier_) {
         const auto& c = verifier_->counters();
@@ -284,9 +298,11 @@ bool Daemon::start_redis(std::string& error) {
     redis_->register_script("release", std::string(redis_schema::kReleaseScript));
     redis_->register_script("store", std::string(redis_schema::kStoreScript));
     redis_->register_script("admit_mx", std::string(redis_schema::kAdmitMxScript));
+    redis_->register_script("random_secret", std::string(redis_schema::kRandomSecretScript));
     // One line per change of state: shared mode, or degraded (answering from this node alone).
     redis_->set_state_callback([this](const RedisStateChange& c) {
         if (c.connected) ++redis_ups_;
+        if (c.connected && c.link == RedisLink::commands) adopt_cluster_secret();
         LogLine(c.connected ? LogLevel::notice : LogLevel::warning, "redis")
             .field("link", to_string(c.link))
             .field("state", c.connected ? "up" : "down")
@@ -305,6 +321,23 @@ bool Daemon::start_redis(std::string& error) {
                                                        lifetime, node);
     redis_->start();
     return true;
+}
+
+// Every node asks a domain the same random local part, so a greylisting server sees one
+// triplet whichever node retries: the first node to connect stores a fresh secret in Redis, and
+// every node adopts whatever is stored (until then, and without Redis, this host's own secret).
+void Daemon::adopt_cluster_secret() {
+    std::string key(redis_schema::kRandomSecretKey);
+    std::string candidate = fresh_random_secret();
+    redis_->eval("random_secret", {key}, {candidate}, [this](RedisResult r) {
+        if (!r.ok() || !r.reply.is_string() || r.reply.text().empty()) {
+            LogLine(LogLevel::warning, "random-secret")
+                .field("reason", r.ok() ? std::string("empty reply") : r.error)
+                .field("effect", "this host's own secret stays in use");
+            return;
+        }
+        if (callout_) callout_->set_random_secret(r.reply.text());
+    });
 }
 
 bool Daemon::drop_privileges() {
@@ -378,7 +411,7 @@ void Daemon::reload_config() {
     if (mx_budget_) mx_budget_->set_backoff(next.limits.backoff_ttl);
     auto engine_options = [](const Config& c) {
         auto o = callout_options(c, {});
-        return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.probe.port,
+        return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.dns_canary, o.probe.port,
                           o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
                           o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
                           o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url);

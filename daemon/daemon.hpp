@@ -41,6 +41,7 @@ class Daemon {
     bool drop_privileges();
     bool start_engine();
     bool start_redis(std::string& error);
+    void adopt_cluster_secret();
     void stop_engine();
     void log_stats();
     bool start_observability();

@@ -211,13 +211,58 @@ CalloutVerifier::Flight& CalloutVerifier::start_flight(const SenderAddress& send
                                                        std::string token) {
     Flight& flight = flights_[sender.address()];
     flight.sender = sender;
+    flight.id = next_flight_++;
     flight.refresh = refresh;
     flight.remote = false;
     flight.token = std::move(token);
-    flight.handle = callout_.start(sender, [this, address = sender.address()](CalloutReport r) {
-        on_report(address, std::move(r));
-    });
+    // Whether a recent probe saw the domain refuse its random local part as unknown: then a 2xx
+    // counts even if this probe cannot repeat the check (the random local part is greylisted).
+    std::weak_ptr<bool> alive = alive_;
+    auto known = cache_.not_accept_all(
+        sender.domain, [this, alive, address = sender.address(), id = flight.id](bool yes) {
+            if (!alive.expired()) start_callout(address, id, yes);
+        });
+    if (known) start_callout(sender.address(), flight.id, *known);
     return flight;
+}
+
+void CalloutVerifier::start_callout(const std::string& address, uint64_t flight_id,
+                                    bool not_accept_all) {
+    auto it = flights_.find(address);
+    if (it == flights_.end() || it->second.remote || it->second.id != flight_id) return;
+    ClassifyContext ctx;
+    ctx.domain_not_accept_all = not_accept_all;
+    it->second.handle = callout_.start(
+        it->second.sender, [this, address](CalloutReport r) { on_report(address, std::move(r)); },
+        ctx);
+}
+
+// Keeps each piece of evidence at its scope: the verdict under the address or (domain-scoped)
+// the domain, and what the probe learnt about the domain on the way as domain facts.
+void CalloutVerifier::store_report(const SenderAddress& sender, const CalloutReport& report) {
+    const std::string address = sender.address();
+    const Verdict& v = report.verdict;
+    CachedVerdict cached{v.cls, v.reason, WallClock::now(), decisive_reply(report), false, v.scope};
+    cache_.store(sender.domain, address, cached);
+    if (report.pushback) {
+        // The server pushed back at the connection level and nothing else decided the probe:
+        // leave the whole domain alone for limits.backoff_ttl.
+        CachedVerdict fact{VerdictClass::policy_blocked,
+                           "backoff: " + v.reason,
+                           cached.probed_at,
+                           cached.remote_reply,
+                           true,
+                           EvidenceScope::domain};
+        cache_.store(sender.domain, address, fact);
+    } else if (report.random.deferred && v.scope != EvidenceScope::domain) {
+        // The random local part is greylisted: no sender of this domain can be `valid` until the
+        // greylist delay has passed, so the others wait (cache.tempfail_ttl) without a probe.
+        const Verdict& d = *report.random.deferred;
+        cache_.store(sender.domain, address,
+                     CachedVerdict{d.cls, d.reason, cached.probed_at, {}, false, d.scope});
+    }
+    if (report.random.refused_as_unknown)
+        cache_.store_not_accept_all(sender.domain, cached.probed_at);
 }
 
 void CalloutVerifier::on_budget_spent(const std::string& address, uint64_t waiter_id) {
@@ -242,15 +287,7 @@ void CalloutVerifier::on_report(const std::string& address, CalloutReport report
     flights_.erase(it);
 
     if (report.verdict.cls == VerdictClass::rate_limited) ++counters_.denied_mx;
-    CachedVerdict cached{report.verdict.cls, report.verdict.reason, WallClock::now(),
-                         decisive_reply(report)};
-    cache_.store(flight.sender.domain, address, cached);
-    if (report.pushback) {
-        // The target asked us to go away: remember that for the whole domain for a while.
-        CachedVerdict fact{VerdictClass::policy_blocked, "backoff: " + report.verdict.reason,
-                           cached.probed_at, cached.remote_reply, true};
-        cache_.store(flight.sender.domain, address, fact);
-    }
+    store_report(flight.sender, report);
     // Released after the verdict is stored, so no other node probes in between.
     budget_.release_probe(flight.sender.domain, address, flight.token);
     if (observer_) observer_(flight.sender, report, flight.refresh);

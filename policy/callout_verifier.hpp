@@ -58,7 +58,8 @@ class CalloutVerifier : public SenderVerifier {
     // One probe per address at a time; every concurrent request for it joins as a waiter.
     struct Flight {
         SenderAddress sender;
-        Callout::Handle handle = 0;
+        uint64_t id = 0;             // tells a flight from a later one for the same address
+        Callout::Handle handle = 0;  // 0 until the callout starts
         bool refresh = false;
         bool remote = false;  // probed by another node; we only wait for its verdict
         std::string token;    // budget admission, released when the verdict is stored
@@ -72,6 +73,8 @@ class CalloutVerifier : public SenderVerifier {
     void add_waiter(Flight& flight, Done done);
     void refresh(const SenderAddress& sender, const std::string& client);
     Flight& start_flight(const SenderAddress& sender, bool refresh, std::string token);
+    void start_callout(const std::string& address, uint64_t flight_id, bool not_accept_all);
+    void store_report(const SenderAddress& sender, const CalloutReport& report);
     void on_stored_elsewhere(const std::string& domain, const std::string& address);
     void count_denial(BudgetKind kind);
     void on_report(const std::string& address, CalloutReport report);
@@ -86,6 +89,7 @@ class CalloutVerifier : public SenderVerifier {
     ProbeObserver observer_;
     std::unordered_map<std::string, Flight> flights_;
     uint64_t next_waiter_ = 1;
+    uint64_t next_flight_ = 1;
     // Guards callbacks that outlive this object (async cache lookups).
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -32,12 +32,17 @@ class RedisVerdictCache : public VerdictCache {
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;
     void set_listener(StoredListener listener) override;
+    void store_not_accept_all(const std::string& domain, WallClock::time_point at) override;
+    std::optional<bool> not_accept_all(const std::string& domain,
+                                       std::function<void(bool)> later) override;
 
     void set_ttls(const CacheTtls& ttls);
     const Counters& counters() const { return counters_; }
 
   private:
     CacheHit hit_of(const CachedVerdict& v, bool domain_fact) const;
+    // Chooses between what is known of the domain and the address (which_answers()).
+    std::optional<CacheHit> answer(const CachedVerdict* fact, const CachedVerdict* address) const;
     void remember(const std::string& key, const CacheHit& hit);
 
     RedisClient& client_;

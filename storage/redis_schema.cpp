@@ -38,6 +38,9 @@ std::string address_key(std::string_view domain, std::string_view address) {
 std::string domain_fact_key(std::string_view domain) {
     return tagged(domain, "d", "");
 }
+std::string not_accept_all_key(std::string_view domain) {
+    return tagged(domain, "n", "");
+}
 std::string in_flight_key(std::string_view domain, std::string_view address) {
     return tagged(domain, "f", address);
 }
@@ -65,7 +68,7 @@ std::string encode(const CachedVerdict& v) {
     out += '|';
     out += std::to_string(ms);
     out += '|';
-    out += v.backoff ? "b" : "";
+    out += v.backoff ? "b" : v.scope == EvidenceScope::domain ? "d" : "";
     out += '|';
     out += clean(v.reason, 200);
     out += '|';
@@ -91,7 +94,8 @@ std::optional<CachedVerdict> decode(std::string_view value) {
     CachedVerdict v;
     v.cls = *cls;
     v.probed_at = WallClock::time_point(std::chrono::milliseconds(ms));
-    v.backoff = f[3] == "b";
+    v.backoff = f[3].find('b') != std::string_view::npos;
+    if (v.backoff || f[3].find('d') != std::string_view::npos) v.scope = EvidenceScope::domain;
     v.reason = std::string(f[4]);
     v.remote_reply = std::string(f[5]);
     return v;
@@ -103,10 +107,12 @@ const std::string_view kAdmitScript = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[11] ~= '1' then
-  local v = redis.call('GET', KEYS[1])
-  if v then return {'cached', v, 'd'} end
-  v = redis.call('GET', KEYS[2])
-  if v then return {'cached', v, 'a'} end
+  local d = redis.call('GET', KEYS[1])
+  if d and not string.match(d, '^v1|[%w_]+|%d+|%a*[db]%a*|') then d = nil end
+  local a = redis.call('GET', KEYS[2])
+  if d and string.match(d, '^v1|no_mail_domain|') then return {'cached', d, 'd'} end
+  if a then return {'cached', a, 'a'} end
+  if d then return {'cached', d, 'd'} end
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'in_flight'} end
 local function full(key, count, period)
@@ -140,17 +146,26 @@ return 1
 )lua";
 
 const std::string_view kStoreScript = R"lua(
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local cls = string.match(cur, '^v1|([%w_]+)|')
-  local new = string.match(ARGV[1], '^v1|([%w_]+)|')
-  local definitive = {valid = true, invalid = true, accept_all = true,
-                      null_sender_rejected = true, policy_blocked = true, no_mail_domain = true}
-  if cls == 'valid' and not definitive[new] then return 0 end
+local new, flags = string.match(ARGV[1], '^v1|([%w_]+)|%d+|(%a*)|')
+if not new then return redis.error_reply('calloutd: bad verdict encoding') end
+local key = KEYS[2]
+if string.find(flags, '[db]') then
+  key = KEYS[1]
+else
+  local cur = redis.call('GET', key)
+  if cur then
+    local cls = string.match(cur, '^v1|([%w_]+)|')
+    if cls == 'valid' and new ~= 'valid' and new ~= 'invalid' then return 0 end
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
+)lua";
+
+const std::string_view kRandomSecretScript = R"lua(
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 )lua";
 
 const std::string_view kAdmitMxScript = R"lua(

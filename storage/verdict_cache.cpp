@@ -1,11 +1,10 @@
-// Cache rules shared by every backend: which classes are domain facts, TTLs, replacement.
+// Cache rules shared by every backend: what is a domain fact, TTLs, replacement, precedence.
 #include "storage/verdict_cache.hpp"
 
 namespace calloutd {
 
-bool is_domain_fact(VerdictClass c) {
-    return c == VerdictClass::accept_all || c == VerdictClass::null_sender_rejected ||
-           c == VerdictClass::policy_blocked || c == VerdictClass::no_mail_domain;
+bool is_domain_fact(const CachedVerdict& v) {
+    return v.scope == EvidenceScope::domain;
 }
 
 std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
@@ -31,14 +30,21 @@ std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
 }
 
 std::chrono::milliseconds ttl_for(const CachedVerdict& v, const CacheTtls& ttls) {
-    if (v.backoff && is_domain_fact(v.cls)) return ttls.backoff;
+    if (v.backoff) return ttls.backoff;
     return ttl_for(v.cls, ttls);
 }
 
 bool may_replace(const CachedVerdict& current, const CachedVerdict& incoming) {
     if (current.cls != VerdictClass::valid) return true;
-    return incoming.cls == VerdictClass::valid || incoming.cls == VerdictClass::invalid ||
-           is_domain_fact(incoming.cls);
+    return incoming.cls == VerdictClass::valid || incoming.cls == VerdictClass::invalid;
+}
+
+CacheAnswer which_answers(const CachedVerdict* domain_fact, const CachedVerdict* address) {
+    if (domain_fact != nullptr && domain_fact->cls == VerdictClass::no_mail_domain)
+        return CacheAnswer::domain_fact;
+    if (address != nullptr) return CacheAnswer::address;
+    if (domain_fact != nullptr) return CacheAnswer::domain_fact;
+    return CacheAnswer::none;
 }
 
 }  // namespace calloutd

@@ -2,6 +2,7 @@
 // single-flight, reply budget, refresh-ahead, failed refresh, teardown mid-probe.
 #include "policy/callout_verifier.hpp"
 
+#include "callout/random_local_part.hpp"
 #include "policy/mx_budget.hpp"
 
 #include <gtest/gtest.h>
@@ -57,7 +58,7 @@ class VerifierTest : public ::testing::Test {
         o.probe.command_timeout = 2s;
         o.probe.probe_timeout = 8s;
         o.allow_networks = CidrSet({*Cidr::parse("127.0.0.0/8")});
-        o.seed = 42;
+        o.random_secret = "verifier-test";
         std::string error;
         callout_ = Callout::create(&loop_, o, error);
         ASSERT_TRUE(callout_) << error;
@@ -133,6 +134,54 @@ TEST_F(VerifierTest, MissProbesOnceThenAnswersFromCache) {
     EXPECT_EQ(again->verdict.cls, VerdictClass::valid);
     EXPECT_EQ(again->source, DecisionSource::cache);
     EXPECT_EQ(smtp_->connections_accepted(), 1u);
+}
+
+// A 2xx counts only after the random local part was refused as unknown, in the same probe or in
+// a recent one (the "not accept-all" domain fact). The engine's secret is fixed here, so today's
+// random local part is known and the target can treat it specially.
+TEST_F(VerifierTest, ACachedNotAcceptAllFactLetsA2xxCountWhileTheRandomLocalPartIsGreylisted) {
+    const std::string random = stable_random_local_part("verifier-test", "verify.test",
+                                                        utc_day(std::chrono::system_clock::now())) +
+                               "@verify.test";
+    ASSERT_EQ(callout_->random_local_part_for("verify.test") + "@verify.test", random);
+
+    // Refused as unknown in the same probe: valid, and the domain is known not accept-all.
+    auto alice = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return alice->done; }));
+    EXPECT_EQ(alice->verdict.cls, VerdictClass::valid) << alice->verdict.reason;
+    EXPECT_EQ(cache_.not_accept_all("verify.test", {}), std::optional<bool>(true));
+    ASSERT_EQ(smtp_->count_commands("RCPT TO:<" + random + ">"), 1u);
+
+    // Now the target greylists the random local part: a 2xx still counts, thanks to the fact.
+    smtp_.reset();
+    FakeSmtpScript grey = target_script();
+    grey.recipients[random] = "450 4.7.1 Greylisted, please try again later";
+    grey.recipients["carol"] = "250 2.1.5 Ok";
+    grey.recipients["dave"] = "250 2.1.5 Ok";
+    smtp_ = std::make_unique<FakeSmtpServer>(grey, kTargetIp, 0);
+    verifier_.reset();
+    callout_.reset();
+    make_engine(2s);
+    auto carol = ask("carol@verify.test");
+    ASSERT_TRUE(run_until([&] { return carol->done; }));
+    EXPECT_EQ(carol->verdict.cls, VerdictClass::valid) << carol->verdict.reason;
+    EXPECT_NE(carol->verdict.reason.find("domain known not accept-all"), std::string::npos)
+        << carol->verdict.reason;
+    // The greylisted random local part is a tempfail domain fact meanwhile.
+    auto hot = ask("erin@verify.test");
+    ASSERT_TRUE(hot->done);
+    EXPECT_EQ(hot->verdict.cls, VerdictClass::tempfail);
+    EXPECT_EQ(hot->source, DecisionSource::cache);
+
+    // Without the fact the same 2xx is only "accept-all-unknown", and nothing positive is kept.
+    cache_.erase("verify.test", "");
+    auto dave = ask("dave@verify.test");
+    ASSERT_TRUE(run_until([&] { return dave->done; }));
+    EXPECT_EQ(dave->verdict.cls, VerdictClass::tempfail) << dave->verdict.reason;
+    EXPECT_TRUE(dave->verdict.reason.starts_with("accept-all-unknown: ")) << dave->verdict.reason;
+    auto cached = cache_.find("verify.test", "dave@verify.test");
+    ASSERT_TRUE(cached);
+    EXPECT_EQ(cached->verdict.cls, VerdictClass::tempfail);
 }
 
 TEST_F(VerifierTest, ConcurrentRequestsShareOneProbe) {

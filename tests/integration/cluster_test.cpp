@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/redis_cache.hpp"
 #include "storage/redis_client.hpp"
 #include "storage/redis_schema.hpp"
 #include "support/callout_world.hpp"
@@ -499,6 +500,7 @@ class ClusterScripts : public ::testing::Test {
         client_->register_script("release", std::string(rs::kReleaseScript));
         client_->register_script("store", std::string(rs::kStoreScript));
         client_->register_script("admit_mx", std::string(rs::kAdmitMxScript));
+        client_->register_script("random_secret", std::string(rs::kRandomSecretScript));
         client_->start();
         ASSERT_TRUE(run_until([this] { return client_->is_connected(); }));
     }
@@ -558,8 +560,9 @@ class ClusterScripts : public ::testing::Test {
                     {std::string(rs::kRunningKey), rs::in_flight_key(a.domain, a.address)},
                     {a.token});
     }
-    RedisReply store(const std::string& key, const CachedVerdict& v, const std::string& message) {
-        return eval("store", {key},
+    // The script picks the key (domain fact or address) from the verdict's scope.
+    RedisReply store(const Admission& a, const CachedVerdict& v, const std::string& message) {
+        return eval("store", {rs::domain_fact_key(a.domain), rs::address_key(a.domain, a.address)},
                     {rs::encode(v), "60000", std::string(rs::kStoredChannel), message});
     }
     RedisReply admit_mx(const std::string& ip, const std::string& token, long long count,
@@ -615,7 +618,7 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     Admission a;
     a.domain_count = 1;
     CachedVerdict v = verdict(VerdictClass::valid, "rcpt-accepted");
-    EXPECT_EQ(flat(store(rs::address_key(a.domain, a.address), v, "s.test a@s.test")), "1");
+    EXPECT_EQ(flat(store(a, v, "s.test a@s.test")), "1");
     EXPECT_TRUE(run_until([&] { return published; })) << "store publishes on calloutd:stored";
     RedisReply r = admit(a);
     ASSERT_EQ(r.elements().size(), 3u) << flat(r);
@@ -628,9 +631,10 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     EXPECT_EQ(integer({"EXISTS", rs::in_flight_key(a.domain, a.address)}), 0);
 
     // A failed refresh never replaces the live positive; a definitive answer does.
-    EXPECT_EQ(flat(store(rs::address_key(a.domain, a.address),
-                         verdict(VerdictClass::tempfail, "timeout"), "s.test a@s.test")),
-              "0");
+    EXPECT_EQ(flat(store(a, verdict(VerdictClass::tempfail, "timeout"), "s.test a@s.test")), "0");
+    EXPECT_EQ(flat(store(a, verdict(VerdictClass::policy_blocked, "policy"), "s.test a@s.test")),
+              "0")
+        << "one mailbox's policy reply is no definitive answer";
     EXPECT_EQ(
         rs::decode(server_.command({"GET", rs::address_key(a.domain, a.address)}).text())->cls,
         VerdictClass::valid);
@@ -641,9 +645,10 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     EXPECT_EQ(flat(admit(refresh)), "admitted,node:1");
     release(refresh);
 
-    // A domain fact answers for every address of the domain, ahead of the address verdict.
-    store(rs::domain_fact_key(a.domain), verdict(VerdictClass::accept_all, "random-accepted"),
-          "s.test ");
+    // A domain fact answers for every address of the domain that has no verdict of its own.
+    CachedVerdict fact = verdict(VerdictClass::accept_all, "random-local-part-accepted");
+    fact.scope = EvidenceScope::domain;
+    store(a, fact, "s.test ");
     Admission b = a;
     b.address = "b@s.test";
     r = admit(b);
@@ -651,6 +656,98 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     EXPECT_EQ(r.elements()[0].text(), "cached");
     EXPECT_EQ(r.elements()[2].text(), "d");
     EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::accept_all);
+    // The address's own verdict still answers for it.
+    r = admit(a);
+    EXPECT_EQ(r.elements()[2].text(), "a") << flat(r);
+}
+
+// DESIGN.md "Evidence has a scope", enforced by the scripts themselves: the store script keeps
+// a value under the domain only when it is domain-scoped, and admission ignores a domain-key
+// value without that flag (one mailbox's policy reply written before scopes existed).
+TEST_F(ClusterScripts, OnlyDomainScopedEvidenceBecomesADomainFact) {
+    Admission a;
+    a.domain = "scope.test";
+    a.address = "restricted@scope.test";
+    CachedVerdict one = verdict(VerdictClass::policy_blocked, "vendor:m365-restricted-recipient");
+    EXPECT_EQ(flat(store(a, one, "scope.test restricted@scope.test")), "1");
+    EXPECT_EQ(integer({"EXISTS", rs::domain_fact_key(a.domain)}), 0);
+    EXPECT_EQ(integer({"EXISTS", rs::address_key(a.domain, a.address)}), 1);
+    Admission other = a;
+    other.address = "other@scope.test";
+    other.token = "node:2";
+    EXPECT_EQ(flat(admit(other)), "admitted,node:2") << "the other address is still probed";
+    release(other);
+
+    // A legacy value under the domain key (no scope flag) speaks for no one.
+    server_.command({"SET", rs::domain_fact_key(a.domain), "v1|policy_blocked|0||policy 550|"});
+    EXPECT_EQ(flat(admit(other)), "admitted,node:2");
+    release(other);
+
+    // The same refusal for the random local part: a domain fact, for every address...
+    CachedVerdict refused = verdict(VerdictClass::policy_blocked, "probes-refused: policy");
+    refused.scope = EvidenceScope::domain;
+    EXPECT_EQ(flat(store(a, refused, "scope.test restricted@scope.test")), "1");
+    RedisReply r = admit(other);
+    ASSERT_EQ(r.elements().size(), 3u) << flat(r);
+    EXPECT_EQ(r.elements()[2].text(), "d");
+    // ... but never over an address's own answer, unless the domain has no mail at all.
+    Admission known = a;
+    known.address = "gone@scope.test";
+    store(known, verdict(VerdictClass::invalid, "user-unknown"), "scope.test gone@scope.test");
+    r = admit(known);
+    EXPECT_EQ(r.elements()[2].text(), "a") << flat(r);
+    EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::invalid);
+    CachedVerdict nx = verdict(VerdictClass::no_mail_domain, "dns nxdomain");
+    nx.scope = EvidenceScope::domain;
+    store(a, nx, "scope.test ");
+    r = admit(known);
+    EXPECT_EQ(r.elements()[2].text(), "d") << flat(r);
+    EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::no_mail_domain);
+}
+
+// The Redis cache backend keeps each verdict at its scope and shares the "not accept-all" fact:
+// a node that never probed the domain learns it from Redis.
+TEST_F(ClusterScripts, RedisCacheKeepsScopesAndSharesTheNotAcceptAllFact) {
+    const CacheTtls ttls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h, 1h};
+    MemoryVerdictCache local_a(100, ttls);
+    MemoryVerdictCache local_b(100, ttls);
+    RedisVerdictCache a(*client_, local_a, ttls, 0ms);
+    RedisVerdictCache b(*client_, local_b, ttls, 0ms);  // another node, same Redis
+
+    auto lookup = [&](RedisVerdictCache& cache, const std::string& address) {
+        std::optional<std::optional<CacheHit>> got;
+        cache.lookup("n.test", address, [&](std::optional<CacheHit> h) { got = std::move(h); });
+        EXPECT_TRUE(run_until([&] { return got.has_value(); }));
+        return got.value_or(std::nullopt);
+    };
+
+    a.store("n.test", "restricted@n.test",
+            verdict(VerdictClass::policy_blocked, "vendor:m365-restricted-recipient"));
+    run_for(100ms);
+    EXPECT_FALSE(lookup(b, "other@n.test")) << "one mailbox's reply is no domain fact";
+    auto own = lookup(b, "restricted@n.test");
+    ASSERT_TRUE(own);
+    EXPECT_EQ(own->verdict.cls, VerdictClass::policy_blocked);
+    EXPECT_FALSE(own->domain_fact);
+
+    std::optional<bool> known = b.not_accept_all("n.test", [&](bool v) { known = v; });
+    EXPECT_FALSE(known.has_value()) << "asks Redis";
+    ASSERT_TRUE(run_until([&] { return known.has_value(); }));
+    EXPECT_FALSE(*known);
+    a.store_not_accept_all("n.test", WallClock::now());
+    EXPECT_EQ(a.not_accept_all("n.test", {}), std::optional<bool>(true)) << "known locally";
+    run_for(100ms);
+    known.reset();
+    EXPECT_FALSE(b.not_accept_all("n.test", [&](bool v) { known = v; }).has_value());
+    ASSERT_TRUE(run_until([&] { return known.has_value(); }));
+    EXPECT_TRUE(*known) << "learnt from Redis";
+    EXPECT_GT(integer({"PTTL", rs::not_accept_all_key("n.test")}), 23 * 3600 * 1000);
+}
+
+TEST_F(ClusterScripts, RandomSecretIsCreatedOnceAndShared) {
+    std::string key(rs::kRandomSecretKey);
+    EXPECT_EQ(flat(eval("random_secret", {key}, {"first"})), "first");
+    EXPECT_EQ(flat(eval("random_secret", {key}, {"second"})), "first") << "the first one stays";
 }
 
 TEST_F(ClusterScripts, OverBudgetPerDomainClientGlobalAndConcurrency) {

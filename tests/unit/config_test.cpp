@@ -217,6 +217,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "[redis]\nurl = \"redis://s/0\"\nmaster_name = \"m\"\n"
                   "sentinels = [\"sentinel.example:26379\"]\n",
                   "4:13", "IP:PORT or [V6]:PORT"},
+        ErrorCase{"bad_dns_canary", "[dns]\ncanary = \"not a name\"\n", "2:10",
+                  "is not a DNS name"},
         ErrorCase{"sentinels_without_master_name",
                   "[redis]\nurl = \"redis://s/0\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
                   "needs redis.master_name"},

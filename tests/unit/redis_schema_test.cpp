@@ -15,6 +15,7 @@ TEST(RedisSchema, DomainKeysShareOneHashTag) {
     EXPECT_EQ(in_flight_key("example.org", "a@example.org"),
               "calloutd:{example.org}:f:a@example.org");
     EXPECT_EQ(domain_window_key("example.org"), "calloutd:{example.org}:w");
+    EXPECT_EQ(not_accept_all_key("example.org"), "calloutd:{example.org}:n");
 }
 
 TEST(RedisSchema, VerdictRoundTrips) {
@@ -30,9 +31,27 @@ TEST(RedisSchema, VerdictRoundTrips) {
     EXPECT_EQ(back->probed_at, v.probed_at);
     EXPECT_EQ(back->remote_reply, v.remote_reply);
     EXPECT_FALSE(back->backoff);
+    EXPECT_EQ(back->scope, EvidenceScope::address);
     v.backoff = true;
     v.cls = VerdictClass::policy_blocked;
     EXPECT_TRUE(decode(encode(v))->backoff);
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::domain) << "a back-off is domain-wide";
+}
+
+// The scope travels in the flags field: "d" domain fact, "b" back-off, "" one address (an
+// MX-host-scoped verdict is kept under the address, so it needs no flag of its own).
+TEST(RedisSchema, ScopeIsEncodedInTheFlags) {
+    CachedVerdict v;
+    v.cls = VerdictClass::policy_blocked;
+    v.reason = "probes-refused: policy 550 5.7.1 at RCPT";
+    v.scope = EvidenceScope::domain;
+    EXPECT_TRUE(encode(v).starts_with("v1|policy_blocked|0|d|")) << encode(v);
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::domain);
+    v.scope = EvidenceScope::address;
+    EXPECT_TRUE(encode(v).starts_with("v1|policy_blocked|0||")) << encode(v);
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::address);
+    v.scope = EvidenceScope::mx_host;
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::address);
 }
 
 TEST(RedisSchema, HostileTextCannotBreakTheEncoding) {
