@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -29,6 +30,12 @@ struct CalloutOptions {
     std::optional<uint64_t> seed;  // random local parts; unset = random_device
 };
 
+// Whether a target may be connected to now, and if not, which budget said no.
+struct TargetAdmission {
+    bool admitted = true;
+    std::string denied_by;  // the budget that refused ("mx", "provider"), when not admitted
+};
+
 // Per-MX budgets, consulted right before each connection: a target over budget is skipped and
 // the probe moves on to the next MX host.
 class TargetBudget {
@@ -36,7 +43,7 @@ class TargetBudget {
     virtual ~TargetBudget() = default;
     // Calls `done` (possibly before returning) with whether `target` may be connected to now;
     // an admitted target holds a slot until release().
-    virtual void admit(const ProbeTarget& target, std::function<void(bool)> done) = 0;
+    virtual void admit(const ProbeTarget& target, std::function<void(TargetAdmission)> done) = 0;
     virtual void release(const ProbeTarget& target) = 0;
     // The target at `ip` pushed back (421, rate limited, blocked).
     virtual void pushed_back(const std::string& ip) = 0;
@@ -51,6 +58,7 @@ struct CalloutReport {
     std::vector<HostAttempt> attempts;
     std::chrono::milliseconds elapsed{};
     bool pushback = false;  // the decisive server told us to go away
+    std::string skipped_mx;  // the MX host that matched the skip_mx_hosts filter, if any
 };
 
 class Callout {
@@ -77,6 +85,11 @@ class Callout {
     size_t in_flight() const { return ops_.size(); }
     // Optional; not owned; must outlive every callout started while it is set.
     void set_target_budget(TargetBudget* budget) { budget_ = budget; }
+    // Optional: MX host names (lower case) that must never be connected to. Asked for every MX
+    // host after the lookup and before any connection; one match ends the callout `skipped`
+    // (reason skip-mx), since the probe could otherwise move on to that host.
+    using MxHostFilter = std::function<bool(std::string_view host)>;
+    void set_mx_host_filter(MxHostFilter filter) { mx_filter_ = std::move(filter); }
 
   private:
     struct Op {
@@ -84,7 +97,8 @@ class Callout {
         Done done;
         DnsResolver::Handle dns = 0;
         std::shared_ptr<SmtpProbe> probe;
-        size_t mx_denied = 0;  // targets skipped by the per-MX budget
+        size_t mx_denied = 0;     // targets skipped by the per-MX budgets
+        std::string denied_by;  // the budget that refused the last of them
         CalloutReport report;
         std::chrono::steady_clock::time_point started;
     };
@@ -98,6 +112,7 @@ class Callout {
     std::unique_ptr<DnsResolver> dns_;
     TargetGuard guard_;
     TargetBudget* budget_ = nullptr;
+    MxHostFilter mx_filter_;
     std::mt19937_64 rng_;
     Handle next_ = 1;
     std::unordered_map<Handle, Op> ops_;

@@ -1,6 +1,7 @@
 // In-memory verdict cache; keys are "d:<domain>" for domain facts and "a:<address>".
 #include "storage/memory_cache.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -25,9 +26,7 @@ std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
         return CacheHit{*fact, true, false};
     }
     if (const CachedVerdict* v = entries_.get(address_key(address), now)) {
-        bool refresh =
-            v->cls == VerdictClass::valid && now - v->probed_at >= ttls_.positive_refresh;
-        return CacheHit{*v, false, refresh};
+        return CacheHit{*v, false, refresh_due(*v, now, ttls_)};
     }
     return std::nullopt;
 }
@@ -53,6 +52,14 @@ void MemoryVerdictCache::store(const std::string& domain, const std::string& add
     }
     // Expiry counts from the probe, so a verdict stored late does not live longer.
     entries_.put(key, verdict, verdict.probed_at + ttl);
+}
+
+void MemoryVerdictCache::note_failed_refresh(const std::string&, const std::string& address,
+                                             WallClock::time_point when) {
+    CachedVerdict* v = entries_.get(address_key(address), now_());
+    if (v != nullptr && v->cls == VerdictClass::valid) {
+        v->refresh_failed_at = std::max(v->refresh_failed_at, when);
+    }
 }
 
 void MemoryVerdictCache::erase(const std::string& domain, const std::string& address) {

@@ -15,8 +15,14 @@ std::string near_domain(const std::string& d) {
 }  // namespace
 
 RedisVerdictCache::RedisVerdictCache(RedisClient& client, MemoryVerdictCache& local, CacheTtls ttls,
-                                     std::chrono::milliseconds near_ttl, size_t near_entries)
-    : client_(client), local_(local), ttls_(ttls), near_ttl_(near_ttl), near_(near_entries) {}
+                                     std::chrono::milliseconds near_ttl, size_t near_entries,
+                                     Now now)
+    : client_(client),
+      local_(local),
+      ttls_(ttls),
+      near_ttl_(near_ttl),
+      near_(near_entries),
+      now_(std::move(now)) {}
 
 void RedisVerdictCache::set_ttls(const CacheTtls& ttls) {
     ttls_ = ttls;
@@ -24,19 +30,17 @@ void RedisVerdictCache::set_ttls(const CacheTtls& ttls) {
 }
 
 CacheHit RedisVerdictCache::hit_of(const CachedVerdict& v, bool domain_fact) const {
-    bool refresh = !domain_fact && v.cls == VerdictClass::valid &&
-                   WallClock::now() - v.probed_at >= ttls_.positive_refresh;
-    return CacheHit{v, domain_fact, refresh};
+    return CacheHit{v, domain_fact, !domain_fact && refresh_due(v, now_(), ttls_)};
 }
 
 void RedisVerdictCache::remember(const std::string& key, const CacheHit& hit) {
-    if (near_ttl_.count() > 0) near_.put(key, hit, WallClock::now() + near_ttl_);
+    if (near_ttl_.count() > 0) near_.put(key, hit, now_() + near_ttl_);
 }
 
 VerdictCache::Immediate RedisVerdictCache::peek(const std::string& domain,
                                                 const std::string& address) {
     if (near_ttl_.count() > 0) {
-        auto now = WallClock::now();
+        auto now = now_();
         const CacheHit* hit = near_.get(near_domain(domain), now);
         if (hit == nullptr) hit = near_.get(near_address(address), now);
         if (hit != nullptr) {
@@ -86,7 +90,7 @@ void RedisVerdictCache::store(const std::string& domain, const std::string& addr
     // Kept locally too, so a node that loses Redis still knows what it probed.
     local_.store(domain, address, verdict);
     auto ttl = ttl_for(verdict, ttls_);
-    auto left = ttl - std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::now() -
+    auto left = ttl - std::chrono::duration_cast<std::chrono::milliseconds>(now_() -
                                                                             verdict.probed_at);
     if (ttl.count() <= 0 || left.count() <= 0) return;
     bool fact = is_domain_fact(verdict.cls);
@@ -111,6 +115,18 @@ void RedisVerdictCache::erase(const std::string& domain, const std::string& addr
         near_.erase(near_address(address));
         client_.command({"DEL", redis_schema::address_key(domain, address)}, [](RedisResult) {});
     }
+}
+
+void RedisVerdictCache::note_failed_refresh(const std::string& domain, const std::string& address,
+                                            WallClock::time_point when) {
+    local_.note_failed_refresh(domain, address, when);
+    near_.erase(near_address(address));
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch());
+    client_.eval("refresh_failed", {redis_schema::address_key(domain, address)},
+                 {std::to_string(ms.count()), redis_schema::kStoredChannel, domain + " " + address},
+                 [this](RedisResult r) {
+                     if (!r.ok()) ++counters_.store_errors;
+                 });
 }
 
 void RedisVerdictCache::set_listener(StoredListener listener) {

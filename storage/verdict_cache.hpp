@@ -19,6 +19,10 @@ struct CachedVerdict {
     WallClock::time_point probed_at;
     std::string remote_reply;  // short excerpt of the decisive SMTP reply, may be empty
     bool backoff = false;      // recorded because the target pushed back: kept for the back-off
+    // A valid verdict whose background refresh failed (epoch = never): the next refresh waits
+    // for cache.tempfail_ttl after this, so a target that keeps failing is not re-probed by
+    // every request for a hot sender.
+    WallClock::time_point refresh_failed_at{};
 };
 
 struct CacheTtls {
@@ -41,6 +45,11 @@ std::chrono::milliseconds ttl_for(const CachedVerdict& v, const CacheTtls& ttls)
 // overwrites a still-valid positive: only a definitive answer (valid, invalid, or a domain
 // fact) replaces a valid verdict.
 bool may_replace(const CachedVerdict& current, const CachedVerdict& incoming);
+// Whether `incoming` would replace a live valid verdict (a refresh that did not fail).
+bool replaces_valid(const CachedVerdict& incoming);
+// A valid verdict older than cache.positive_refresh, whose last failed refresh (if any) is at
+// least cache.tempfail_ttl ago: served, and re-probed in the background.
+bool refresh_due(const CachedVerdict& v, WallClock::time_point now, const CacheTtls& ttls);
 
 struct CacheHit {
     CachedVerdict verdict;
@@ -71,6 +80,10 @@ class VerdictCache {
     virtual void set_listener(StoredListener) {}
     // Removes an address verdict or a domain fact (`calloutd cache del`).
     virtual void erase(const std::string& domain, const std::string& address) = 0;
+    // A background refresh of the live valid verdict of `address` failed at `when` (it did not
+    // replace it): remember that, so the next refresh waits cache.tempfail_ttl.
+    virtual void note_failed_refresh(const std::string& domain, const std::string& address,
+                                     WallClock::time_point when) = 0;
 };
 
 }  // namespace calloutd

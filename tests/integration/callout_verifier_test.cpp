@@ -269,7 +269,7 @@ TEST_F(VerifierTest, TargetThatPushesBackIsLeftAlone) {
     ASSERT_TRUE(b->done);
     EXPECT_EQ(b->verdict.cls, VerdictClass::policy_blocked);
     EXPECT_EQ(b->source, DecisionSource::cache);
-    EXPECT_FALSE(budget_.admit_mx(kTargetIp, {})->admitted);
+    EXPECT_FALSE(budget_.admit_mx(kTargetIp, "verify.test", {})->admitted);
     EXPECT_EQ(smtp_->connections_accepted(), 1u);
     callout_->set_target_budget(nullptr);
 }
