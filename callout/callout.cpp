@@ -113,22 +113,22 @@ void Callout::on_mx(Handle h, MxResolution mx) {
             [this, h, budget, alive](const ProbeTarget& t, std::function<void(bool)> done) {
                 budget->admit(t, [this, h, alive, budget, t,
                                   done = std::move(done)](TargetAdmission admission) {
-                                  // An asynchronous budget may answer after this Callout is gone
-                                  // (then the budget is gone with it), or after this callout was
-                                  // cancelled (then the probe no longer listens and the slot is
-                                  // given back here).
-                                  if (alive.expired()) return;
-                                  auto it = ops_.find(h);
-                                  if (it == ops_.end()) {
-                                      if (admission.admitted) budget->release(t);
-                                      return;
-                                  }
-                                  if (!admission.admitted) {
-                                      ++it->second.mx_denied;
-                                      it->second.denied_by = std::move(admission.denied_by);
-                                  }
-                                  done(admission.admitted);
-                              });
+                    // An asynchronous budget may answer after this Callout is gone
+                    // (then the budget is gone with it), or after this callout was
+                    // cancelled (then the probe no longer listens and the slot is
+                    // given back here).
+                    if (alive.expired()) return;
+                    auto it = ops_.find(h);
+                    if (it == ops_.end()) {
+                        if (admission.admitted) budget->release(t);
+                        return;
+                    }
+                    if (!admission.admitted) {
+                        ++it->second.mx_denied;
+                        it->second.denied_by = std::move(admission.denied_by);
+                    }
+                    done(admission.admitted);
+                });
             },
             [budget](const ProbeTarget& t) { budget->release(t); });
     }

@@ -57,7 +57,7 @@ struct CalloutReport {
     std::vector<std::pair<std::string, std::string>> refused;  // address, why (target guard)
     std::vector<HostAttempt> attempts;
     std::chrono::milliseconds elapsed{};
-    bool pushback = false;  // the decisive server told us to go away
+    bool pushback = false;   // the decisive server told us to go away
     std::string skipped_mx;  // the MX host that matched the skip_mx_hosts filter, if any
 };
 
@@ -97,7 +97,7 @@ class Callout {
         Done done;
         DnsResolver::Handle dns = 0;
         std::shared_ptr<SmtpProbe> probe;
-        size_t mx_denied = 0;     // targets skipped by the per-MX budgets
+        size_t mx_denied = 0;   // targets skipped by the per-MX budgets
         std::string denied_by;  // the budget that refused the last of them
         CalloutReport report;
         std::chrono::steady_clock::time_point started;

@@ -117,8 +117,8 @@ std::optional<std::string> verp_base(std::string_view local) {
         auto number = take(rest, "-");
         if (number && all_of(*number, 1, 20, [](char c) { return c >= '0' && c <= '9'; })) {
             auto eq = rest.rfind('=');
-            bool encoded = eq != std::string_view::npos && eq > 0 &&
-                           looks_like_domain(rest.substr(eq + 1));
+            bool encoded =
+                eq != std::string_view::npos && eq > 0 && looks_like_domain(rest.substr(eq + 1));
             if (rest.empty() || encoded) return std::string(local.substr(0, at)) + "-return";
         }
     }

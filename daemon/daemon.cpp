@@ -57,7 +57,8 @@ void Daemon::close_redis(std::chrono::steady_clock::time_point deadline) {
     if (redis_ && redis_->is_connected() && redis_->in_flight() > 0 &&
         std::chrono::steady_clock::now() < deadline) {
         if (!redis_settle_) redis_settle_ = std::make_unique<UvTimer>(&loop_);
-        redis_settle_->start(std::chrono::milliseconds(1), [this, deadline] { close_redis(deadline); });
+        redis_settle_->start(std::chrono::milliseconds(1),
+                             [this, deadline] { close_redis(deadline); });
         return;
     }
     redis_settle_.reset();  // (may be the timer running this: UvTimer allows that)
@@ -152,9 +153,8 @@ bool Daemon::start_engine() {
     }
     callout_->set_target_budget(mx_budget_.get());
     // Read on every callout, so a SIGHUP that changes policy.skip_mx_hosts applies at once.
-    callout_->set_mx_host_filter([this](std::string_view host) {
-        return decider_->settings().skip_mx_hosts.matches(host);
-    });
+    callout_->set_mx_host_filter(
+        [this](std::string_view host) { return decider_->settings().skip_mx_hosts.matches(host); });
     verifier_ = std::make_unique<CalloutVerifier>(
         &loop_, *cache, *callout_, *budget, config_.server.reply_timeout,
         [](const SenderAddress& sender, const CalloutReport& r, bool refresh) {

@@ -70,8 +70,7 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
         // Never probed: nothing from this sender string may reach the SMTP wire.
         return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
     }
-    Asked asked{*parsed.address, sender_key(*parsed.address).key,
-                client_key(req.client_address)};
+    Asked asked{*parsed.address, sender_key(*parsed.address).key, client_key(req.client_address)};
     std::string address = asked.sender.address();
     std::weak_ptr<bool> alive = alive_;
     auto found = find(asked.sender.domain, address, asked.key,
@@ -142,14 +141,13 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Ask
     // Admission comes before any DNS query or connection. For a tagged sender the verdict
     // under its key may be about another tag, so it is no reason to refuse the probe.
     std::weak_ptr<bool> alive = alive_;
-    auto decision = budget_.admit_probe(asked.sender.domain, asked.key, asked.client,
-                                        asked.tagged(),
-                                        [this, alive, asked, done](BudgetDecision d) mutable {
-                                            if (alive.expired()) return;
-                                            auto answer = after_admission(asked, d, done);
-                                            if (answer)
-                                                done(std::move(answer->verdict), answer->source);
-                                        });
+    auto decision =
+        budget_.admit_probe(asked.sender.domain, asked.key, asked.client, asked.tagged(),
+                            [this, alive, asked, done](BudgetDecision d) mutable {
+                                if (alive.expired()) return;
+                                auto answer = after_admission(asked, d, done);
+                                if (answer) done(std::move(answer->verdict), answer->source);
+                            });
     if (!decision) return std::nullopt;
     return after_admission(asked, *decision, done);
 }
@@ -324,9 +322,8 @@ void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
     std::string address = flight.sender.address();
 
     if (report.verdict.cls == VerdictClass::rate_limited) {
-        count_denial(report.verdict.reason == to_string(BudgetKind::provider)
-                         ? BudgetKind::provider
-                         : BudgetKind::mx);
+        count_denial(report.verdict.reason == to_string(BudgetKind::provider) ? BudgetKind::provider
+                                                                              : BudgetKind::mx);
     }
     CachedVerdict cached{report.verdict.cls, report.verdict.reason, WallClock::now(),
                          decisive_reply(report)};

@@ -23,7 +23,9 @@ std::string_view to_string(BudgetKind k) {
 
 BudgetLimits node_share(const BudgetLimits& limits, int64_t nodes) {
     if (nodes <= 1) return limits;
-    auto share = [nodes](int64_t n) { return n <= 0 ? n : std::max<int64_t>(1, (n + nodes - 1) / nodes); };
+    auto share = [nodes](int64_t n) {
+        return n <= 0 ? n : std::max<int64_t>(1, (n + nodes - 1) / nodes);
+    };
     auto rate = [&](Rate r) {
         if (!r.unlimited) r.count = static_cast<uint32_t>(share(r.count));
         return r;

@@ -90,8 +90,8 @@ void RedisVerdictCache::store(const std::string& domain, const std::string& addr
     // Kept locally too, so a node that loses Redis still knows what it probed.
     local_.store(domain, address, verdict);
     auto ttl = ttl_for(verdict, ttls_);
-    auto left = ttl - std::chrono::duration_cast<std::chrono::milliseconds>(now_() -
-                                                                            verdict.probed_at);
+    auto left =
+        ttl - std::chrono::duration_cast<std::chrono::milliseconds>(now_() - verdict.probed_at);
     if (ttl.count() <= 0 || left.count() <= 0) return;
     bool fact = is_domain_fact(verdict.cls);
     std::string key =

@@ -39,13 +39,13 @@ TEST(Address, Table) {
         {"user@bücher.example", "user@xn--bcher-kva.example", true},
         {"user@BÜCHER.example", "user@xn--bcher-kva.example", true},
         {"user@xn--bcher-kva.example", "user@xn--bcher-kva.example", true},
-        {"user@faß.de", "user@xn--fa-hia.de", true},     // non-transitional: ß is kept
+        {"user@faß.de", "user@xn--fa-hia.de", true},  // non-transitional: ß is kept
         // UTS-46 mapping: how a resolver would read these spellings.
         {"user@\uff47\uff4d\uff41\uff49\uff4c.com", "user@gmail.com", true},  // full-width
-        {"user@gm\u00adail.com", "user@gmail.com", true},                // soft hyphen
-        {"user@gmail\u3002com", "user@gmail.com", true},                 // ideographic stop
+        {"user@gm\u00adail.com", "user@gmail.com", true},                     // soft hyphen
+        {"user@gmail\u3002com", "user@gmail.com", true},                      // ideographic stop
         {"user@\uff27\uff2d\uff21\uff29\uff2c\uff0e\uff23\uff2f\uff2d", "user@gmail.com",
-         true},  // full-width capitals and full stop
+         true},                                          // full-width capitals and full stop
         {"jörg@example.org", "jörg@example.org", true},  // RFC 6531 UTF-8 local part
         {"\"jörg m\"@example.org", "\"jörg m\"@example.org", true},
         {"user@localhost", "user@localhost", true},  // syntax only; the target guard refuses 127/8
@@ -135,9 +135,9 @@ TEST(Address, Table) {
 // The skip rules, the lists and the probe share one normalisation, so a spelling that the probe
 // would send to gmail.com is the domain gmail.com for every rule too.
 TEST(Address, ParseDomainIsTheProbesNormalisation) {
-    for (const char* spelling :
-         {"gmail.com", "GMAIL.com", "\uff47\uff4d\uff41\uff49\uff4c.com", "gm\u00adail.com",
-          "gmail\u3002com", "gmail\uff61com", "\uff27\uff2d\uff21\uff29\uff2c\uff0e\uff23\uff2f\uff2d"}) {
+    for (const char* spelling : {"gmail.com", "GMAIL.com", "\uff47\uff4d\uff41\uff49\uff4c.com",
+                                 "gm\u00adail.com", "gmail\u3002com", "gmail\uff61com",
+                                 "\uff27\uff2d\uff21\uff29\uff2c\uff0e\uff23\uff2f\uff2d"}) {
         DomainParse d = parse_domain(spelling);
         ASSERT_TRUE(d) << spelling << ": " << d.refusal;
         EXPECT_EQ(d.domain, "gmail.com") << spelling;

@@ -217,7 +217,8 @@ TEST_F(Budget, RecordedAdmissionsCountAgainstTheLocalWindows) {
 }
 
 TEST(NodeShare, EachNodeGetsTheCeilingOfItsShare) {
-    BudgetLimits l{Rate{10, 60s, false}, Rate{60, 60s, false}, Rate{0, 0ms, true}, 200,
+    BudgetLimits l{Rate{10, 60s, false}, Rate{60, 60s, false},
+                   Rate{0, 0ms, true},   200,
                    Rate{30, 60s, false}, 2};
     l.provider_rate = Rate{9, 60s, false};
     BudgetLimits one = node_share(l, 1);

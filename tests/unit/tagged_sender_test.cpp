@@ -20,8 +20,8 @@ TEST(TaggedSender, Table) {
         {"PRVS=0123456789=Alice.Smith@batv.example", "Alice.Smith@batv.example", "batv"},
         {"msprvs1=17913S4pF8xNI=bounces-321@ms.example", "bounces-321@ms.example", "batv"},
         {"btv1==12a34b56c78d==bob@barracuda.example", "bob@barracuda.example", "batv"},
-        {"prvs=1234abcdef=list-bounces+carol=c.example@lists.example",
-         "list-bounces@lists.example", "batv"},  // BATV-signed VERP
+        {"prvs=1234abcdef=list-bounces+carol=c.example@lists.example", "list-bounces@lists.example",
+         "batv"},  // BATV-signed VERP
         // SRS (libsrs2/postsrsd), the per-message hash and timestamp dropped
         {"SRS0=Ab3d=ZQ=orig.example=alice@fwd.example", "SRS0=orig.example=alice@fwd.example",
          "srs0"},
@@ -40,9 +40,9 @@ TEST(TaggedSender, Table) {
         {"list-return-1234-@ezmlm.example", "list-return@ezmlm.example", "verp"},
         // look-alikes: each keeps its own key
         {"alice@plain.example", "alice@plain.example", ""},
-        {"alice+news@plain.example", "alice+news@plain.example", ""},        // sub-address
-        {"alice+a=b@plain.example", "alice+a=b@plain.example", ""},          // no domain after =
-        {"prvs=abc=alice@batv.example", "prvs=abc=alice@batv.example", ""},  // tag too short
+        {"alice+news@plain.example", "alice+news@plain.example", ""},          // sub-address
+        {"alice+a=b@plain.example", "alice+a=b@plain.example", ""},            // no domain after =
+        {"prvs=abc=alice@batv.example", "prvs=abc=alice@batv.example", ""},    // tag too short
         {"prvs=1234abcdef@batv.example", "prvs=1234abcdef@batv.example", ""},  // no local
         {"prvs=12-4abcdef=alice@batv.example", "prvs=12-4abcdef=alice@batv.example", ""},
         {"SRS0=Ab3d=Z=orig.example=alice@fwd.example", "SRS0=Ab3d=Z=orig.example=alice@fwd.example",
