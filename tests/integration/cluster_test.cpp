@@ -134,6 +134,7 @@ class Cluster : public ::testing::Test {
         c.sections = "[limits]\ndomain_rate = \"" + domain_rate +
                      "\"\nclient_rate = \"unlimited\"\nglobal_rate = \"unlimited\"\n"
                      "global_concurrency = 10000\nmx_rate = \"unlimited\"\nmx_concurrency = 100\n"
+                     "provider_rate = \"unlimited\"\n"
                      "[actions]\nrate_limited = \"" +
                      std::string(kRateLimited) + "\"\ntempfail = \"" + kTempfail +
                      "\"\n[redis]\nurl = \"" + redis_->url() + "\"\ntimeout = \"250ms\"\n";
@@ -499,6 +500,7 @@ class ClusterScripts : public ::testing::Test {
         client_->register_script("release", std::string(rs::kReleaseScript));
         client_->register_script("store", std::string(rs::kStoreScript));
         client_->register_script("admit_mx", std::string(rs::kAdmitMxScript));
+        client_->register_script("refresh_failed", std::string(rs::kRefreshFailedScript));
         client_->start();
         ASSERT_TRUE(run_until([this] { return client_->is_connected(); }));
     }
@@ -563,10 +565,13 @@ class ClusterScripts : public ::testing::Test {
                     {rs::encode(v), "60000", std::string(rs::kStoredChannel), message});
     }
     RedisReply admit_mx(const std::string& ip, const std::string& token, long long count,
-                        long long concurrency) {
+                        long long concurrency, const std::string& provider = "p.test",
+                        long long provider_count = 0) {
         return eval("admit_mx",
-                    {rs::mx_window_key(ip), rs::mx_running_key(ip), rs::mx_backoff_key(ip)},
-                    {token, std::to_string(count), "60000", std::to_string(concurrency), "10000"});
+                    {rs::mx_window_key(ip), rs::mx_running_key(ip), rs::mx_backoff_key(ip),
+                     rs::provider_window_key(provider)},
+                    {token, std::to_string(count), "60000", std::to_string(concurrency), "10000",
+                     std::to_string(provider_count), "60000"});
     }
     long long integer(const std::vector<std::string>& args) {
         return server_.command(args).as_integer();
@@ -728,6 +733,63 @@ TEST_F(ClusterScripts, MxAdmissionConcurrencyRateAndBackoff) {
     EXPECT_EQ(flat(admit_mx("192.0.2.25", "m4", 2, 1)), "denied,rate");
     server_.command({"SET", rs::mx_backoff_key("192.0.2.26"), "1", "PX", "60000"});
     EXPECT_EQ(flat(admit_mx("192.0.2.26", "m5", 2, 1)), "denied,backoff");
+}
+
+// One provider, five MX IPs: the provider window binds across them, and a connection it
+// refuses spends nothing at the IP.
+TEST_F(ClusterScripts, MxAdmissionProviderRateSpansItsIps) {
+    int admitted = 0;
+    for (int i = 0; i < 20; ++i) {
+        std::string ip = "192.0.2." + std::to_string(40 + i % 5);
+        std::string token = "p" + std::to_string(i);
+        std::string r = flat(admit_mx(ip, token, 100, 100, "bigprovider.test", 3));
+        if (r == "admitted," + token) {
+            ++admitted;
+        } else {
+            EXPECT_EQ(r, "denied,provider");
+        }
+    }
+    EXPECT_EQ(admitted, 3);
+    EXPECT_EQ(integer({"ZCARD", rs::provider_window_key("bigprovider.test")}), 3);
+    long long at_ips = 0;
+    for (int i = 0; i < 5; ++i) {
+        at_ips += integer({"ZCARD", rs::mx_window_key("192.0.2." + std::to_string(40 + i))});
+    }
+    EXPECT_EQ(at_ips, 3) << "a refused connection must not count at its IP";
+    EXPECT_EQ(flat(admit_mx("192.0.2.40", "q1", 100, 100, "other.test", 3)), "admitted,q1");
+}
+
+// A failed refresh is recorded in the live valid verdict, keeping its TTL, and announced.
+TEST_F(ClusterScripts, RefreshFailedMarksALiveValidAndKeepsItsTtl) {
+    std::string key = rs::address_key("s.test", "a@s.test");
+    CachedVerdict v = verdict(VerdictClass::valid, "rcpt-accepted");
+    ASSERT_EQ(flat(store(key, v, "s.test a@s.test")), "1");
+    long long ttl_before = integer({"PTTL", key});
+    auto mark = [&](const std::string& k, long long ms) {
+        return flat(eval("refresh_failed", {k},
+                         {std::to_string(ms), std::string(rs::kStoredChannel), "s.test a@s.test"}));
+    };
+    EXPECT_EQ(mark(key, 1764317400456), "1");
+    auto back = rs::decode(server_.command({"GET", key}).text());
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->cls, VerdictClass::valid);
+    EXPECT_EQ(back->reason, "rcpt-accepted");
+    EXPECT_EQ(back->refresh_failed_at,
+              WallClock::time_point(std::chrono::milliseconds(1764317400456)));
+    long long ttl_after = integer({"PTTL", key});
+    EXPECT_GT(ttl_after, 0);
+    EXPECT_LE(ttl_after, ttl_before);
+    EXPECT_GT(ttl_after, ttl_before - 5000) << "the TTL is kept, not reset or dropped";
+    EXPECT_EQ(mark(key, 1764317500000), "1");  // a later failure replaces the earlier time
+    EXPECT_EQ(rs::decode(server_.command({"GET", key}).text())->refresh_failed_at,
+              WallClock::time_point(std::chrono::milliseconds(1764317500000)));
+    // Nothing to mark: no verdict, or one that is not valid.
+    EXPECT_EQ(mark(rs::address_key("s.test", "none@s.test"), 1), "0");
+    std::string bad = rs::address_key("s.test", "b@s.test");
+    store(bad, verdict(VerdictClass::invalid, "unknown"), "s.test b@s.test");
+    EXPECT_EQ(mark(bad, 1), "0");
+    EXPECT_EQ(rs::decode(server_.command({"GET", bad}).text())->refresh_failed_at,
+              WallClock::time_point{});
 }
 
 TEST_F(ClusterScripts, ScriptFlushIsAnsweredByTransparentReload) {
