@@ -341,7 +341,7 @@ void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
         // the stale valid is still served, and the next refresh waits cache.tempfail_ttl.
         bool replaced =
             replaces_valid(cached) && (key == address || cached.cls != VerdictClass::invalid);
-        if (!replaced) cache_.note_failed_refresh(domain, key, cached.probed_at);
+        if (!replaced) cache_.note_failed_refresh(domain, key);
     }
     // Released after the verdict is stored, so no other node probes in between.
     budget_.release_probe(domain, key, flight.token);

@@ -54,11 +54,11 @@ void MemoryVerdictCache::store(const std::string& domain, const std::string& add
     entries_.put(key, verdict, verdict.probed_at + ttl);
 }
 
-void MemoryVerdictCache::note_failed_refresh(const std::string&, const std::string& address,
-                                             WallClock::time_point when) {
-    CachedVerdict* v = entries_.get(address_key(address), now_());
+void MemoryVerdictCache::note_failed_refresh(const std::string&, const std::string& address) {
+    auto now = now_();
+    CachedVerdict* v = entries_.get(address_key(address), now);
     if (v != nullptr && v->cls == VerdictClass::valid) {
-        v->refresh_failed_at = std::max(v->refresh_failed_at, when);
+        v->refresh_failed_at = std::max(v->refresh_failed_at, now);
     }
 }
 

@@ -20,8 +20,7 @@ class MemoryVerdictCache : public VerdictCache {
     void store(const std::string& domain, const std::string& address,
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;
-    void note_failed_refresh(const std::string& domain, const std::string& address,
-                             WallClock::time_point when) override;
+    void note_failed_refresh(const std::string& domain, const std::string& address) override;
 
     // Synchronous form for callers on the loop that know they have the memory backend.
     std::optional<CacheHit> find(const std::string& domain, const std::string& address);

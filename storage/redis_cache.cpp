@@ -117,11 +117,10 @@ void RedisVerdictCache::erase(const std::string& domain, const std::string& addr
     }
 }
 
-void RedisVerdictCache::note_failed_refresh(const std::string& domain, const std::string& address,
-                                            WallClock::time_point when) {
-    local_.note_failed_refresh(domain, address, when);
+void RedisVerdictCache::note_failed_refresh(const std::string& domain, const std::string& address) {
+    local_.note_failed_refresh(domain, address);
     near_.erase(near_address(address));
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch());
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now_().time_since_epoch());
     client_.eval("refresh_failed", {redis_schema::address_key(domain, address)},
                  {std::to_string(ms.count()), redis_schema::kStoredChannel, domain + " " + address},
                  [this](RedisResult r) {

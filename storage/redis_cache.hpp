@@ -35,8 +35,7 @@ class RedisVerdictCache : public VerdictCache {
     void store(const std::string& domain, const std::string& address,
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;
-    void note_failed_refresh(const std::string& domain, const std::string& address,
-                             WallClock::time_point when) override;
+    void note_failed_refresh(const std::string& domain, const std::string& address) override;
     void set_listener(StoredListener listener) override;
 
     void set_ttls(const CacheTtls& ttls);

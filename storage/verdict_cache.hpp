@@ -80,10 +80,10 @@ class VerdictCache {
     virtual void set_listener(StoredListener) {}
     // Removes an address verdict or a domain fact (`calloutd cache del`).
     virtual void erase(const std::string& domain, const std::string& address) = 0;
-    // A background refresh of the live valid verdict of `address` failed at `when` (it did not
-    // replace it): remember that, so the next refresh waits cache.tempfail_ttl.
-    virtual void note_failed_refresh(const std::string& domain, const std::string& address,
-                                     WallClock::time_point when) = 0;
+    // A background refresh of the live valid verdict of `address` failed just now (it did not
+    // replace it): remember that, by the backend's clock, so the next refresh waits
+    // cache.tempfail_ttl.
+    virtual void note_failed_refresh(const std::string& domain, const std::string& address) = 0;
 };
 
 }  // namespace calloutd

@@ -86,7 +86,7 @@ TEST_F(MemoryCache, AFailedRefreshPostponesTheNextByTheTempfailTtl) {
     now += 8 * 24h;
     ASSERT_TRUE(find("a@example.org")->refresh_due);
     cache.store("example.org", "a@example.org", verdict(VerdictClass::tempfail, "failed"));
-    cache.note_failed_refresh("example.org", "a@example.org", now);
+    cache.note_failed_refresh("example.org", "a@example.org");
     auto hit = find("a@example.org");
     ASSERT_TRUE(hit);
     EXPECT_EQ(hit->verdict.reason, "first");
@@ -96,7 +96,7 @@ TEST_F(MemoryCache, AFailedRefreshPostponesTheNextByTheTempfailTtl) {
     now += 1s;
     EXPECT_TRUE(find("a@example.org")->refresh_due);
     // Only a live valid verdict records attempts.
-    cache.note_failed_refresh("example.org", "nobody@example.org", now);
+    cache.note_failed_refresh("example.org", "nobody@example.org");
     EXPECT_FALSE(find("nobody@example.org"));
     // A successful refresh starts afresh.
     cache.store("example.org", "a@example.org", verdict(VerdictClass::valid, "second"));
