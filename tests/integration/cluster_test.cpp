@@ -29,11 +29,14 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 // One target per scenario (callout_world.hpp uses .21-.41, list_washing_test .61-.68).
-constexpr const char* kForgedIp = "127.0.0.71";  // forged.test: single flight
-constexpr const char* kBudgetIp = "127.0.0.72";  // budget.test: shared domain budget
-constexpr const char* kKillIp = "127.0.0.73";    // kill.test: Redis killed and restarted
-constexpr const char* kPauseIp = "127.0.0.74";   // pause.test: Redis paused and resumed
-constexpr const char* kRaceIp = "127.0.0.77";    // race.test: fast probes raced by three nodes
+constexpr const char* kForgedIp = "127.0.0.71";    // forged.test: single flight
+constexpr const char* kBudgetIp = "127.0.0.72";    // budget.test: shared domain budget
+constexpr const char* kKillIp = "127.0.0.73";      // kill.test: Redis killed and restarted
+constexpr const char* kPauseIp = "127.0.0.74";     // pause.test: Redis paused and resumed
+constexpr const char* kRaceIp = "127.0.0.77";      // race.test: fast probes raced by three nodes
+constexpr const char* kStallIp = "127.0.0.78";     // stall.test: Redis stalls mid-window
+constexpr const char* kDegradeIp = "127.0.0.79";   // degrade.test: three nodes without Redis
+constexpr const char* kShutdownIp = "127.0.0.80";  // shutdown.test: SIGTERM during probes
 
 constexpr const char* kInvalid = "REJECT 5.1.7";
 constexpr const char* kInProgress = "DEFER_IF_PERMIT";
@@ -46,16 +49,14 @@ constexpr auto kSlack = 500ms;  // scheduling on a shared 2-core machine
 DnsmasqZones cluster_zones() {
     DnsmasqZones z;
     z.local_domains = {"test"};
-    z.mx = {{"forged.test", "mx.forged.test", 10},
-            {"budget.test", "mx.budget.test", 10},
-            {"kill.test", "mx.kill.test", 10},
-            {"pause.test", "mx.pause.test", 10},
-            {"race.test", "mx.race.test", 10}};
-    z.hosts = {{"mx.forged.test", {kForgedIp}},
-               {"mx.budget.test", {kBudgetIp}},
-               {"mx.kill.test", {kKillIp}},
-               {"mx.pause.test", {kPauseIp}},
-               {"mx.race.test", {kRaceIp}}};
+    z.mx = {{"forged.test", "mx.forged.test", 10},   {"budget.test", "mx.budget.test", 10},
+            {"kill.test", "mx.kill.test", 10},       {"pause.test", "mx.pause.test", 10},
+            {"race.test", "mx.race.test", 10},       {"stall.test", "mx.stall.test", 10},
+            {"degrade.test", "mx.degrade.test", 10}, {"shutdown.test", "mx.shutdown.test", 10}};
+    z.hosts = {{"mx.forged.test", {kForgedIp}},   {"mx.budget.test", {kBudgetIp}},
+               {"mx.kill.test", {kKillIp}},       {"mx.pause.test", {kPauseIp}},
+               {"mx.race.test", {kRaceIp}},       {"mx.stall.test", {kStallIp}},
+               {"mx.degrade.test", {kDegradeIp}}, {"mx.shutdown.test", {kShutdownIp}}};
     return z;
 }
 
@@ -74,11 +75,17 @@ class Cluster : public ::testing::Test {
         // callout.port is one port for every MX: all targets share it.
         for (int attempt = 0; attempt < 5 && targets_.empty(); ++attempt) {
             uint16_t port = 0;
-            for (const char* ip : {kForgedIp, kBudgetIp, kKillIp, kPauseIp, kRaceIp}) {
+            for (const char* ip : {kForgedIp, kBudgetIp, kKillIp, kPauseIp, kRaceIp, kStallIp,
+                                   kDegradeIp, kShutdownIp}) {
                 FakeSmtpScript script = knows_alice_and_bob();
                 // The forged sender's probe lasts long enough for every node to ask meanwhile.
                 if (ip == std::string(kForgedIp)) {
                     script.recipients["forger"] = FakeReply::slow("550 5.1.1 no such user", 400ms);
+                }
+                // Probes still running when their node is told to stop.
+                for (int i = 0; ip == std::string(kShutdownIp) && i < 5; ++i) {
+                    script.recipients["slow" + std::to_string(i)] =
+                        FakeReply::slow("550 5.1.1 no such user", 4s);
                 }
                 auto s = std::make_unique<FakeSmtpServer>(script, ip, port);
                 if (!s->ok()) {
@@ -96,8 +103,10 @@ class Cluster : public ::testing::Test {
         dnsmasq_.reset();
     }
     void SetUp() override {
-        ASSERT_EQ(targets_.size(), 5u) << "fake SMTP targets could not be bound";
-        redis_ = std::make_unique<RedisServer>();
+        ASSERT_EQ(targets_.size(), 8u) << "fake SMTP targets could not be bound";
+        RedisServerOptions o;
+        o.debug_command = true;  // DEBUG SLEEP: a Redis that stalls
+        redis_ = std::make_unique<RedisServer>(o);
     }
     void TearDown() override {
         if (HasFailure()) {
@@ -124,9 +133,15 @@ class Cluster : public ::testing::Test {
         throw std::logic_error("no target");
     }
 
-    // Three nodes on the test's Redis with the same configuration.
-    void start_nodes(const std::string& domain_rate) {
+    // `count` nodes (three unless said) on the test's Redis with the same configuration;
+    // `redis_extra` adds lines to [redis]; `slow_targets` lets a probe wait 6 s for a reply.
+    void start_nodes(const std::string& domain_rate, const std::string& redis_extra = "",
+                     int count = kNodes, bool slow_targets = false) {
         CalloutConfig c;
+        if (slow_targets) {
+            c.command_timeout = "6s";
+            c.probe_timeout = "8s";
+        }
         c.dns_server = dnsmasq_->server();  // never the system resolver
         c.smtp_port = targets_.front()->port();
         c.reply_timeout = "2s";
@@ -137,8 +152,9 @@ class Cluster : public ::testing::Test {
                      "provider_rate = \"unlimited\"\n"
                      "[actions]\nrate_limited = \"" +
                      std::string(kRateLimited) + "\"\ntempfail = \"" + kTempfail +
-                     "\"\n[redis]\nurl = \"" + redis_->url() + "\"\ntimeout = \"250ms\"\n";
-        for (int i = 0; i < kNodes; ++i) {
+                     "\"\n[redis]\nurl = \"" + redis_->url() + "\"\ntimeout = \"250ms\"\n" +
+                     redis_extra;
+        for (int i = 0; i < count; ++i) {
             nodes_.push_back(
                 std::make_unique<DaemonProcess>("cluster" + std::to_string(i), callout_config(c)));
             ASSERT_TRUE(nodes_.back()->started()) << nodes_.back()->log();
@@ -462,6 +478,135 @@ TEST_F(Cluster, PausedRedisKeepsRepliesWithinBudgetAndSharedModeResumes) {
     std::string line = decision(2, "D-after2");
     EXPECT_NE(line.find(" source=cache "), std::string::npos) << line;
     EXPECT_EQ(t.connections_accepted(), before + 1) << "node 3 probed again";
+}
+
+// --- Degraded mode stays within the budgets -----------------------------------------------------
+
+// The node's local windows count what it spent through Redis, so a stall in the middle of the
+// window grants no fresh budget: 12 forged senders through Redis, then Redis stalls (DEBUG
+// SLEEP), 12 more decided locally: at most domain_rate connections in all.
+TEST_F(Cluster, OneNodeThatLosesRedisMidWindowStaysWithinTheDomainRate) {
+    start_nodes("10/1m", "", 1);
+    FakeSmtpServer& t = target(kStallIp);
+    size_t limited = 0;
+    for (int k = 0; k < 12; ++k) {
+        std::string sender = "before" + std::to_string(k) + "@stall.test";
+        auto action = final_action(0, sender, "S" + std::to_string(k));
+        ASSERT_TRUE(action) << sender;
+        if (*action == kRateLimited) ++limited;
+    }
+    ASSERT_EQ(t.connections_accepted(), 10u) << "the shared window admitted domain_rate probes";
+    EXPECT_EQ(limited, 2u);
+
+    redis_->debug_sleep(5s);
+    auto stalled = Clock::now();
+    for (int k = 0; k < 12; ++k) {
+        std::string sender = "during" + std::to_string(k) + "@stall.test";
+        auto action = final_action(0, sender, "SD" + std::to_string(k));
+        ASSERT_TRUE(action) << sender;
+        EXPECT_EQ(*action, kRateLimited) << sender;
+    }
+    auto spent = Clock::now() - stalled;
+    std::this_thread::sleep_for(200ms);
+    std::cout << "[ figures  ] 24 forged senders, Redis stalled after 12: "
+              << t.connections_accepted() << " connections (domain_rate 10/1m)\n";
+    EXPECT_EQ(t.connections_accepted(), 10u);
+    EXPECT_LT(spent, 5s) << "the second half was decided while Redis slept";
+    EXPECT_TRUE(wait_count(*nodes_[0], "redis link=commands state=down", 1, 3s))
+        << "the node noticed the stall";
+    EXPECT_GE(total(" limit=domain"), 14u);
+}
+
+// N nodes that lose Redis together, with redis.nodes = N, share the rate instead of each
+// spending all of it.
+TEST_F(Cluster, ThreeNodesWithoutRedisStayWithinTheDomainRate) {
+    start_nodes("9/1m", "nodes = 3\n");
+    redis_->kill();
+    for (const auto& n : nodes_) {
+        EXPECT_TRUE(wait_count(*n, "redis link=commands state=down", 1, 5s)) << "no state=down";
+    }
+    constexpr int kSenders = 30;
+    std::vector<PolicyClient> clients;
+    for (int i = 0; i < kNodes; ++i) clients.push_back(PolicyClient::inet("127.0.0.1", port(i)));
+    for (int k = 0; k < kSenders; ++k) {
+        std::string id = "G" + std::to_string(k);
+        ASSERT_TRUE(clients[static_cast<size_t>(k % kNodes)].send(
+            policy_request("user" + std::to_string(k) + "@degrade.test", "203.0.113.5", id, id)));
+    }
+    size_t limited = 0;
+    for (int k = 0; k < kSenders; ++k) {
+        auto action = clients[static_cast<size_t>(k % kNodes)].read_action(kReplyTimeout + kSlack);
+        ASSERT_TRUE(action) << "request " << k << " unanswered";
+        if (*action == kRateLimited) ++limited;
+    }
+    std::this_thread::sleep_for(200ms);
+    size_t seen = target(kDegradeIp).connections_accepted();
+    std::cout << "[ figures  ] " << kSenders << " senders over " << kNodes
+              << " nodes without Redis, domain_rate 9/1m, redis.nodes 3: " << seen
+              << " connections, " << limited << " rate_limited\n";
+    EXPECT_GT(seen, 0u);
+    EXPECT_LE(seen, 9u);
+    EXPECT_EQ(limited, kSenders - seen);
+}
+
+// --- Shutdown releases what it cancels -----------------------------------------------------------
+
+// SIGTERM during probes: the release scripts reach Redis before the node exits, so another node
+// probes those addresses at once instead of waiting for stale in-flight markers.
+TEST_F(Cluster, AfterSigtermDuringProbesAnotherNodeProbesThoseAddressesAtOnce) {
+    start_nodes("100/1m", "", 2, true);
+    FakeSmtpServer& t = target(kShutdownIp);
+    constexpr int kSlow = 5;
+    std::vector<PolicyClient> clients;
+    for (int i = 0; i < kSlow; ++i) {
+        clients.push_back(PolicyClient::inet("127.0.0.1", port(0)));
+        std::string id = "K" + std::to_string(i);
+        ASSERT_TRUE(clients.back().send(
+            policy_request("slow" + std::to_string(i) + "@shutdown.test", "198.51.100.7", id, id)));
+    }
+    for (auto& c : clients) {
+        auto action = c.read_action(kReplyTimeout + kSlack);
+        ASSERT_TRUE(action);
+        EXPECT_TRUE(action->starts_with(kInProgress)) << *action;
+    }
+    auto marker = [](int i) {
+        std::string a = "slow" + std::to_string(i) + "@shutdown.test";
+        return redis_schema::in_flight_key("shutdown.test", a);
+    };
+    for (int i = 0; i < kSlow; ++i) {
+        ASSERT_EQ(redis_->command({"EXISTS", marker(i)}).as_integer(), 1) << "probe " << i;
+    }
+    ASSERT_EQ(t.connections_accepted(), static_cast<size_t>(kSlow));
+
+    clients.clear();  // answered: nothing left for the drain to wait for
+    auto stopping = Clock::now();
+    nodes_[0]->signal(SIGTERM);
+    ASSERT_GE(nodes_[0]->wait_exit(10s), 0) << "calloutd did not exit on SIGTERM";
+    std::cout
+        << "[ figures  ] node 1 exited "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - stopping).count()
+        << " ms after SIGTERM with " << kSlow << " probes running\n";
+    for (int i = 0; i < kSlow; ++i) {
+        EXPECT_EQ(redis_->command({"EXISTS", marker(i)}).as_integer(), 0)
+            << "stale in-flight marker for probe " << i;
+    }
+    EXPECT_EQ(redis_->command({"ZCARD", std::string(redis_schema::kRunningKey)}).as_integer(), 0);
+
+    for (int i = 0; i < kSlow; ++i) {
+        clients.push_back(PolicyClient::inet("127.0.0.1", port(1)));
+        std::string id = "K2-" + std::to_string(i);
+        clients.back().send(
+            policy_request("slow" + std::to_string(i) + "@shutdown.test", "198.51.100.7", id, id));
+    }
+    for (auto deadline = Clock::now() + 3s;
+         Clock::now() < deadline && t.connections_accepted() < 2u * kSlow;
+         std::this_thread::sleep_for(20ms)) {
+    }
+    EXPECT_EQ(t.connections_accepted(), 2u * kSlow) << "node 2 waited for markers of a dead node";
+    for (auto& c : clients) EXPECT_TRUE(c.read_action(kReplyTimeout + kSlack));
+    for (int i = 0; i < kSlow; ++i) {
+        EXPECT_EQ(t.count_commands("RCPT TO:<slow" + std::to_string(i) + "@shutdown.test>"), 2u);
+    }
 }
 
 // --- e. The scripts themselves, through RedisClient as the daemon registers them -------------
