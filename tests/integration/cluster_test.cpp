@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/redis_budget.hpp"
 #include "storage/redis_client.hpp"
 #include "storage/redis_schema.hpp"
 #include "support/callout_world.hpp"
@@ -935,6 +936,41 @@ TEST_F(ClusterScripts, RefreshFailedMarksALiveValidAndKeepsItsTtl) {
     EXPECT_EQ(mark(bad, 1), "0");
     EXPECT_EQ(rs::decode(server_.command({"GET", bad}).text())->refresh_failed_at,
               WallClock::time_point{});
+}
+
+// An MX slot granted locally because Redis did not answer in time keeps the Redis token: when
+// Redis runs that admission late, the release frees the slot there too instead of leaving it
+// taken cluster-wide for the probe lifetime.
+TEST_F(ClusterScripts, MxSlotAdmittedLateByRedisIsReleasedWithTheLocalOne) {
+    static constexpr Rate kUnlimited{0, std::chrono::milliseconds(0), true};
+    BudgetLimits limits{kUnlimited, kUnlimited, kUnlimited, 100, kUnlimited, 5};
+    MemoryProbeBudget local(limits);
+    RedisProbeBudget budget(*client_, local, limits, 10000ms, "late");
+    const std::string ip = "192.0.2.60";
+    auto running = [&] { return integer({"ZCARD", rs::mx_running_key(ip)}); };
+
+    server_.pause();
+    std::optional<BudgetDecision> decided;
+    ASSERT_FALSE(budget.admit_mx(ip, "p.test", [&](BudgetDecision d) { decided = d; }));
+    ASSERT_TRUE(run_until([&] { return decided.has_value(); }, 3s));
+    EXPECT_TRUE(decided->admitted) << "decided locally after redis.timeout";
+    EXPECT_EQ(local.mx_running(ip), 1);
+    server_.resume();
+    ASSERT_TRUE(run_until([this] { return client_->is_connected(); }, 10s));
+    // Redis read the admission before it stopped answering, and runs it now.
+    for (auto deadline = std::chrono::steady_clock::now() + 3s;
+         running() == 0 && std::chrono::steady_clock::now() < deadline;) {
+        run_for(20ms);
+    }
+    ASSERT_EQ(running(), 1) << "the late admission took a slot in Redis";
+
+    budget.release_mx(ip);
+    EXPECT_EQ(local.mx_running(ip), 0);
+    for (auto deadline = std::chrono::steady_clock::now() + 3s;
+         running() != 0 && std::chrono::steady_clock::now() < deadline;) {
+        run_for(20ms);
+    }
+    EXPECT_EQ(running(), 0) << "the release freed the slot Redis granted late";
 }
 
 TEST_F(ClusterScripts, ScriptFlushIsAnsweredByTransparentReload) {
