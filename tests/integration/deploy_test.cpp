@@ -123,8 +123,8 @@ TEST(Deploy, CmakeInstallPutsEverythingInItsPlace) {
     ASSERT_EQ(std::system(cmd.c_str()), 0);
     for (const char* f :
          {"sbin/calloutd", "etc/calloutd/calloutd.toml", "etc/calloutd/never-probe.list",
-          "share/man/man8/calloutd.8", "share/man/man5/calloutd.toml.5",
-          "lib/systemd/system/calloutd.service"}) {
+          "etc/calloutd/never-probe-mx.list", "share/man/man8/calloutd.8",
+          "share/man/man5/calloutd.toml.5", "lib/systemd/system/calloutd.service"}) {
         EXPECT_TRUE(std::filesystem::exists(prefix + "/" + f)) << f;
     }
     // The installed configuration is valid for the installed binary.
