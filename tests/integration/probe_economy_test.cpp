@@ -36,6 +36,7 @@ constexpr const char* kProviderIps[] = {"127.0.0.106", "127.0.0.107", "127.0.0.1
 constexpr const char* kOtherIp = "127.0.0.111";          // mx.other.test: another provider
 constexpr const char* kTagIp = "127.0.0.112";            // batv.test and fwd.test
 constexpr const char* kV6Ip = "127.0.0.113";             // v6.test
+constexpr const char* kRefreshIp = "127.0.0.114";        // refresh.test: greylists after a while
 
 constexpr int kProviderDomains = 100;
 constexpr const char* kRateLimited = "WARN rate limited";
@@ -53,7 +54,8 @@ DnsmasqZones economy_zones() {
             {"other.test", "mx.other.test", 10},
             {"batv.test", "mx.tags.test", 10},
             {"fwd.test", "mx.tags.test", 10},
-            {"v6.test", "mx.v6.test", 10}};
+            {"v6.test", "mx.v6.test", 10},
+            {"refresh.test", "mx.refresh.test", 10}};
     for (int k = 0; k < kProviderDomains; ++k) {
         z.mx.push_back({"p" + std::to_string(k) + ".customers.test",
                         "mx" + std::to_string(k % 5) + ".bigprovider.test", 10});
@@ -61,7 +63,8 @@ DnsmasqZones economy_zones() {
     z.hosts = {{"mx.skipme.test", {kSkipIp}},       {"mx.own.test", {kOwnIp}},
                {"mx.plain.test", {kPlainIp}},       {"mx.bigmail.test", {kHostedIp}},
                {"aspmx.l.google.com", {kGoogleIp}}, {"mx.other.test", {kOtherIp}},
-               {"mx.tags.test", {kTagIp}},          {"mx.v6.test", {kV6Ip}}};
+               {"mx.tags.test", {kTagIp}},          {"mx.v6.test", {kV6Ip}},
+               {"mx.refresh.test", {kRefreshIp}}};
     for (int i = 0; i < 5; ++i) {
         z.hosts.push_back({"mx" + std::to_string(i) + ".bigprovider.test", {kProviderIps[i]}});
     }
@@ -317,6 +320,51 @@ TEST_F(ProbeEconomy, BatvAndSrsVariantsOfOneMailboxCostOneProbeEachFamily) {
     EXPECT_TRUE(c2.has("class=invalid")) << c2.line;
     EXPECT_TRUE(c2.has("source=probe")) << c2.line;
     EXPECT_EQ(t.at(0).connections_accepted(), 4u);
+}
+
+// --- A failed refresh is remembered -------------------------------------------------------------
+
+// A valid address whose MX starts greylisting `<>` for good: once it is due for refresh, every
+// request is still answered valid from the cache, and the refresh is tried once per
+// cache.tempfail_ttl, not once per request. (The shortest settings the schema allows:
+// positive_refresh 1m, tempfail_ttl 10s; the test takes about 90 s.)
+TEST_F(ProbeEconomy, AValidAddressWhoseRefreshKeepsFailingIsRefreshedOncePerTempfailTtl) {
+    auto server = std::make_unique<FakeSmtpServer>(knows_alice(), kRefreshIp, 0);
+    ASSERT_TRUE(server->ok()) << server->error();
+    uint16_t smtp_port = server->port();
+    start(smtp_port, "[cache]\npositive_refresh = \"1m\"\ntempfail_ttl = \"10s\"\n");
+    Answer first = ask("alice@refresh.test", "R-first");
+    ASSERT_TRUE(first.has("class=valid")) << first.line;
+    auto probed = std::chrono::steady_clock::now();
+
+    server->stop();
+    FakeSmtpScript greylist = knows_alice();
+    greylist.recipients["alice"] =
+        "450 4.2.0 <alice@refresh.test>: Recipient address rejected: Greylisted, see "
+        "http://postgrey.schweikert.ch/help/refresh.test.html";
+    server = std::make_unique<FakeSmtpServer>(greylist, kRefreshIp, smtp_port);
+    ASSERT_TRUE(server->ok()) << server->error();
+    std::this_thread::sleep_until(probed + 61s);
+
+    // 100 requests over 25 s: the refresh window of 2.5 tempfail TTLs.
+    auto begin = std::chrono::steady_clock::now();
+    for (int i = 0; i < 100; ++i) {
+        Answer a = ask("alice@refresh.test", "R" + std::to_string(i));
+        EXPECT_TRUE(a.has("class=valid")) << a.line;
+        EXPECT_TRUE(a.has("source=cache")) << a.line;
+        std::this_thread::sleep_until(begin + (i + 1) * 250ms);
+    }
+    auto elapsed = std::chrono::steady_clock::now() - begin;
+    std::this_thread::sleep_for(500ms);  // the last refresh, if any, is over
+    size_t refreshes = server->connections_accepted();
+    size_t bound = 1 + static_cast<size_t>(elapsed / 10s);
+    std::cout << "[ figures  ] 100 requests over "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+              << " ms after the verdict was due for refresh: " << refreshes
+              << " refresh connection(s) (tempfail_ttl 10s)\n";
+    EXPECT_GE(refreshes, 2u) << "a refresh is tried again once tempfail_ttl has passed";
+    EXPECT_LE(refreshes, bound) << "at most one refresh per tempfail_ttl";
+    EXPECT_EQ(occurrences(daemon_->log(), "refresh=yes"), refreshes);
 }
 
 // --- Client budget by IPv6 prefix -------------------------------------------------------------
