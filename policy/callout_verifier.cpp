@@ -22,6 +22,12 @@ std::string decisive_reply(const CalloutReport& report) {
     return text;
 }
 
+// What a tagged sender may take from its key: a valid verdict or a domain fact.
+std::optional<CacheHit> valid_only(std::optional<CacheHit> hit) {
+    if (hit && !hit->domain_fact && hit->verdict.cls != VerdictClass::valid) return std::nullopt;
+    return hit;
+}
+
 // Whether a probe's verdict about one address may answer a request about another address with
 // the same key (another tag of the same mailbox): only evidence that is not about the tag.
 bool speaks_for_every_tag(const Verdict& v) {
@@ -70,8 +76,14 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
         // Never probed: nothing from this sender string may reach the SMTP wire.
         return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
     }
-    Asked asked{*parsed.address, sender_key(*parsed.address).key, client_key(req.client_address)};
+    std::string key = sender_key(*parsed.address).key;
+    Asked asked{std::move(*parsed.address), std::move(key), req.client_address};
     std::string address = asked.sender.address();
+    // The common case answers from memory at once: a hit, or a miss of an untagged sender.
+    if (auto now = cache_.peek(asked.sender.domain, address);
+        now && (*now || asked.key == address)) {
+        return after_lookup(asked, std::move(*now), done);
+    }
     std::weak_ptr<bool> alive = alive_;
     auto found = find(asked.sender.domain, address, asked.key,
                       [this, alive, asked, done](std::optional<CacheHit> hit) mutable {
@@ -84,42 +96,40 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
 }
 
 // The cached answer for one sender: a domain fact or the verdict of the address as given, then,
-// for a tagged sender, a valid verdict kept under its key. Anything else under the key may be
-// about another tag (or, for BATV, about the untagged address) and is not taken.
+// for a tagged sender, a valid verdict kept under its key (find_by_key).
 VerdictCache::Immediate CalloutVerifier::find(const std::string& domain, const std::string& address,
                                               const std::string& key,
                                               VerdictCache::LookupDone done) {
-    auto shared = [](std::optional<CacheHit> hit) -> std::optional<CacheHit> {
-        if (hit && !hit->domain_fact && hit->verdict.cls != VerdictClass::valid) {
-            return std::nullopt;
-        }
-        return hit;
-    };
-    std::weak_ptr<bool> alive = alive_;
-    auto by_key = [this, alive, domain, key, shared](VerdictCache::LookupDone then) {
-        if (auto now = cache_.peek(domain, key)) {
-            return VerdictCache::Immediate(std::in_place, shared(std::move(*now)));
-        }
-        cache_.lookup(domain, key,
-                      [alive, shared, then = std::move(then)](std::optional<CacheHit> hit) {
-                          if (!alive.expired()) then(shared(std::move(hit)));
-                      });
-        return VerdictCache::Immediate();
-    };
     if (auto now = cache_.peek(domain, address)) {
         if (*now || key == address) return now;
-        return by_key(std::move(done));
+        return find_by_key(domain, key, std::move(done));
     }
+    std::weak_ptr<bool> alive = alive_;
     cache_.lookup(domain, address,
-                  [alive, address, key, by_key, done](std::optional<CacheHit> hit) mutable {
+                  [this, alive, domain, address, key, done](std::optional<CacheHit> hit) mutable {
                       if (alive.expired()) return;
                       if (hit || key == address) {
                           done(std::move(hit));
                           return;
                       }
                       // From a lookup callback, so answering at once is not synchronous.
-                      if (auto now = by_key(done)) done(std::move(*now));
+                      if (auto now = find_by_key(domain, key, done)) done(std::move(*now));
                   });
+    return std::nullopt;
+}
+
+// Anything but a valid verdict (or a domain fact) under a tagged sender's key may be about
+// another tag, or for BATV about the untagged address, and is not taken.
+VerdictCache::Immediate CalloutVerifier::find_by_key(const std::string& domain,
+                                                     const std::string& key,
+                                                     VerdictCache::LookupDone done) {
+    if (auto now = cache_.peek(domain, key)) {
+        return VerdictCache::Immediate(std::in_place, valid_only(std::move(*now)));
+    }
+    std::weak_ptr<bool> alive = alive_;
+    cache_.lookup(domain, key, [alive, done = std::move(done)](std::optional<CacheHit> hit) {
+        if (!alive.expired()) done(valid_only(std::move(hit)));
+    });
     return std::nullopt;
 }
 
@@ -142,8 +152,8 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Ask
     // under its key may be about another tag, so it is no reason to refuse the probe.
     std::weak_ptr<bool> alive = alive_;
     auto decision =
-        budget_.admit_probe(asked.sender.domain, asked.key, asked.client, asked.tagged(),
-                            [this, alive, asked, done](BudgetDecision d) mutable {
+        budget_.admit_probe(asked.sender.domain, asked.key, client_key(asked.client),
+                            asked.tagged(), [this, alive, asked, done](BudgetDecision d) mutable {
                                 if (alive.expired()) return;
                                 auto answer = after_admission(asked, d, done);
                                 if (answer) done(std::move(answer->verdict), answer->source);
@@ -213,7 +223,8 @@ void CalloutVerifier::refresh(const Asked& asked) {
         }
         start_flight(asked, true, d.token);
     };
-    if (auto d = budget_.admit_probe(asked.sender.domain, asked.key, asked.client, true, start)) {
+    if (auto d = budget_.admit_probe(asked.sender.domain, asked.key, client_key(asked.client), true,
+                                     start)) {
         start(*d);
     }
 }

@@ -61,11 +61,11 @@ class CalloutVerifier : public SenderVerifier {
     const Counters& counters() const { return counters_; }
 
   private:
-    // One request's sender: the address to probe, its key, and the client budget it spends.
+    // One request's sender: the address to probe, its key, and the client who asked.
     struct Asked {
         SenderAddress sender;
         std::string key;
-        std::string client;
+        std::string client;  // client_address as the MTA sent it
         bool tagged() const { return key != sender.address(); }
     };
     // A request waiting for a probe; answered in_progress when its reply budget runs out.
@@ -88,6 +88,8 @@ class CalloutVerifier : public SenderVerifier {
 
     VerdictCache::Immediate find(const std::string& domain, const std::string& address,
                                  const std::string& key, VerdictCache::LookupDone done);
+    VerdictCache::Immediate find_by_key(const std::string& domain, const std::string& key,
+                                        VerdictCache::LookupDone done);
     std::optional<Immediate> after_lookup(const Asked& asked, std::optional<CacheHit> hit,
                                           Done& done);
     std::optional<Immediate> after_admission(const Asked& asked, BudgetDecision d, Done& done);
