@@ -162,7 +162,9 @@ bool Daemon::start_engine() {
             line.field("sender", sender.address())
                 .field("class", to_string(r.verdict.cls))
                 .field("reason", r.verdict.reason)
-                .field("mx", r.attempts.empty() ? std::string("-") : r.attempts.back().mx_host)
+                .field("mx", !r.attempts.empty()     ? r.attempts.back().mx_host
+                             : !r.skipped_mx.empty() ? r.skipped_mx  // the skip_mx_hosts match
+                                                     : std::string("-"))
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
                 .field("refused", static_cast<long long>(r.refused.size()))

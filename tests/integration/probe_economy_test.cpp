@@ -208,6 +208,10 @@ TEST_F(ProbeEconomy, DomainsOnASkippedMxHostAreSkippedWithoutAConnection) {
     EXPECT_TRUE(first.has("class=skipped")) << first.line;
     EXPECT_TRUE(first.has("reason=skip-mx")) << first.line;
     EXPECT_TRUE(first.has("source=skip")) << first.line;
+    // The probe line names the MX host that matched.
+    EXPECT_TRUE(daemon_->wait_for_log(
+        "probe sender=alice@hosted.test class=skipped reason=skip-mx mx=mx.bigmail.test ", 3s))
+        << daemon_->log();
     // A fact about the domain: another address of it is answered from the cache, without DNS.
     size_t mx_queries = occurrences(dnsmasq_->log(), "query[MX] hosted.test ");
     Answer second = ask("bob@hosted.test", "M1");
