@@ -53,6 +53,8 @@ CalloutVerifier::CalloutVerifier(uv_loop_t* loop, VerdictCache& cache, Callout& 
 
 CalloutVerifier::~CalloutVerifier() {
     *alive_ = false;
+    // The cache may outlive us (the daemon lets the releases below reach Redis first).
+    cache_.set_listener({});
     for (auto& [key, flight] : flights_) {
         if (flight.remote) continue;
         callout_.cancel(flight.handle);

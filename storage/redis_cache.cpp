@@ -130,6 +130,8 @@ void RedisVerdictCache::note_failed_refresh(const std::string& domain, const std
 
 void RedisVerdictCache::set_listener(StoredListener listener) {
     listener_ = std::move(listener);
+    // Cleared by a listener that goes away: the subscription stays, and tells no one.
+    if (!listener_) return;
     client_.subscribe(std::string(redis_schema::kStoredChannel),
                       [this](const std::string&, const std::string& message) {
                           auto space = message.find(' ');

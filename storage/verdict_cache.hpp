@@ -76,6 +76,7 @@ class VerdictCache {
                        const CachedVerdict& verdict) = 0;
     // Cluster backends report verdicts stored by other nodes (domain, address), so requests
     // waiting for another node's probe can be answered. Single-node backends never call it.
+    // An empty listener stops the reports (its owner is going away).
     using StoredListener = std::function<void(const std::string&, const std::string&)>;
     virtual void set_listener(StoredListener) {}
     // Removes an address verdict or a domain fact (`calloutd cache del`).
