@@ -4,7 +4,6 @@
 #include <set>
 
 #include "callout/ip_net.hpp"
-
 #include "callout/tagged_sender.hpp"
 
 namespace calloutd {
