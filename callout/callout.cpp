@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include "callout/ascii.hpp"
 #include "callout/classifier.hpp"
 #include "callout/random_local_part.hpp"
 
@@ -91,6 +92,16 @@ void Callout::on_mx(Handle h, MxResolution mx) {
         finish(h, {VerdictClass::tempfail, "dns " + mx.reason});
         return;
     }
+    if (mx_filter_) {
+        for (const auto& host : mx.hosts) {
+            std::string name = ascii_lower(host.name);
+            if (!name.empty() && name.back() == '.') name.pop_back();
+            if (!mx_filter_(name)) continue;
+            op.report.skipped_mx = name;
+            finish(h, {VerdictClass::skipped, "skip-mx", EvidenceScope::domain});
+            return;
+        }
+    }
     // One address per MX host, the first the guard allows (IPv4 before IPv6), in MX order.
     std::vector<ProbeTarget> targets;
     for (const auto& host : mx.hosts) {
@@ -119,21 +130,24 @@ void Callout::on_mx(Handle h, MxResolution mx) {
         std::weak_ptr<bool> alive = alive_;
         op.probe->set_gate(
             [this, h, budget, alive](const ProbeTarget& t, std::function<void(bool)> done) {
-                budget->admit(t,
-                              [this, h, alive, budget, t, done = std::move(done)](bool admitted) {
-                                  // An asynchronous budget may answer after this Callout is gone
-                                  // (then the budget is gone with it), or after this callout was
-                                  // cancelled (then the probe no longer listens and the slot is
-                                  // given back here).
-                                  if (alive.expired()) return;
-                                  auto it = ops_.find(h);
-                                  if (it == ops_.end()) {
-                                      if (admitted) budget->release(t);
-                                      return;
-                                  }
-                                  if (!admitted) ++it->second.mx_denied;
-                                  done(admitted);
-                              });
+                budget->admit(t, [this, h, alive, budget, t,
+                                  done = std::move(done)](TargetAdmission admission) {
+                    // An asynchronous budget may answer after this Callout is gone
+                    // (then the budget is gone with it), or after this callout was
+                    // cancelled (then the probe no longer listens and the slot is
+                    // given back here).
+                    if (alive.expired()) return;
+                    auto it = ops_.find(h);
+                    if (it == ops_.end()) {
+                        if (admission.admitted) budget->release(t);
+                        return;
+                    }
+                    if (!admission.admitted) {
+                        ++it->second.mx_denied;
+                        it->second.denied_by = std::move(admission.denied_by);
+                    }
+                    done(admission.admitted);
+                });
             },
             [budget](const ProbeTarget& t) { budget->release(t); });
     }
@@ -160,7 +174,9 @@ void Callout::on_probe(Handle h, ProbeResult result) {
     if (it == ops_.end()) return;
     Verdict v = classify(result.attempts, it->second.ctx);
     if (result.attempts.empty() && it->second.mx_denied > 0) {
-        v = {VerdictClass::rate_limited, "mx"};  // every MX host was over its budget
+        // Every MX host was over a budget: named after the one that refused last.
+        const std::string& by = it->second.denied_by;
+        v = {VerdictClass::rate_limited, by.empty() ? std::string("mx") : by};
     }
     // Only MX-host-scoped evidence (connection-level push-back) backs off an MX host.
     for (const auto& a : result.attempts) {

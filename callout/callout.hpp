@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -36,6 +37,12 @@ struct CalloutOptions {
     std::chrono::milliseconds canary_interval{60000};  // at most one canary check per interval
 };
 
+// Whether a target may be connected to now, and if not, which budget said no.
+struct TargetAdmission {
+    bool admitted = true;
+    std::string denied_by;  // the budget that refused ("mx", "provider"), when not admitted
+};
+
 // Per-MX budgets, consulted right before each connection: a target over budget is skipped and
 // the probe moves on to the next MX host.
 class TargetBudget {
@@ -43,7 +50,7 @@ class TargetBudget {
     virtual ~TargetBudget() = default;
     // Calls `done` (possibly before returning) with whether `target` may be connected to now;
     // an admitted target holds a slot until release().
-    virtual void admit(const ProbeTarget& target, std::function<void(bool)> done) = 0;
+    virtual void admit(const ProbeTarget& target, std::function<void(TargetAdmission)> done) = 0;
     virtual void release(const ProbeTarget& target) = 0;
     // The target at `ip` pushed back (421, rate limited, blocked).
     virtual void pushed_back(const std::string& ip) = 0;
@@ -60,6 +67,7 @@ struct CalloutReport {
     bool pushback = false;  // the decisive server pushed back at the connection level
     // What the random local part said about the domain (domain facts for the caller to keep).
     RandomLocalPartEvidence random;
+    std::string skipped_mx;  // the MX host that matched the skip_mx_hosts filter, if any
 };
 
 class Callout {
@@ -97,6 +105,11 @@ class Callout {
     void set_canary_listener(DnsCanary::Listener l) { canary_.set_listener(std::move(l)); }
     // The canary's last known state (metrics, status); nullopt when there is no canary.
     std::optional<bool> dns_canary_state() const { return canary_.last_state(); }
+    // Optional: MX host names (lower case) that must never be connected to. Asked for every MX
+    // host after the lookup and before any connection; one match ends the callout `skipped`
+    // (reason skip-mx), since the probe could otherwise move on to that host.
+    using MxHostFilter = std::function<bool(std::string_view host)>;
+    void set_mx_host_filter(MxHostFilter filter) { mx_filter_ = std::move(filter); }
 
   private:
     struct Op {
@@ -105,7 +118,8 @@ class Callout {
         ClassifyContext ctx;
         DnsResolver::Handle dns = 0;
         std::shared_ptr<SmtpProbe> probe;
-        size_t mx_denied = 0;  // targets skipped by the per-MX budget
+        size_t mx_denied = 0;   // targets skipped by the per-MX budgets
+        std::string denied_by;  // the budget that refused the last of them
         CalloutReport report;
         std::chrono::steady_clock::time_point started;
     };
@@ -121,6 +135,7 @@ class Callout {
     TargetGuard guard_;
     TargetBudget* budget_ = nullptr;
     DnsCanary canary_;
+    MxHostFilter mx_filter_;
     Handle next_ = 1;
     std::unordered_map<Handle, Op> ops_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "callout/ascii.hpp"
 #include "daemon/config_values.hpp"
 #include "policy/domain_list.hpp"
 
@@ -92,6 +91,11 @@ const KeyDef kSchema[] = {
      "sender domains (and subdomains) never probed: a domain, \"file:PATH\" (one domain per "
      "line, relative to this file) or \"builtin:never-probe\" (etc/never-probe.list)",
      &assign_domains<&PolicySettings::skip_domains>},
+    {"policy.skip_mx_hosts", K::domain_list, R"(["builtin:never-probe-mx"])", 0, 0, "",
+     "MX host names (and names below them) never connected to; a domain with such an MX is "
+     "answered skipped (skip-mx): entries as for skip_domains, \"builtin:never-probe-mx\" is "
+     "etc/never-probe-mx.list",
+     &assign_domains<&PolicySettings::skip_mx_hosts>},
     {"policy.dry_run", K::boolean, "false", 0, 0, "", "log verdicts but always answer DUNNO",
      FIELD(policy.dry_run)},
     // [dns]
@@ -153,6 +157,14 @@ const KeyDef kSchema[] = {
      FIELD(limits.budgets.mx_rate)},
     {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
      "concurrent connections per target MX IP", FIELD(limits.budgets.mx_concurrency)},
+    {"limits.provider_rate", K::rate, R"("60/1m")", 0, 0, "",
+     "connections per provider: the registrable domain of the MX host name, whatever its "
+     "number of MX IPs",
+     FIELD(limits.budgets.provider_rate)},
+    {"limits.client_ipv6_prefix", K::integer, "64", 1, 128, "",
+     "IPv6 clients share one client budget per network of this prefix length (IPv4: per "
+     "address)",
+     FIELD(limits.client_ipv6_prefix)},
     {"limits.backoff_ttl", K::duration, R"("1h")", kMin, 7 * kDay, "",
      "after connection-level push-back (421, banner reject, \"too many connections\"), leave that "
      "MX IP (and the domain, when it decided the probe) alone this long",
@@ -173,6 +185,10 @@ const KeyDef kSchema[] = {
      "deadline of one Redis command", FIELD(redis.timeout)},
     {"redis.near_cache_ttl", K::duration, R"("10s")", 0, kHour, "",
      "how long Redis answers are reused locally", FIELD(redis.near_cache_ttl)},
+    {"redis.nodes", K::integer, "1", 1, 1000, "",
+     "nodes sharing this Redis; while Redis is out of reach each node spends at most "
+     "ceil(limit / nodes) of every budget",
+     FIELD(redis.nodes)},
     // [metrics]
     {"metrics.listen", K::string, R"("")", 0, 0, "",
      "Prometheus metrics over HTTP (GET /metrics): \"inet:HOST:PORT\", \"inet:[V6]:PORT\" or "
@@ -436,16 +452,19 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
                             return false;
                         }
                     } else if (def.kind == K::domain_list) {
-                        if (v == kBuiltinNeverProbe || (v.starts_with("file:") && v.size() > 5)) {
+                        if (builtin_list(v) || (v.starts_with("file:") && v.size() > 5)) {
                             out.push_back(std::move(v));
                             return true;
                         }
-                        v = ascii_lower(v);
-                        if (!is_domain_name(v)) {
-                            *err = "'" + v + "' is not a domain name, \"file:PATH\" or \"" +
-                                   std::string(kBuiltinNeverProbe) + "\"";
+                        // U-labels and A-labels alike, normalised as the probe would.
+                        auto domain = list_domain(v);
+                        if (!domain) {
+                            *err = "'" + v + "' is not a domain name, \"file:PATH\", \"" +
+                                   std::string(kBuiltinNeverProbe) + "\" or \"" +
+                                   std::string(kBuiltinNeverProbeMx) + "\"";
                             return false;
                         }
+                        v = std::move(*domain);
                     } else if (def.kind == K::dns_server_list && !is_dns_server(v)) {
                         *err = "'" + v + "' is not IP, IP:PORT or [V6]:PORT";
                         return false;

@@ -50,6 +50,7 @@ struct KeyDef {
 };
 
 inline constexpr std::string_view kBuiltinNeverProbe = "builtin:never-probe";
+inline constexpr std::string_view kBuiltinNeverProbeMx = "builtin:never-probe-mx";
 
 std::span<const KeyDef> config_schema();
 const KeyDef* find_key(std::string_view key);

@@ -53,6 +53,9 @@ class CountingCache : public VerdictCache {
                                        std::function<void(bool)> done) override {
         return inner_.not_accept_all(domain, std::move(done));
     }
+    void note_failed_refresh(const std::string& domain, const std::string& address) override {
+        inner_.note_failed_refresh(domain, address);
+    }
 
   private:
     VerdictCache& inner_;

@@ -2,6 +2,7 @@
 // "n:<domain>" for the "not accept-all" fact.
 #include "storage/memory_cache.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -32,8 +33,7 @@ std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
             return CacheHit{*fact, true, false};
         case CacheAnswer::address: {
             // A domain fact (a back-off, say) means: leave the domain alone, refresh later.
-            bool refresh = fact == nullptr && v->cls == VerdictClass::valid &&
-                           now - v->probed_at >= ttls_.positive_refresh;
+            bool refresh = fact == nullptr && refresh_due(*v, now, ttls_);
             return CacheHit{*v, false, refresh};
         }
         case CacheAnswer::none:
@@ -64,6 +64,14 @@ void MemoryVerdictCache::store(const std::string& domain, const std::string& add
     }
     // Expiry counts from the probe, so a verdict stored late does not live longer.
     entries_.put(key, verdict, verdict.probed_at + ttl);
+}
+
+void MemoryVerdictCache::note_failed_refresh(const std::string&, const std::string& address) {
+    auto now = now_();
+    CachedVerdict* v = entries_.get(address_key(address), now);
+    if (v != nullptr && v->cls == VerdictClass::valid) {
+        v->refresh_failed_at = std::max(v->refresh_failed_at, now);
+    }
 }
 
 void MemoryVerdictCache::erase(const std::string& domain, const std::string& address) {

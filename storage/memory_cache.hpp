@@ -24,6 +24,7 @@ class MemoryVerdictCache : public VerdictCache {
     // Always answers now.
     std::optional<bool> not_accept_all(const std::string& domain,
                                        std::function<void(bool)> later) override;
+    void note_failed_refresh(const std::string& domain, const std::string& address) override;
 
     // Synchronous form for callers on the loop that know they have the memory backend.
     std::optional<CacheHit> find(const std::string& domain, const std::string& address);

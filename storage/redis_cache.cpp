@@ -15,8 +15,14 @@ std::string near_domain(const std::string& d) {
 }  // namespace
 
 RedisVerdictCache::RedisVerdictCache(RedisClient& client, MemoryVerdictCache& local, CacheTtls ttls,
-                                     std::chrono::milliseconds near_ttl, size_t near_entries)
-    : client_(client), local_(local), ttls_(ttls), near_ttl_(near_ttl), near_(near_entries) {}
+                                     std::chrono::milliseconds near_ttl, size_t near_entries,
+                                     Now now)
+    : client_(client),
+      local_(local),
+      ttls_(ttls),
+      near_ttl_(near_ttl),
+      near_(near_entries),
+      now_(std::move(now)) {}
 
 void RedisVerdictCache::set_ttls(const CacheTtls& ttls) {
     ttls_ = ttls;
@@ -24,9 +30,7 @@ void RedisVerdictCache::set_ttls(const CacheTtls& ttls) {
 }
 
 CacheHit RedisVerdictCache::hit_of(const CachedVerdict& v, bool domain_fact) const {
-    bool refresh = !domain_fact && v.cls == VerdictClass::valid &&
-                   WallClock::now() - v.probed_at >= ttls_.positive_refresh;
-    return CacheHit{v, domain_fact, refresh};
+    return CacheHit{v, domain_fact, !domain_fact && refresh_due(v, now_(), ttls_)};
 }
 
 std::optional<CacheHit> RedisVerdictCache::answer(const CachedVerdict* fact,
@@ -46,13 +50,13 @@ std::optional<CacheHit> RedisVerdictCache::answer(const CachedVerdict* fact,
 }
 
 void RedisVerdictCache::remember(const std::string& key, const CacheHit& hit) {
-    if (near_ttl_.count() > 0) near_.put(key, hit, WallClock::now() + near_ttl_);
+    if (near_ttl_.count() > 0) near_.put(key, hit, now_() + near_ttl_);
 }
 
 VerdictCache::Immediate RedisVerdictCache::peek(const std::string& domain,
                                                 const std::string& address) {
     if (near_ttl_.count() > 0) {
-        auto now = WallClock::now();
+        auto now = now_();
         const CacheHit* fact = near_.get(near_domain(domain), now);
         const CacheHit* addr = near_.get(near_address(address), now);
         if (auto hit = answer(fact ? &fact->verdict : nullptr, addr ? &addr->verdict : nullptr)) {
@@ -99,8 +103,8 @@ void RedisVerdictCache::store(const std::string& domain, const std::string& addr
     // Kept locally too, so a node that loses Redis still knows what it probed.
     local_.store(domain, address, verdict);
     auto ttl = ttl_for(verdict, ttls_);
-    auto left = ttl - std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::now() -
-                                                                            verdict.probed_at);
+    auto left =
+        ttl - std::chrono::duration_cast<std::chrono::milliseconds>(now_() - verdict.probed_at);
     if (ttl.count() <= 0 || left.count() <= 0) return;
     // The store script picks the key from the encoded scope: only domain-scoped evidence is
     // kept as a domain fact.
@@ -129,8 +133,21 @@ void RedisVerdictCache::erase(const std::string& domain, const std::string& addr
     }
 }
 
+void RedisVerdictCache::note_failed_refresh(const std::string& domain, const std::string& address) {
+    local_.note_failed_refresh(domain, address);
+    near_.erase(near_address(address));
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now_().time_since_epoch());
+    client_.eval("refresh_failed", {redis_schema::address_key(domain, address)},
+                 {std::to_string(ms.count()), redis_schema::kStoredChannel, domain + " " + address},
+                 [this](RedisResult r) {
+                     if (!r.ok()) ++counters_.store_errors;
+                 });
+}
+
 void RedisVerdictCache::set_listener(StoredListener listener) {
     listener_ = std::move(listener);
+    // Cleared by a listener that goes away: the subscription stays, and tells no one.
+    if (!listener_) return;
     client_.subscribe(std::string(redis_schema::kStoredChannel),
                       [this](const std::string&, const std::string& message) {
                           auto space = message.find(' ');
@@ -146,8 +163,7 @@ void RedisVerdictCache::set_listener(StoredListener listener) {
 
 void RedisVerdictCache::store_not_accept_all(const std::string& domain, WallClock::time_point at) {
     local_.store_not_accept_all(domain, at);
-    auto left =
-        ttls_.domain - std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::now() - at);
+    auto left = ttls_.domain - std::chrono::duration_cast<std::chrono::milliseconds>(now_() - at);
     if (left.count() <= 0) return;
     client_.command(
         {"SET", redis_schema::not_accept_all_key(domain), "1", "PX", std::to_string(left.count())},

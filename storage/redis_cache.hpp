@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "storage/lru_map.hpp"
 #include "storage/memory_cache.hpp"
@@ -23,14 +24,18 @@ class RedisVerdictCache : public VerdictCache {
         uint64_t store_errors = 0;
     };
 
+    using Now = std::function<WallClock::time_point()>;
+
     RedisVerdictCache(RedisClient& client, MemoryVerdictCache& local, CacheTtls ttls,
-                      std::chrono::milliseconds near_ttl, size_t near_entries = 10000);
+                      std::chrono::milliseconds near_ttl, size_t near_entries = 10000,
+                      Now now = WallClock::now);
 
     Immediate peek(const std::string& domain, const std::string& address) override;
     void lookup(const std::string& domain, const std::string& address, LookupDone done) override;
     void store(const std::string& domain, const std::string& address,
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;
+    void note_failed_refresh(const std::string& domain, const std::string& address) override;
     void set_listener(StoredListener listener) override;
     void store_not_accept_all(const std::string& domain, WallClock::time_point at) override;
     std::optional<bool> not_accept_all(const std::string& domain,
@@ -52,6 +57,7 @@ class RedisVerdictCache : public VerdictCache {
     LruMap<std::string, CacheHit, WallClock> near_;
     Counters counters_;
     StoredListener listener_;
+    Now now_;
 };
 
 }  // namespace calloutd

@@ -21,6 +21,8 @@ std::string client_window_key(std::string_view client);
 std::string mx_window_key(std::string_view ip);
 std::string mx_running_key(std::string_view ip);
 std::string mx_backoff_key(std::string_view ip);
+// Connections per provider (registrable domain of the MX host name), whatever its MX IPs.
+std::string provider_window_key(std::string_view provider);
 inline constexpr std::string_view kGlobalWindowKey = "calloutd:global:w";
 inline constexpr std::string_view kRunningKey = "calloutd:global:running";
 // Published with "<domain> <address>" whenever a verdict is stored.
@@ -29,9 +31,11 @@ inline constexpr std::string_view kStoredChannel = "calloutd:stored";
 // by every node, so all nodes ask a domain the same random local part all day.
 inline constexpr std::string_view kRandomSecretKey = "calloutd:random-secret";
 
-// "v1|<class>|<probed-at ms>|<flags>|<reason>|<remote reply>"; '|' and control bytes in the
-// free-text fields are replaced, so the value stays one line and splits unambiguously. Flags:
-// "d" domain-scoped (a domain fact), "b" a back-off record (domain-scoped too), "" otherwise.
+// "v1|<class>|<probed-at ms>|<flags>|<reason>|<remote reply>[|<refresh failed at ms>]"; '|'
+// and control bytes in the free-text fields are replaced, so the value stays one line and
+// splits unambiguously. Flags: "d" domain-scoped (a domain fact), "b" a back-off record
+// (domain-scoped too), "" otherwise. The last field exists only after a failed refresh (older
+// readers take it for part of the remote reply, which is harmless).
 std::string encode(const CachedVerdict& v);
 std::optional<CachedVerdict> decode(std::string_view value);
 
@@ -51,8 +55,13 @@ extern const std::string_view kReleaseScript;
 extern const std::string_view kStoreScript;
 // KEYS: the random secret. ARGV: a candidate. Sets it unless one exists; returns the secret.
 extern const std::string_view kRandomSecretScript;
-// KEYS: mx window, mx running set, mx back-off. ARGV: token, count, period ms, concurrency,
-// lifetime ms. Returns {"admitted", token} or {"denied", why}.
+// KEYS: mx window, mx running set, mx back-off, provider window. ARGV: token, count, period ms,
+// concurrency, lifetime ms, provider count, provider period ms. Returns {"admitted", token} or
+// {"denied", why} with why one of backoff, concurrency, rate, provider.
 extern const std::string_view kAdmitMxScript;
+// KEYS: address verdict. ARGV: time of the failed refresh (ms), channel, message. Records the
+// attempt in a live valid verdict (keeping its TTL), so no node refreshes it again before
+// cache.tempfail_ttl has passed; returns 0 when there is no valid verdict to keep.
+extern const std::string_view kRefreshFailedScript;
 
 }  // namespace calloutd::redis_schema

@@ -22,6 +22,10 @@ struct CachedVerdict {
     // Where it is kept: domain-scoped evidence under the domain (a fact answering every address
     // of the domain), anything else under the address. Back-off records are domain-scoped.
     EvidenceScope scope = EvidenceScope::address;
+    // A valid verdict whose background refresh failed (epoch = never): the next refresh waits
+    // for cache.tempfail_ttl after this, so a target that keeps failing is not re-probed by
+    // every request for a hot sender.
+    WallClock::time_point refresh_failed_at{};
 };
 
 struct CacheTtls {
@@ -45,6 +49,11 @@ std::chrono::milliseconds ttl_for(const CachedVerdict& v, const CacheTtls& ttls)
 // refresh never overwrites a still-valid positive: only a definitive answer about the mailbox
 // (valid or invalid) replaces a valid verdict.
 bool may_replace(const CachedVerdict& current, const CachedVerdict& incoming);
+// Whether `incoming` would replace a live valid verdict (a refresh that did not fail).
+bool replaces_valid(const CachedVerdict& incoming);
+// A valid verdict older than cache.positive_refresh, whose last failed refresh (if any) is at
+// least cache.tempfail_ttl ago: served, and re-probed in the background.
+bool refresh_due(const CachedVerdict& v, WallClock::time_point now, const CacheTtls& ttls);
 
 // Which live entry answers a request when a domain fact and the address's own verdict may
 // both exist: the address's own verdict (a fact about the domain must not hide what the
@@ -79,6 +88,7 @@ class VerdictCache {
                        const CachedVerdict& verdict) = 0;
     // Cluster backends report verdicts stored by other nodes (domain, address), so requests
     // waiting for another node's probe can be answered. Single-node backends never call it.
+    // An empty listener stops the reports (its owner is going away).
     using StoredListener = std::function<void(const std::string&, const std::string&)>;
     virtual void set_listener(StoredListener) {}
     // Removes an address verdict or a domain fact (`calloutd cache del`).
@@ -91,6 +101,10 @@ class VerdictCache {
     // `later` runs with the answer from the loop (false when the backend cannot tell).
     virtual std::optional<bool> not_accept_all(const std::string& domain,
                                                std::function<void(bool)> later) = 0;
+    // A background refresh of the live valid verdict of `address` failed just now (it did not
+    // replace it): remember that, by the backend's clock, so the next refresh waits
+    // cache.tempfail_ttl.
+    virtual void note_failed_refresh(const std::string& domain, const std::string& address) = 0;
 };
 
 }  // namespace calloutd

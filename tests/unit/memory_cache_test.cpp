@@ -129,10 +129,46 @@ TEST_F(MemoryCache, NotAcceptAllFactLivesForTheDomainTtl) {
 }
 
 TEST_F(MemoryCache, NonProbeClassesAreNotStored) {
-    for (auto c : {VerdictClass::in_progress, VerdictClass::rate_limited, VerdictClass::skipped}) {
+    for (auto c : {VerdictClass::in_progress, VerdictClass::rate_limited}) {
         cache.store("example.org", "a@example.org", verdict(c));
     }
     EXPECT_EQ(cache.size(), 0u);
+}
+
+// A callout that found an MX host on policy.skip_mx_hosts answers skipped/skip-mx: a fact
+// about the domain's MX hosts, kept for cache.domain_ttl.
+TEST_F(MemoryCache, SkipMxIsADomainFact) {
+    cache.store("example.org", "a@example.org", fact(VerdictClass::skipped, "skip-mx"));
+    auto hit = find("someone-else@example.org");
+    ASSERT_TRUE(hit);
+    EXPECT_TRUE(hit->domain_fact);
+    EXPECT_EQ(hit->verdict.reason, "skip-mx");
+    now += 24h;
+    EXPECT_FALSE(find("a@example.org"));
+}
+
+// A failed refresh is remembered: the stale valid is still served, and the next refresh waits
+// for cache.tempfail_ttl (10 min here) after the failed one.
+TEST_F(MemoryCache, AFailedRefreshPostponesTheNextByTheTempfailTtl) {
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::valid, "first"));
+    now += 8 * 24h;
+    ASSERT_TRUE(find("a@example.org")->refresh_due);
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::tempfail, "failed"));
+    cache.note_failed_refresh("example.org", "a@example.org");
+    auto hit = find("a@example.org");
+    ASSERT_TRUE(hit);
+    EXPECT_EQ(hit->verdict.reason, "first");
+    EXPECT_FALSE(hit->refresh_due);
+    now += 10min - 1s;
+    EXPECT_FALSE(find("a@example.org")->refresh_due);
+    now += 1s;
+    EXPECT_TRUE(find("a@example.org")->refresh_due);
+    // Only a live valid verdict records attempts.
+    cache.note_failed_refresh("example.org", "nobody@example.org");
+    EXPECT_FALSE(find("nobody@example.org"));
+    // A successful refresh starts afresh.
+    cache.store("example.org", "a@example.org", verdict(VerdictClass::valid, "second"));
+    EXPECT_EQ(find("a@example.org")->verdict.refresh_failed_at, WallClock::time_point{});
 }
 
 TEST_F(MemoryCache, RefreshIsDueForOldPositivesOnly) {

@@ -67,6 +67,26 @@ TEST(RedisSchema, HostileTextCannotBreakTheEncoding) {
     EXPECT_EQ(back->remote_reply.find('|'), std::string::npos);
 }
 
+// The time of a failed refresh travels with the verdict; values written before it existed
+// (six fields) still decode.
+TEST(RedisSchema, RefreshFailedAtRoundTrips) {
+    CachedVerdict v;
+    v.cls = VerdictClass::valid;
+    v.reason = "rcpt-accepted";
+    v.probed_at = WallClock::time_point(std::chrono::milliseconds(1764316800123));
+    v.remote_reply = "250 2.1.5 ok";
+    std::string plain = encode(v);
+    EXPECT_EQ(plain, "v1|valid|1764316800123||rcpt-accepted|250 2.1.5 ok");
+    EXPECT_EQ(decode(plain)->refresh_failed_at, WallClock::time_point{});
+    v.refresh_failed_at = WallClock::time_point(std::chrono::milliseconds(1764317400456));
+    auto back = decode(encode(v));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->refresh_failed_at, v.refresh_failed_at);
+    EXPECT_EQ(back->remote_reply, "250 2.1.5 ok");
+    EXPECT_EQ(decode(plain + "|junk")->remote_reply, "250 2.1.5 ok");
+    EXPECT_EQ(provider_window_key("google.com"), "calloutd:provider:google.com:w");
+}
+
 TEST(RedisSchema, RejectsGarbage) {
     for (const char* bad :
          {"", "v1", "v2|valid|0|||", "v1|bogus|0|||", "v1|valid|x|||", "v1|valid|12"}) {
