@@ -124,6 +124,14 @@ const KeyDef kSchema[] = {
      "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
      "random local part was refused as unknown)",
      FIELD(callout.random_check)},
+    {"callout.tls", K::choice, R"("may")", 0, 0, "may|encrypt|none",
+     "STARTTLS: may = when offered (a failed handshake is retried once in plaintext), encrypt = "
+     "never MAIL FROM without TLS (no STARTTLS offered: tempfail tls-unavailable), none = never",
+     FIELD(callout.tls)},
+    {"callout.tls_timeout", K::duration, R"("10s")", 100 * kMs, 10 * kMin, "",
+     "timeout of the TLS handshake after the server's 220 to STARTTLS (a few round trips; the "
+     "probe deadline bounds it too)",
+     FIELD(callout.tls_timeout)},
     // [cache]
     {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
      "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},

@@ -168,6 +168,9 @@ bool Daemon::start_engine() {
                 .field("scope", to_string(r.verdict.scope))
                 .field("mx", r.attempts.empty() ? std::string("-") : r.attempts.back().mx_host)
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
+                .field("tls", r.attempts.empty() || !r.attempts.back().tls
+                                  ? std::string("none")
+                                  : r.attempts.back().tls->version)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
                 .field("refused", static_cast<long long>(r.refused.size()))
                 .field("ms", static_cast<long long>(r.elapsed.count()));
@@ -414,6 +417,7 @@ void Daemon::reload_config() {
         return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.dns_canary, o.probe.port,
                           o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
                           o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
+                          o.probe.tls, o.probe.tls_timeout,
                           o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url);
     };
     if (engine_options(next) != engine_options(config_)) {

@@ -14,6 +14,10 @@ std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
         case VerdictClass::invalid:
             return ttls.negative;
         case VerdictClass::tempfail:
+        // A skip rule's answer is never stored; the only stored `skipped` is a probe that did not
+        // ask (a UTF-8 address at a server without SMTPUTF8), kept as long as a tempfail so the
+        // next request does not connect again at once, and so that an upgrade is noticed.
+        case VerdictClass::skipped:
             return ttls.tempfail;
         case VerdictClass::accept_all:
         case VerdictClass::null_sender_rejected:
@@ -23,7 +27,6 @@ std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
         // Not results of a probe: nothing to remember.
         case VerdictClass::in_progress:
         case VerdictClass::rate_limited:
-        case VerdictClass::skipped:
             return std::chrono::milliseconds(0);
     }
     return std::chrono::milliseconds(0);
