@@ -391,20 +391,21 @@ void SmtpProbe::on_plaintext(std::string_view bytes) {
         return;  // a partial reply; the stage timer keeps running, it is not reset by data
     }
     record_reply(*reply);
+    if (stage_ == SmtpStage::starttls && reply->code / 100 == 2 &&
+        (parser_.failed() || parser_.has_pending())) {
+        // Bytes after "220 Ready to start TLS" were sent before our ClientHello: a broken
+        // server, or plaintext injected to be read as if it came through TLS (CVE-2011-0411).
+        // Never acted upon; the handshake has failed.
+        stage_ = SmtpStage::tls_handshake;
+        return end_attempt(StageEvent::protocol_error,
+                           "data after the 220 reply to STARTTLS, before the handshake",
+                           After::next_target, false);
+    }
     if (parser_.failed())
         return end_attempt(StageEvent::protocol_error, parser_.error(), on_failure, false);
     // We never pipeline, so anything past the reply to our one outstanding command is a
     // violation; acting on it could desynchronise command and reply.
     if (parser_.has_pending()) {
-        if (stage_ == SmtpStage::starttls && reply->code / 100 == 2) {
-            // Bytes after "220 Ready to start TLS" were sent before our ClientHello: a broken
-            // server, or plaintext injected to be read as if it came through TLS
-            // (CVE-2011-0411). Never parsed; the handshake has failed.
-            stage_ = SmtpStage::tls_handshake;
-            return end_attempt(StageEvent::protocol_error,
-                               "data after the 220 reply to STARTTLS, before the handshake",
-                               After::next_target, false);
-        }
         return end_attempt(StageEvent::protocol_error,
                            "unexpected data after " + std::string(stage_name(stage_)) +
                                " reply (pipelining violation)",

@@ -119,6 +119,7 @@ enum class TlsPhase {
     on,              // SMTP inside TLS
     silent,          // read and discard, never answer (a stalled or garbage-sending server)
     reset_on_input,  // reset the connection when the client says anything (the ClientHello)
+    garbage_on_input,  // answer whatever the client says (the ClientHello) with garbage
 };
 
 struct SslFree {
@@ -314,6 +315,9 @@ void FakeSmtpServer::on_command(Conn& c, const std::string& line) {
         case FakeTls::Fault::reset:
             c.tls = TlsPhase::reset_on_input;
             return;
+        case FakeTls::Fault::garbage_reply:
+            c.tls = TlsPhase::garbage_on_input;
+            return;
     }
 }
 
@@ -380,6 +384,10 @@ void FakeSmtpServer::on_readable(Conn& c) {
                 break;
             }
             break;
+        case TlsPhase::garbage_on_input:
+            queue(c, FakeReply::garbage("HTTP/1.1 400 Bad Request\r\n\r\n"));
+            c.tls = TlsPhase::silent;
+            [[fallthrough]];
         case TlsPhase::off:
         case TlsPhase::pending:
         case TlsPhase::silent:

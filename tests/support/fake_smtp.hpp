@@ -47,7 +47,8 @@ struct FakeTls {
     // What follows "220 2.0.0 Ready to start TLS":
     enum class Fault {
         none,     // a real handshake, then SMTP inside TLS
-        garbage,  // bytes that are no TLS record, then silence
+        garbage,  // bytes that are no TLS record right after the 220, then silence
+        garbage_reply,  // the ClientHello answered with bytes that are no TLS record
         stall,    // nothing: the ClientHello is never answered
         reset,    // the connection is reset when the ClientHello arrives
     };
