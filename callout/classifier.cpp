@@ -659,10 +659,10 @@ std::string waiting_for(SmtpStage stage) {
 Verdict judge_event(const HostAttempt& a) {
     const std::string where = waiting_for(a.last_stage);
     if (a.last_stage == SmtpStage::tls_handshake && a.event != StageEvent::deadline) {
-        std::string what = a.event == StageEvent::protocol_error
-                               ? a.detail
-                               : std::string(event_name(a.event)) +
-                                     (a.detail.empty() ? "" : ": " + a.detail);
+        std::string what =
+            a.event == StageEvent::protocol_error
+                ? a.detail
+                : std::string(event_name(a.event)) + (a.detail.empty() ? "" : ": " + a.detail);
         return {VerdictClass::tempfail, "tls-failed: handshake " + what};
     }
     switch (a.event) {
@@ -684,9 +684,9 @@ Verdict judge_event(const HostAttempt& a) {
             // over all MX hosts in classify().
             return {VerdictClass::tempfail,
                     "tls-unavailable: " +
-                        (a.detail.empty() ? "STARTTLS not offered at " +
-                                                std::string(stage_name(a.last_stage))
-                                          : a.detail)};
+                        (a.detail.empty()
+                             ? "STARTTLS not offered at " + std::string(stage_name(a.last_stage))
+                             : a.detail)};
         case StageEvent::smtputf8_unsupported:
             return {VerdictClass::skipped, "smtputf8-unsupported: UTF-8 address, no SMTPUTF8 at " +
                                                std::string(stage_name(a.last_stage))};

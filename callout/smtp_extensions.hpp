@@ -10,11 +10,11 @@ namespace calloutd {
 struct SmtpReply;
 
 struct SmtpExtensions {
-    bool esmtp = false;         // the server answered EHLO (after a HELO fallback: false)
-    bool starttls = false;      // RFC 3207
-    bool smtputf8 = false;      // RFC 6531
-    bool pipelining = false;    // RFC 2920 (we never pipeline; kept for the transcript)
-    bool eightbitmime = false;  // RFC 6152
+    bool esmtp = false;                  // the server answered EHLO (after a HELO fallback: false)
+    bool starttls = false;               // RFC 3207
+    bool smtputf8 = false;               // RFC 6531
+    bool pipelining = false;             // RFC 2920 (we never pipeline; kept for the transcript)
+    bool eightbitmime = false;           // RFC 6152
     bool enhanced_status_codes = false;  // RFC 2034
     // RFC 1870 "SIZE [limit]": the limit in octets, 0 when the server names none.
     std::optional<std::uint64_t> size;

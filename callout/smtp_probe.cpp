@@ -658,8 +658,8 @@ void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, b
         // Opportunistic TLS, as Postfix does it: a handshake that fails is retried once on a
         // new connection without STARTTLS, so a broken TLS stack costs no verification.
         a.tls_failed = true;
-        record_note("TLS handshake failed: " + (a.detail.empty() ? std::string(event_name(event))
-                                                                 : a.detail));
+        record_note("TLS handshake failed: " +
+                    (a.detail.empty() ? std::string(event_name(event)) : a.detail));
         if (options_.tls == TlsMode::may) after = After::retry_plain;
     }
     after_close_ = deadline_hit_ ? After::stop : after;

@@ -165,9 +165,9 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     Release release_;
     std::optional<std::size_t> held_;  // admitted target whose slot is still held
     std::size_t next_target_ = 0;
-    std::size_t current_ = 0;                  // target of the current attempt
-    std::optional<std::size_t> retry_plain_;   // target to connect to again without STARTTLS
-    bool plain_only_ = false;                  // this attempt never says STARTTLS
+    std::size_t current_ = 0;                 // target of the current attempt
+    std::optional<std::size_t> retry_plain_;  // target to connect to again without STARTTLS
+    bool plain_only_ = false;                 // this attempt never says STARTTLS
     std::string sender_;
     bool utf8_address_ = false;  // sender_ has non-ASCII bytes: only asked under SMTPUTF8
     std::string random_address_;
@@ -189,7 +189,7 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     std::size_t wire_bytes_ = 0;  // transcript size of the current attempt, capped
 
     SmtpReplyParser parser_;
-    SmtpExtensions ext_;                // from this connection's last EHLO reply
+    SmtpExtensions ext_;               // from this connection's last EHLO reply
     std::unique_ptr<TlsSession> tls_;  // from "220 Ready to start TLS" until the TCP close
     std::array<char, 4096> read_buf_{};
     ProbeResult result_;

@@ -86,9 +86,9 @@ std::unique_ptr<TlsSession> TlsSession::create(SSL_CTX* ctx, std::string_view se
 void TlsSession::feed(std::string_view ciphertext) {
     std::size_t done = 0;
     while (done < ciphertext.size()) {
-        const int n = BIO_write(in_, ciphertext.data() + done,
-                                static_cast<int>(std::min<std::size_t>(ciphertext.size() - done,
-                                                                       1 << 20)));
+        const int n =
+            BIO_write(in_, ciphertext.data() + done,
+                      static_cast<int>(std::min<std::size_t>(ciphertext.size() - done, 1 << 20)));
         if (n <= 0) break;  // only on allocation failure; the handshake or read then fails
         done += static_cast<std::size_t>(n);
     }

@@ -20,7 +20,7 @@ enum class SmtpStage {
     starttls,       // STARTTLS, waiting for "220 Ready to start TLS"
     tls_handshake,  // the TLS handshake after that 220 (no SMTP reply is awaited)
     mail_from,      // first MAIL FROM:<>
-    random_rcpt,  // RCPT TO:<random-local-part@domain> (accept-all check)
+    random_rcpt,    // RCPT TO:<random-local-part@domain> (accept-all check)
     rset,
     mail_from_again,  // MAIL FROM:<> after RSET
     rcpt,             // RCPT TO:<sender>
@@ -87,10 +87,10 @@ struct HostAttempt {
     std::vector<WireLine> wire;
     // What the last EHLO reply offered (after STARTTLS: the EHLO inside TLS); none after HELO.
     SmtpExtensions extensions;
-    bool starttls_offered = false;       // the plaintext EHLO reply offered STARTTLS
-    std::optional<TlsSessionInfo> tls;   // the session, once a TLS handshake completed
-    bool tls_failed = false;             // STARTTLS was accepted but no session came of it
-    bool plaintext_retry = false;        // a new connection without STARTTLS after tls_failed
+    bool starttls_offered = false;      // the plaintext EHLO reply offered STARTTLS
+    std::optional<TlsSessionInfo> tls;  // the session, once a TLS handshake completed
+    bool tls_failed = false;            // STARTTLS was accepted but no session came of it
+    bool plaintext_retry = false;       // a new connection without STARTTLS after tls_failed
 };
 
 }  // namespace calloutd

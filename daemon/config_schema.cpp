@@ -138,7 +138,8 @@ const KeyDef kSchema[] = {
     {"cache.negative_ttl", K::duration, R"("3d")", kMin, 365 * kDay, "",
      "how long invalid verdicts are kept", FIELD(cache.negative_ttl)},
     {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
-     "how long tempfail verdicts are kept (and a UTF-8 address skipped for want of SMTPUTF8)", FIELD(cache.tempfail_ttl)},
+     "how long tempfail verdicts are kept (and a UTF-8 address skipped for want of SMTPUTF8)",
+     FIELD(cache.tempfail_ttl)},
     {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
      "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
      "facts or one address's) and the not-accept-all fact are kept",

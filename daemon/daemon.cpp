@@ -417,8 +417,8 @@ void Daemon::reload_config() {
         return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.dns_canary, o.probe.port,
                           o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
                           o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
-                          o.probe.tls, o.probe.tls_timeout,
-                          o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url);
+                          o.probe.tls, o.probe.tls_timeout, o.max_mx, o.allow_networks,
+                          c.cache.memory_entries, c.redis.url);
     };
     if (engine_options(next) != engine_options(config_)) {
         LogLine(LogLevel::warning, "reload")

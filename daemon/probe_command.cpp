@@ -29,7 +29,10 @@ void print_report(std::FILE* out, const CalloutReport& r) {
             // Notes ("--- TLS TLSv1.3 TLS_AES_256_GCM_SHA384") say what happened to the
             // connection; every line after a TLS note went through that session.
             std::fprintf(out, "%6lldms %s %s\n", static_cast<long long>(w.at.count()),
-                         w.note ? "---" : w.sent ? ">>>" : "<<<", w.text.c_str());
+                         w.note   ? "---"
+                         : w.sent ? ">>>"
+                                  : "<<<",
+                         w.text.c_str());
         }
         std::fprintf(out, "--- %s\n", describe(a).c_str());
     }

@@ -58,7 +58,9 @@ TEST(TlsMemory, TwoThousandProbesInFlightThroughTlsStayUnder200MB) {
     stall.tls = tls;
     FakeSmtpFleet targets({{kStallIps[0], stall}, {kStallIps[1], stall}});
     ASSERT_TRUE(targets.ok());
-    auto handshakes = [&] { return targets.at(0).tls_handshakes() + targets.at(1).tls_handshakes(); };
+    auto handshakes = [&] {
+        return targets.at(0).tls_handshakes() + targets.at(1).tls_handshakes();
+    };
     auto connections = [&] {
         return targets.at(0).current_connections() + targets.at(1).current_connections();
     };
@@ -83,9 +85,9 @@ TEST(TlsMemory, TwoThousandProbesInFlightThroughTlsStayUnder200MB) {
     std::vector<std::string> requests;
     for (size_t i = 0; i < kProbes; ++i) {
         std::string id = "M" + std::to_string(i);
-        requests.push_back(
-            policy_request("user" + std::to_string(i) + "@m" + std::to_string(i % 2) + ".tlsmem.test",
-                           "198.51.100.9", id, id));
+        requests.push_back(policy_request(
+            "user" + std::to_string(i) + "@m" + std::to_string(i % 2) + ".tlsmem.test",
+            "198.51.100.9", id, id));
     }
     BurstOptions o;
     o.port = daemon.tcp_port();

@@ -5,8 +5,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <openssl/err.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -113,12 +113,12 @@ std::string FakeReply::wire() const {
 
 // Where a connection is with STARTTLS.
 enum class TlsPhase {
-    off,             // plaintext SMTP
-    pending,         // "220 Ready to start TLS" queued; the handshake starts once it is sent
-    handshaking,     // SSL_accept in progress
-    on,              // SMTP inside TLS
-    silent,          // read and discard, never answer (a stalled or garbage-sending server)
-    reset_on_input,  // reset the connection when the client says anything (the ClientHello)
+    off,               // plaintext SMTP
+    pending,           // "220 Ready to start TLS" queued; the handshake starts once it is sent
+    handshaking,       // SSL_accept in progress
+    on,                // SMTP inside TLS
+    silent,            // read and discard, never answer (a stalled or garbage-sending server)
+    reset_on_input,    // reset the connection when the client says anything (the ClientHello)
     garbage_on_input,  // answer whatever the client says (the ClientHello) with garbage
 };
 
@@ -481,8 +481,8 @@ void FakeSmtpServer::run() {
             Conn& c = conns[i];
             const short rev = fds[i + 2].revents;
             if (rev & (POLLIN | POLLHUP | POLLERR)) on_readable(c);
-            if (!c.dead && (c.ssl_wants_write || (c.out_off < c.out.size() &&
-                                                  c.ready_at <= Clock::now())))
+            if (!c.dead &&
+                (c.ssl_wants_write || (c.out_off < c.out.size() && c.ready_at <= Clock::now())))
                 on_writable(c);
             if (c.close_when_sent && c.out_off == c.out.size()) c.dead = true;
         }

@@ -46,11 +46,11 @@ struct FakeTls {
     bool advertise = true;  // "250-STARTTLS" in the EHLO reply outside TLS
     // What follows "220 2.0.0 Ready to start TLS":
     enum class Fault {
-        none,     // a real handshake, then SMTP inside TLS
-        garbage,  // bytes that are no TLS record right after the 220, then silence
+        none,           // a real handshake, then SMTP inside TLS
+        garbage,        // bytes that are no TLS record right after the 220, then silence
         garbage_reply,  // the ClientHello answered with bytes that are no TLS record
-        stall,    // nothing: the ClientHello is never answered
-        reset,    // the connection is reset when the ClientHello arrives
+        stall,          // nothing: the ClientHello is never answered
+        reset,          // the connection is reset when the ClientHello arrives
     };
     Fault fault = Fault::none;
     bool stall_after_handshake = false;  // complete the handshake, then never answer again

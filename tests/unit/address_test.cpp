@@ -166,8 +166,8 @@ TEST(Address, WireFormAndSmtputf8) {
          false},
         {"jörg@example.org", "jörg@example.org", "jörg@example.org", true},
         {"jörg@Bücher.example", "jörg@xn--bcher-kva.example", "jörg@bücher.example", true},
-        {"jörg@xn--bcher-kva.example", "jörg@xn--bcher-kva.example",
-         "jörg@xn--bcher-kva.example", true},
+        {"jörg@xn--bcher-kva.example", "jörg@xn--bcher-kva.example", "jörg@xn--bcher-kva.example",
+         true},
         {"\"jörg m\"@example.org", "\"jörg m\"@example.org", "\"jörg m\"@example.org", true},
         {"用户@例子.广告", "用户@xn--fsqu00a.xn--4rr70v", "用户@例子.广告", true},
     };
@@ -192,8 +192,8 @@ TEST(Address, SafeCommandLines) {
     EXPECT_FALSE(is_safe_command_line("RCPT TO:<j\xc3\xb6rg@example.org>"));
     EXPECT_TRUE(is_safe_command_line("RCPT TO:<j\xc3\xb6rg@example.org>", true));
     // Under SMTPUTF8 still only well-formed UTF-8, and no C1 control (U+0085 NEL).
-    for (const char* bad : {"a\xff", "a\xc3", "a\xc0\xaf", "a\xed\xa0\x80", "a\xc2\x85",
-                            "a\xf4\x90\x80\x80"}) {
+    for (const char* bad :
+         {"a\xff", "a\xc3", "a\xc0\xaf", "a\xed\xa0\x80", "a\xc2\x85", "a\xf4\x90\x80\x80"}) {
         EXPECT_FALSE(is_safe_command_line(bad, true)) << bad;
     }
     EXPECT_TRUE(is_safe_command_line("\xf0\x9f\x93\xa7@example.org", true));  // U+1F4E7

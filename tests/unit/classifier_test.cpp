@@ -897,7 +897,8 @@ TEST(Classifier, TlsAndSmtputf8Outcomes) {
               VerdictClass::tempfail);
     HostAttempt busy = ended_at(SmtpStage::starttls, R("421 4.3.2 Shutting down"));
     EXPECT_TRUE(pushes_back(busy));
-    EXPECT_TRUE(classify({busy}).reason.starts_with("service-unavailable")) << classify({busy}).reason;
+    EXPECT_TRUE(classify({busy}).reason.starts_with("service-unavailable"))
+        << classify({busy}).reason;
 
     // "Must issue a STARTTLS command first" stays tempfail, and says what TLS did here.
     const SmtpReply must = R("530 5.7.0 Must issue a STARTTLS command first");

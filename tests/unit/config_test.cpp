@@ -237,7 +237,8 @@ TEST(Config, CalloutTlsModes) {
     EXPECT_EQ(d.callout.tls, "may");
     EXPECT_EQ(d.callout.tls_timeout, 10s);
     for (const char* mode : {"may", "encrypt", "none"}) {
-        Config c = load_ok(std::string("[callout]\ntls = \"") + mode + "\"\ntls_timeout = \"3s\"\n");
+        Config c =
+            load_ok(std::string("[callout]\ntls = \"") + mode + "\"\ntls_timeout = \"3s\"\n");
         EXPECT_EQ(c.callout.tls, mode);
         EXPECT_EQ(c.callout.tls_timeout, 3s);
     }

@@ -19,6 +19,7 @@
 #include "support/daemon_process.hpp"
 #include "support/dnsmasq.hpp"
 #include "support/fake_smtp.hpp"
+#include "support/metrics_scrape.hpp"
 #include "support/paths.hpp"
 #include "support/policy_client.hpp"
 #include "support/postfix_target.hpp"
@@ -35,6 +36,7 @@ constexpr const char* kEncryptIp = "127.0.0.141";  // tlsenc.test: Postfix, TLS 
 constexpr const char* kMayIp = "127.0.0.142";      // tlsmay.test: Postfix, TLS offered
 constexpr const char* kBrokenIp = "127.0.0.143";   // tlsbroken.test: fake, handshake breaks
 constexpr const char* kNoUtf8Ip = "127.0.0.144";   // noutf8.test: Postfix, smtputf8_enable = no
+constexpr const char* kPlainIp = "127.0.0.147";    // plain.test: fake, no STARTTLS
 
 DnsmasqZones zones() {
     DnsmasqZones z;
@@ -42,11 +44,13 @@ DnsmasqZones zones() {
     z.mx = {{"tlsenc.test", "mx.tlsenc.test", 10},
             {"tlsmay.test", "mx.tlsmay.test", 10},
             {"tlsbroken.test", "mx.tlsbroken.test", 10},
-            {"noutf8.test", "mx.noutf8.test", 10}};
+            {"noutf8.test", "mx.noutf8.test", 10},
+            {"plain.test", "mx.plain.test", 10}};
     z.hosts = {{"mx.tlsenc.test", {kEncryptIp}},
                {"mx.tlsmay.test", {kMayIp}},
                {"mx.tlsbroken.test", {kBrokenIp}},
-               {"mx.noutf8.test", {kNoUtf8Ip}}};
+               {"mx.noutf8.test", {kNoUtf8Ip}},
+               {"mx.plain.test", {kPlainIp}}};
     return z;
 }
 
@@ -87,16 +91,12 @@ std::ostream& operator<<(std::ostream& os, const Answer& a) {
               << a.probe;
 }
 
-class StartTlsPostfix : public ::testing::Test {
+class StartTlsDaemon : public ::testing::Test {
   protected:
-    static void SetUpTestSuite() {
-        if (geteuid() != 0) return;
-        dnsmasq_ = std::make_unique<Dnsmasq>(zones());
-    }
+    static void SetUpTestSuite() { dnsmasq_ = std::make_unique<Dnsmasq>(zones()); }
     static void TearDownTestSuite() { dnsmasq_.reset(); }
 
     void SetUp() override {
-        if (geteuid() != 0) GTEST_SKIP() << "private Postfix instances need root";
         port_ = unused_port(kEncryptIp);
         ASSERT_NE(port_, 0);
     }
@@ -152,8 +152,8 @@ class StartTlsPostfix : public ::testing::Test {
 
     // `calloutd probe` with the running daemon's configuration.
     CommandResult probe_command(const std::string& address) {
-        auto r = run_command(
-            {daemon_binary(), "probe", "-c", daemon_->config_path(), address}, 30s);
+        auto r =
+            run_command({daemon_binary(), "probe", "-c", daemon_->config_path(), address}, 30s);
         EXPECT_FALSE(r.timed_out);
         return r;
     }
@@ -166,7 +166,8 @@ class StartTlsPostfix : public ::testing::Test {
 };
 
 // A Postfix that demands TLS (smtpd_tls_security_level = encrypt) and speaks SMTPUTF8.
-TEST_F(StartTlsPostfix, ServerThatRequiresTlsIsVerifiedInsideTls) {
+TEST_F(StartTlsDaemon, ServerThatRequiresTlsIsVerifiedInsideTls) {
+    if (geteuid() != 0) GTEST_SKIP() << "a private Postfix instance needs root";
     PostfixTargetOptions o = postfix_options(kEncryptIp, "tlsenc.test", port_);
     o.tls_security_level = "encrypt";
     o.smtputf8 = true;
@@ -213,8 +214,7 @@ TEST_F(StartTlsPostfix, ServerThatRequiresTlsIsVerifiedInsideTls) {
     start("tls = \"none\"\n");
     Answer plain = ask("alice@tlsenc.test");
     EXPECT_EQ(plain.cls(), "tempfail") << plain;
-    EXPECT_TRUE(plain.reason().starts_with("starttls-required 530 5.7.0 at MAIL FROM"))
-        << plain;
+    EXPECT_TRUE(plain.reason().starts_with("starttls-required 530 5.7.0 at MAIL FROM")) << plain;
     EXPECT_NE(plain.reason().find("STARTTLS offered, not used"), std::string::npos) << plain;
     EXPECT_EQ(log_field(plain.probe, "tls"), "none") << plain;
     EXPECT_EQ(plain.action, "DUNNO") << plain;
@@ -223,7 +223,8 @@ TEST_F(StartTlsPostfix, ServerThatRequiresTlsIsVerifiedInsideTls) {
 
 // A Postfix that offers TLS (may) gets it; a fake whose handshake breaks after "220 Ready to
 // start TLS" is asked again in plaintext, once, and that conversation decides.
-TEST_F(StartTlsPostfix, OpportunisticTlsAndThePlaintextRetry) {
+TEST_F(StartTlsDaemon, OpportunisticTlsAndThePlaintextRetry) {
+    if (geteuid() != 0) GTEST_SKIP() << "a private Postfix instance needs root";
     PostfixTargetOptions o = postfix_options(kMayIp, "tlsmay.test", port_);
     o.tls_security_level = "may";
     PostfixTarget postfix(o);
@@ -234,7 +235,7 @@ TEST_F(StartTlsPostfix, OpportunisticTlsAndThePlaintextRetry) {
     broken.tls = FakeTls{cert.cert_file, cert.key_file, true, FakeTls::Fault::garbage};
     FakeSmtpServer fake(broken, kBrokenIp, port_);
     ASSERT_TRUE(fake.ok()) << fake.error();
-    start();
+    start("[metrics]\nlisten = \"inet:127.0.0.1:0\"\n");
 
     Answer alice = ask("alice@tlsmay.test");
     EXPECT_EQ(alice.cls(), "valid") << alice;
@@ -251,6 +252,17 @@ TEST_F(StartTlsPostfix, OpportunisticTlsAndThePlaintextRetry) {
     EXPECT_EQ(fake.connections_accepted(), 2u);
     EXPECT_EQ(fake.count_commands("STARTTLS"), 1u) << "retried once, without STARTTLS";
     EXPECT_EQ(fake.count_commands("RCPT TO:<alice@tlsbroken.test>"), 1u);
+
+    // One result per connection: two TLS sessions at Postfix, the broken handshake, and the
+    // plaintext retry.
+    const std::string m = scrape(*daemon_);
+    auto connections = [&](const std::string& result) {
+        return sample_value(m, "calloutd_probe_connections_total{result=\"" + result + "\"}");
+    };
+    EXPECT_EQ(connections("tls"), 2) << m;
+    EXPECT_EQ(connections("tls_failed"), 1) << m;
+    EXPECT_EQ(connections("connected"), 1) << m;
+    EXPECT_EQ(connections("refused"), 0) << m;
     fake.stop();
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
@@ -259,7 +271,8 @@ TEST_F(StartTlsPostfix, OpportunisticTlsAndThePlaintextRetry) {
 
 // smtputf8_enable = no: a UTF-8 address is never asked, so never called invalid (this Postfix
 // would mangle it and answer "User unknown"), and the answer is cached like a tempfail.
-TEST_F(StartTlsPostfix, ServerWithoutSmtputf8NeverCallsJoergInvalid) {
+TEST_F(StartTlsDaemon, ServerWithoutSmtputf8NeverCallsJoergInvalid) {
+    if (geteuid() != 0) GTEST_SKIP() << "a private Postfix instance needs root";
     PostfixTargetOptions o = postfix_options(kNoUtf8Ip, "noutf8.test", port_);
     PostfixTarget postfix(o);
     start();
@@ -284,6 +297,30 @@ TEST_F(StartTlsPostfix, ServerWithoutSmtputf8NeverCallsJoergInvalid) {
     EXPECT_EQ(occurrences(maillog, " connect from "), before + 2) << maillog;
     EXPECT_EQ(maillog.find("rg@noutf8.test"), std::string::npos) << "jörg was never named";
     if (HasFailure()) std::cerr << "--- postfix maillog ---\n" << maillog;
+}
+
+// callout.tls = encrypt and a domain whose only MX offers no STARTTLS: tempfail tls-unavailable,
+// kept as a domain fact (no mailbox was named), so the domain's next sender costs no connection.
+TEST_F(StartTlsDaemon, EncryptWithoutStartTlsIsATempfailDomainFact) {
+    FakeSmtpScript plain;
+    plain.recipients["alice"] = "250 2.1.5 ok";
+    FakeSmtpServer fake(plain, kPlainIp, port_);
+    ASSERT_TRUE(fake.ok()) << fake.error();
+    start("tls = \"encrypt\"\n");
+
+    Answer alice = ask("alice@plain.test");
+    EXPECT_EQ(alice.cls(), "tempfail") << alice;
+    EXPECT_TRUE(alice.reason().starts_with("tls-unavailable: STARTTLS not offered")) << alice;
+    EXPECT_EQ(log_field(alice.probe, "scope"), "domain") << alice;
+    EXPECT_EQ(log_field(alice.probe, "tls"), "none") << alice;
+    EXPECT_EQ(alice.action, "DUNNO") << alice;
+    Answer bob = ask("bob@plain.test");
+    EXPECT_EQ(bob.cls(), "tempfail") << bob;
+    EXPECT_EQ(bob.source(), "cache") << bob;
+    EXPECT_EQ(fake.connections_accepted(), 1u);
+    EXPECT_EQ(fake.count_commands("MAIL"), 0u) << "never MAIL FROM without TLS";
+    EXPECT_EQ(fake.count_commands("QUIT"), 1u);
+    fake.stop();
 }
 
 }  // namespace
