@@ -115,18 +115,6 @@ std::size_t utf8_length(std::string_view s, std::size_t i) {
 
 }  // namespace
 
-std::string_view to_string(TlsMode mode) {
-    switch (mode) {
-        case TlsMode::may:
-            return "may";
-        case TlsMode::encrypt:
-            return "encrypt";
-        case TlsMode::none:
-            return "none";
-    }
-    return "may";
-}
-
 bool is_safe_command_line(std::string_view line, bool utf8) {
     for (std::size_t i = 0; i < line.size();) {
         const auto c = static_cast<unsigned char>(line[i]);

@@ -26,7 +26,6 @@ class TlsSession;
 // callout.tls: STARTTLS whenever offered, a failed handshake retried once in plaintext (may);
 // never MAIL FROM without TLS (encrypt); no STARTTLS at all (none).
 enum class TlsMode { may, encrypt, none };
-std::string_view to_string(TlsMode mode);
 
 struct ProbeOptions {
     uint16_t port = 25;

@@ -113,7 +113,8 @@ int Daemon::run() {
         .field("config", config_.path)
         .field("mode", config_.redis.url.empty() ? "memory" : "redis")
         .field("redis", redis_ ? to_display_string(redis_->endpoint()) : std::string("-"))
-        .field("dry_run", config_.policy.dry_run ? "yes" : "no");
+        .field("dry_run", config_.policy.dry_run ? "yes" : "no")
+        .field("tls", config_.callout.tls);
     uv_run(&loop_, UV_RUN_DEFAULT);
     LogLine(LogLevel::notice, "stopped");
     Log::detach();
