@@ -67,6 +67,8 @@ struct CalloutSettings {
     Duration probe_timeout{};
     int64_t max_mx = 0;
     bool random_check = true;
+    std::string tls;  // "may" | "encrypt" | "none"
+    Duration tls_timeout{};
 };
 
 struct CacheSettings {

@@ -128,13 +128,22 @@ const KeyDef kSchema[] = {
      "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
      "random local part was refused as unknown)",
      FIELD(callout.random_check)},
+    {"callout.tls", K::choice, R"("may")", 0, 0, "may|encrypt|none",
+     "STARTTLS: may = when offered (a failed handshake is retried once in plaintext), encrypt = "
+     "never MAIL FROM without TLS (no STARTTLS offered: tempfail tls-unavailable), none = never",
+     FIELD(callout.tls)},
+    {"callout.tls_timeout", K::duration, R"("10s")", 100 * kMs, 10 * kMin, "",
+     "timeout of the TLS handshake after the server's 220 to STARTTLS (a few round trips; the "
+     "probe deadline bounds it too)",
+     FIELD(callout.tls_timeout)},
     // [cache]
     {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
      "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
     {"cache.negative_ttl", K::duration, R"("3d")", kMin, 365 * kDay, "",
      "how long invalid verdicts are kept", FIELD(cache.negative_ttl)},
     {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
-     "how long tempfail verdicts are kept", FIELD(cache.tempfail_ttl)},
+     "how long tempfail verdicts are kept (and a UTF-8 address skipped for want of SMTPUTF8)",
+     FIELD(cache.tempfail_ttl)},
     {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
      "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
      "facts or one address's) and the not-accept-all fact are kept",

@@ -130,7 +130,8 @@ int Daemon::run() {
         .field("config", config_.path)
         .field("mode", config_.redis.url.empty() ? "memory" : "redis")
         .field("redis", redis_ ? to_display_string(redis_->endpoint()) : std::string("-"))
-        .field("dry_run", config_.policy.dry_run ? "yes" : "no");
+        .field("dry_run", config_.policy.dry_run ? "yes" : "no")
+        .field("tls", config_.callout.tls);
     uv_run(&loop_, UV_RUN_DEFAULT);
     LogLine(LogLevel::notice, "stopped");
     Log::detach();
@@ -190,6 +191,9 @@ bool Daemon::start_engine() {
                              : !r.skipped_mx.empty() ? r.skipped_mx  // the skip_mx_hosts match
                                                      : std::string("-"))
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
+                .field("tls", r.attempts.empty() || !r.attempts.back().tls
+                                  ? std::string("none")
+                                  : r.attempts.back().tls->version)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
                 .field("refused", static_cast<long long>(r.refused.size()))
                 .field("ms", static_cast<long long>(r.elapsed.count()));
@@ -441,8 +445,8 @@ void Daemon::reload_config() {
         return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.dns_canary, o.probe.port,
                           o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
                           o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
-                          o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url,
-                          c.redis.nodes);
+                          o.probe.tls, o.probe.tls_timeout, o.max_mx, o.allow_networks,
+                          c.cache.memory_entries, c.redis.url, c.redis.nodes);
     };
     if (engine_options(next) != engine_options(config_)) {
         LogLine(LogLevel::warning, "reload")

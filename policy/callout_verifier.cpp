@@ -395,9 +395,11 @@ void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
     // Released after the verdict is stored, so no other node probes in between.
     budget_.release_probe(domain, key, flight.token);
     if (observer_) observer_(flight.sender, report, flight.refresh);
-    // A skip-mx ending sent no probe: logged as a skip, like the skip rules.
-    DecisionSource source =
-        report.verdict.cls == VerdictClass::skipped ? DecisionSource::skip : DecisionSource::probe;
+    // A skip-mx ending sent no probe: logged as a skip, like the skip rules. (A skipped
+    // smtputf8-unsupported did talk to the server: a probe.)
+    DecisionSource source = report.verdict.cls == VerdictClass::skipped && report.attempts.empty()
+                                ? DecisionSource::skip
+                                : DecisionSource::probe;
     for (auto& w : flight.waiters) {
         w.budget.reset();
         if (w.address == address || speaks_for_every_tag(report.verdict)) {
