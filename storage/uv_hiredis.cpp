@@ -18,11 +18,12 @@ std::uint64_t privdata_to_tag(void* privdata) {
     return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(privdata));
 }
 
+// hiredis 0.14 copies the error into ac->err only after the connect callback, so a refused
+// connect is read from the inner context.
 std::string error_text(const redisAsyncContext* ac) {
-    if (ac->err == 0 || ac->errstr == nullptr || ac->errstr[0] == '\0') {
-        return "connection closed";
-    }
-    return ac->errstr;
+    if (ac->err != 0 && ac->errstr != nullptr && ac->errstr[0] != '\0') return ac->errstr;
+    if (ac->c.err != 0 && ac->c.errstr[0] != '\0') return ac->c.errstr;
+    return "connection closed";
 }
 
 }  // namespace

@@ -1,23 +1,38 @@
-// DeferredQueue: one zero-delay libuv timer draining a FIFO of callbacks.
+// DeferredQueue: a FIFO of callbacks drained by a libuv check handle.
 #include "util/deferred_queue.hpp"
 
 #include <algorithm>
-#include <memory>
 #include <utility>
 
 namespace calloutd {
 
-void DeferredQueue::CloseTimer::operator()(uv_timer_t* timer) const {
-    uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* handle) {
-        std::unique_ptr<uv_timer_t> owned(reinterpret_cast<uv_timer_t*>(handle));
+namespace {
+
+template <typename Handle>
+void close_and_free(Handle* handle) {
+    uv_close(reinterpret_cast<uv_handle_t*>(handle), [](uv_handle_t* closed) {
+        std::unique_ptr<Handle> owned(reinterpret_cast<Handle*>(closed));
     });
 }
 
+}  // namespace
+
+void DeferredQueue::Close::operator()(uv_check_t* check) const {
+    close_and_free(check);
+}
+
+void DeferredQueue::Close::operator()(uv_idle_t* idle) const {
+    close_and_free(idle);
+}
+
 DeferredQueue::DeferredQueue(uv_loop_t* loop) {
-    auto timer = std::make_unique<uv_timer_t>();
-    uv_timer_init(loop, timer.get());  // cannot fail for a timer
-    timer->data = this;
-    timer_.reset(timer.release());
+    auto check = std::make_unique<uv_check_t>();
+    auto idle = std::make_unique<uv_idle_t>();
+    uv_check_init(loop, check.get());  // neither can fail
+    uv_idle_init(loop, idle.get());
+    check->data = this;
+    check_.reset(check.release());
+    idle_.reset(idle.release());
 }
 
 DeferredQueue::~DeferredQueue() {
@@ -26,9 +41,15 @@ DeferredQueue::~DeferredQueue() {
 
 void DeferredQueue::post(std::function<void()> run, Key key) {
     queue_.push_back(Entry{next_seq_++, key, std::move(run)});
+    arm();
+}
+
+void DeferredQueue::arm() {
     if (armed_) return;
     armed_ = true;
-    uv_timer_start(timer_.get(), &DeferredQueue::on_timer, 0, 0);
+    uv_check_start(check_.get(),
+                   [](uv_check_t* check) { static_cast<DeferredQueue*>(check->data)->drain(); });
+    uv_idle_start(idle_.get(), [](uv_idle_t*) {});
 }
 
 bool DeferredQueue::cancel(Key key) {
@@ -40,12 +61,11 @@ bool DeferredQueue::cancel(Key key) {
     return true;
 }
 
-void DeferredQueue::on_timer(uv_timer_t* timer) {
-    static_cast<DeferredQueue*>(timer->data)->drain();
-}
-
-// Runs what was queued when the drain began; anything posted meanwhile waits for the next turn.
+// Runs what was queued when the drain began. Anything posted meanwhile starts the handles
+// again, and libuv runs a check handle started from a check callback in the next iteration.
 void DeferredQueue::drain() {
+    uv_check_stop(check_.get());
+    uv_idle_stop(idle_.get());
     armed_ = false;
     const std::uint64_t end = next_seq_;
     bool destroyed = false;
@@ -57,7 +77,7 @@ void DeferredQueue::drain() {
         run();
         if (destroyed) return;
     }
-    destroyed_ = nullptr;  // what was posted meanwhile armed the timer again
+    destroyed_ = nullptr;
 }
 
 }  // namespace calloutd

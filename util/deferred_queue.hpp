@@ -1,4 +1,4 @@
-// Callbacks deferred to a later turn of a libuv loop: how async components keep the promise
+// Callbacks deferred to a later point of a libuv loop: how async components keep the promise
 // "a callback never runs from inside the call that started the work".
 #pragma once
 
@@ -12,13 +12,20 @@
 
 namespace calloutd {
 
-// Callbacks run in the order posted, from a zero-delay libuv timer, never from inside post().
-// A running callback may post more (they wait for the next turn, so a callback that always posts
-// cannot starve the loop), cancel others, or destroy the queue's owner and with it the queue:
-// the callbacks still queued are then dropped, never run.
+// Callbacks run in the order posted, never from inside post(): in the loop's check phase, right
+// after I/O polling (as Node's setImmediate). Work posted from an I/O callback therefore runs in
+// the same loop iteration, once that callback has returned; work posted while the queue drains
+// waits for the next iteration, after the next poll, so a callback that always posts cannot
+// starve I/O. An idle handle, active only while something is queued, keeps the poll from
+// blocking meanwhile.
 //
-// Destroying the queue drops what it holds. Its timer handle is released by libuv's close
-// callback, so the loop must run once more afterwards. Not thread-safe: use from the loop's thread.
+// Not a zero-delay timer: libuv before 1.48 runs a zero-delay timer re-armed from its own
+// callback again in the same pass, before any I/O.
+//
+// A running callback may post more, cancel others, or destroy the queue's owner and with it the
+// queue: the callbacks still queued are then dropped, never run. Destroying the queue drops what
+// it holds; its handles are released by libuv's close callbacks, so the loop must run once more
+// afterwards. Not thread-safe: use from the loop's thread.
 class DeferredQueue {
   public:
     using Key = std::uint64_t;  // names a callback for cancel(); 0 = not cancellable
@@ -41,19 +48,20 @@ class DeferredQueue {
         Key key;
         std::function<void()> run;
     };
-
-    // libuv may touch a handle until its close callback runs: the handle lives on the heap and
-    // that callback frees it, so the queue itself can go away at once.
-    struct CloseTimer {
-        void operator()(uv_timer_t* timer) const;
+    // libuv may touch a handle until its close callback runs: handles live on the heap and that
+    // callback frees them, so the queue itself can go away at once.
+    struct Close {
+        void operator()(uv_check_t* check) const;
+        void operator()(uv_idle_t* idle) const;
     };
 
-    static void on_timer(uv_timer_t* timer);
+    void arm();
     void drain();
 
     std::deque<Entry> queue_;
-    std::unique_ptr<uv_timer_t, CloseTimer> timer_;
-    bool armed_ = false;
+    std::unique_ptr<uv_check_t, Close> check_;  // runs drain()
+    std::unique_ptr<uv_idle_t, Close> idle_;    // keeps the poll from blocking
+    bool armed_ = false;                        // both are started
     std::uint64_t next_seq_ = 0;
     bool* destroyed_ = nullptr;  // while drain() runs: tells it the queue went away under it
 };
