@@ -108,7 +108,8 @@ struct EvalRetry {
 // cancelled and so holds only a weak_ptr to its attempt. Ending the attempt (a failure, or
 // destroying the link) destroys it, and with it every source of late callbacks: a timer or a
 // context silences itself when destroyed, and the lookup finds its attempt expired. A new
-// attempt is a new object, so nothing from an older one can reach it.
+// attempt is a new object, so nothing from an older one can reach it. One level up the rule is
+// the same: what reaches user code waits in RedisShared::queue, which dies with the client.
 class RedisLinkMachine : private UvHiredis::Events {
   public:
     RedisLinkMachine(RedisShared& shared, RedisLink role);

@@ -12,6 +12,11 @@ using Stage = RedisLinkStage;
 using Clock = RedisStageClock;
 using Failure = RedisStageFailure;
 
+// One row per stage, in RedisLinkStage order. Resolving to subscribing run against one deadline,
+// connect_timeout from the lookup to the last handshake reply, because that is what an admin
+// sets it for ("how long may reconnecting take"); the sentinels get it each instead, since one
+// dead sentinel must not use up the time of the next. Only a failure of a ready link is a
+// disconnect; idle and backoff have nothing in flight that could fail.
 constexpr RedisLinkStageRow kStages[] = {
     {Stage::idle, "idle", Clock::none, Failure::impossible, "not started"},
     {Stage::discovering, "discovering", Clock::per_sentinel, Failure::connect_failure,

@@ -10,9 +10,8 @@
 
 namespace calloutd {
 
-// A link goes (discovering →) resolving → connecting → handshaking →
-// (subscribing →) ready, and from any failure to backoff and round again.
-
+// A link goes (discovering →) resolving → connecting → handshaking → (subscribing →) ready, and
+// from a failure in any of them to backoff and round again.
 enum class RedisLinkStage : std::uint8_t {
     idle,         // not started
     discovering,  // asking the sentinels where the master is (RedisSentinel)
