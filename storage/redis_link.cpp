@@ -1,4 +1,4 @@
-// RedisLinkMachine: stage table, attempts, handshake, deadlines, and pub/sub subscriptions.
+// RedisLinkMachine: attempts through the stages, the handshake, command deadlines, pub/sub.
 #include "storage/redis_link.hpp"
 
 #include <netdb.h>
@@ -136,15 +136,13 @@ void RedisLinkMachine::on_master(RedisSentinel::Answer answer) {
 }
 
 void RedisLinkMachine::connect_to_target() {
-    if (target_.kind == RedisEndpoint::Kind::unix_socket) {
-        enter(Stage::connecting);
-        open(target_.path);
-    } else if (IpAddress::parse(target_.host)) {
-        enter(Stage::connecting);
-        open(target_.host);
-    } else {
+    bool unix_socket = target_.kind == RedisEndpoint::Kind::unix_socket;
+    if (!unix_socket && !IpAddress::parse(target_.host)) {
         resolve();
+        return;
     }
+    enter(Stage::connecting);
+    open(unix_socket ? target_.path : target_.host);
 }
 
 // hiredis resolves names with a blocking getaddrinfo(), so names are looked up first in the
@@ -341,11 +339,8 @@ void RedisLinkMachine::fail(const std::string& reason, std::uint64_t expired) {
                                                      "connection lost: " + reason));
     }
     ended.reset();
-    if (row.on_failure == Failure::disconnect) {
-        ++shared_.stats.disconnects;
-    } else {
-        ++shared_.stats.connect_failures;
-    }
+    ++(row.on_failure == Failure::disconnect ? shared_.stats.disconnects
+                                             : shared_.stats.connect_failures);
     last_error_ = reason;
     report(false, reason);
     enter(Stage::backoff);
