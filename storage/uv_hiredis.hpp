@@ -7,15 +7,18 @@
 //     0.14's redisLibuvPoll() returns on any non-zero status, so the context hangs silently until
 //     some deadline expires. Here an error lets hiredis read the socket, which surfaces the real
 //     errno (ECONNRESET, ECONNREFUSED) and tears the context down. Fixed in hiredis 1.0.
-//  2. Freeing a context from inside its connect or disconnect callback is a use-after-free (0.14
-//     guards only reply callbacks with REDIS_IN_CALLBACK), and a context that hiredis frees
-//     itself after an I/O error must not be freed again. Here the owner destroys its UvHiredis
-//     whenever it likes, from inside an event too: the context is freed once hiredis has
-//     returned, or not at all if hiredis is freeing it already. Fixed in hiredis 1.1.
+//  2. Freeing a context from inside its connect or disconnect callback is a use-after-free: 0.14
+//     guards only reply callbacks with REDIS_IN_CALLBACK (fixed in hiredis 1.1). And 0.14 frees a
+//     context itself after an I/O error, which the owner must not do again (1.0 can be told not
+//     to, REDIS_OPT_NOAUTOFREE). Here the owner destroys its UvHiredis whenever it likes, from
+//     inside an event too: the context is freed once hiredis has returned, or not at all if
+//     hiredis is freeing it already.
 // With hiredis >= 1.1 this file can go: <hiredis/adapters/libuv.h> and redisAsyncFree() from any
-// callback do the same. What remains is small enough for the owner: hiredis reports the end of a
-// context up to three ways (the connect callback with an error, a NULL reply for every pending
-// command, the disconnect callback), and the owner here hears it exactly once.
+// callback do the same. What would remain is small enough for the owner: hiredis reports the end
+// of a context up to three ways (the connect callback with an error, a NULL reply for every
+// pending command, the disconnect callback), which this glue turns into exactly one event; and a
+// failed connect's error text is in ac->c.errstr, since 0.14 and 1.0 copy it into ac->errstr only
+// after the connect callback has run.
 #pragma once
 
 #include <uv.h>
