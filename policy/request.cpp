@@ -40,6 +40,43 @@ bool is_forbidden_byte(unsigned char c) {
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
+// Whether [p, p + n) holds a forbidden byte. Every byte of every request passes here, so the
+// loop has no early exit and no branch: the compiler turns it into vector compares.
+bool has_forbidden_byte(const char* p, size_t n) {
+    unsigned char found = 0;
+    for (size_t i = 0; i < n; ++i) found |= is_forbidden_byte(static_cast<unsigned char>(p[i]));
+    return found != 0;
+}
+
+// kAttributes indexes by name length, so a line is compared with at most four names.
+constexpr size_t kMaxAttributeName = 19;
+constexpr size_t kMaxSameLength = 4;
+using AttributesByLength = std::array<std::array<int8_t, kMaxSameLength>, kMaxAttributeName + 1>;
+
+constexpr AttributesByLength index_by_length() {
+    AttributesByLength t{};
+    for (auto& row : t)
+        for (auto& i : row) i = -1;
+    for (size_t i = 0; i < kAttributes.size(); ++i) {
+        auto& row = t[kAttributes[i].name.size()];
+        size_t k = 0;
+        while (row[k] >= 0) ++k;  // a fifth name of one length fails to compile (out of bounds)
+        row[k] = static_cast<int8_t>(i);
+    }
+    return t;
+}
+constexpr AttributesByLength kByLength = index_by_length();
+
+// The index in kAttributes of `name`, or -1 for an attribute calloutd does not use.
+int attribute_index(std::string_view name) {
+    if (name.size() > kMaxAttributeName) return -1;
+    for (int8_t i : kByLength[name.size()]) {
+        if (i < 0) break;
+        if (kAttributes[static_cast<size_t>(i)].name == name) return i;
+    }
+    return -1;
+}
+
 }  // namespace
 
 std::string_view to_string(ProtocolError e) {
@@ -92,11 +129,9 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
         // that ends the bytes received so far is judged when the next byte arrives.
         size_t check_end = line_end;
         if (check_end > scanned_ && buf_[check_end - 1] == '\r') --check_end;
-        for (size_t i = scanned_; i < check_end; ++i) {
-            if (is_forbidden_byte(static_cast<unsigned char>(buf_[i]))) {
-                return fail(ProtocolError::binary, "binary or control byte in request");
-            }
-        }
+        if (check_end > scanned_ &&
+            has_forbidden_byte(buf_.data() + scanned_, check_end - scanned_))
+            return fail(ProtocolError::binary, "binary or control byte in request");
         if (line_end - line_start > limits_.max_line_bytes)
             return fail(ProtocolError::line_too_long, "line too long");
         if (line_end - consumed_ > limits_.max_request_bytes)
@@ -128,7 +163,8 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
 }
 
 RequestReader::Status RequestReader::parse_request(std::string_view block, PolicyRequest& out) {
-    out = PolicyRequest{};
+    // Cleared, not replaced: the reader's caller reuses `out`, and the strings keep their capacity.
+    for (const auto& a : kAttributes) (out.*(a.field)).clear();
     uint32_t seen = 0;  // bit per known attribute, to catch duplicates
     while (!block.empty()) {
         auto nl = block.find('\n');
@@ -141,16 +177,14 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
         if (eq == 0) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
         std::string_view name = line.substr(0, eq);
         std::string_view value = line.substr(eq + 1);
-        for (size_t i = 0; i < kAttributes.size(); ++i) {
-            if (kAttributes[i].name != name) continue;
-            // Postfix never repeats an attribute; a repeat is a confused or hostile client.
-            if (seen & (1u << i))
-                return fail(ProtocolError::bad_attribute,
-                            "duplicate attribute '" + std::string(name) + "'");
-            seen |= 1u << i;
-            out.*(kAttributes[i].field) = value;
-            break;
-        }
+        int i = attribute_index(name);
+        if (i < 0) continue;
+        // Postfix never repeats an attribute; a repeat is a confused or hostile client.
+        if (seen & (1u << i))
+            return fail(ProtocolError::bad_attribute,
+                        "duplicate attribute '" + std::string(name) + "'");
+        seen |= 1u << i;
+        out.*(kAttributes[static_cast<size_t>(i)].field) = value;
     }
     if (out.request != "smtpd_access_policy") {
         return fail(ProtocolError::not_policy_request,
