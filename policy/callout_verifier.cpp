@@ -43,6 +43,11 @@ CalloutVerifier::~CalloutVerifier() {
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyRequest& req,
                                                                  Done done) {
+    return verify_lazy(req, [&done] { return std::move(done); });
+}
+
+std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const PolicyRequest& req,
+                                                                      const MakeDone& make_done) {
     AddressParse parsed = parse_sender(req.sender);
     if (!parsed) {
         // Never probed: nothing from this sender string may reach the SMTP wire.
@@ -51,16 +56,21 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
     const SenderAddress& sender = *parsed.address;
     std::string client = req.client_address.empty() ? "unknown" : req.client_address;
     std::string address = sender.address();
-    if (auto now = cache_.peek(sender.domain, address)) {
+    auto now = cache_.peek(sender.domain, address);
+    // A cache hit answers at once and never needs the callback: it is made for the rest only.
+    Done done;
+    if (!now || !*now) done = make_done();
+    if (now) {
         return after_lookup(sender, client, std::move(*now), done);
     }
     std::weak_ptr<bool> alive = alive_;
-    cache_.lookup(sender.domain, address,
-                  [this, alive, sender, client, done](std::optional<CacheHit> hit) mutable {
-                      if (alive.expired()) return;
-                      auto answer = after_lookup(sender, client, std::move(hit), done);
-                      if (answer) done(std::move(answer->verdict), answer->source);
-                  });
+    cache_.lookup(
+        sender.domain, address,
+        [this, alive, sender, client, done = std::move(done)](std::optional<CacheHit> hit) mutable {
+            if (alive.expired()) return;
+            auto answer = after_lookup(sender, client, std::move(hit), done);
+            if (answer) done(std::move(answer->verdict), answer->source);
+        });
     return std::nullopt;
 }
 
@@ -72,7 +82,7 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Sen
         ++counters_.cache_hits;
         // Serve the cached positive and re-probe it in the background (refresh-ahead).
         if (hit->refresh_due && !flights_.contains(sender.address())) refresh(sender, client);
-        return Immediate{{hit->verdict.cls, hit->verdict.reason}, DecisionSource::cache};
+        return Immediate{{hit->verdict.cls, std::move(hit->verdict.reason)}, DecisionSource::cache};
     }
     // Joining a running probe costs no budget.
     if (auto it = flights_.find(sender.address()); it != flights_.end()) {

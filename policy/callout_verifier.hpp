@@ -44,6 +44,8 @@ class CalloutVerifier : public SenderVerifier {
     CalloutVerifier& operator=(const CalloutVerifier&) = delete;
 
     std::optional<Immediate> verify(const PolicyRequest& req, Done done) override;
+    std::optional<Immediate> verify_lazy(const PolicyRequest& req,
+                                         const MakeDone& make_done) override;
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
     size_t probes_in_flight() const { return flights_.size(); }
     const Counters& counters() const { return counters_; }
