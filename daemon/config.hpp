@@ -49,6 +49,7 @@ struct LogSettings {
     std::string syslog_facility;
     std::string syslog_ident;
     std::string socket;  // datagram socket of syslog/journald; "" = the target's usual one
+    Duration flush_interval{};
 };
 
 struct DnsSettings {

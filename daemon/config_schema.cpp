@@ -79,6 +79,10 @@ const KeyDef kSchema[] = {
      FIELD(log.syslog_facility)},
     {"log.syslog_ident", K::string, R"("calloutd")", 0, 0, "", "syslog program name",
      FIELD(log.syslog_ident)},
+    {"log.flush_interval", K::duration, R"("1ms")", 0, kHour, "",
+     "longest a log line waits to be written together with later ones (also written at 64 KiB "
+     "queued, on SIGHUP and at shutdown)",
+     FIELD(log.flush_interval)},
     {"log.socket", K::string, R"("")", 0, 0, "",
      "socket of the syslog or journald target (empty = /dev/log, /run/systemd/journal/socket)",
      FIELD(log.socket)},

@@ -116,6 +116,8 @@ int Daemon::run() {
         .field("redis", redis_ ? to_display_string(redis_->endpoint()) : std::string("-"))
         .field("dry_run", config_.policy.dry_run ? "yes" : "no")
         .field("log", Log::output_mode());
+    // Start-up is written at once whatever log.flush_interval says.
+    Log::flush();
     uv_run(&loop_, UV_RUN_DEFAULT);
     LogLine(LogLevel::notice, "stopped");
     Log::detach();

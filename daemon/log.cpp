@@ -25,6 +25,7 @@ struct Sink {
     std::string facility;
     std::string ident;
     std::string socket;
+    LogWriterOptions options;
     std::unique_ptr<LogWriter> writer = LogWriter::for_fd(STDERR_FILENO);
     // Writers of earlier targets still finishing their queue (or closing their handles).
     std::vector<std::unique_ptr<LogWriter>> retired;
@@ -65,6 +66,9 @@ std::string default_log_socket(std::string_view target) {
 void Log::configure(const LogSettings& settings) {
     Sink& s = sink();
     s.level = settings.level;
+    s.options.flush_delay =
+        std::chrono::duration_cast<std::chrono::milliseconds>(settings.flush_interval);
+    s.writer->set_flush_delay(s.options.flush_delay);
     prune_retired(s);
     if (settings.target == s.target && settings.syslog_facility == s.facility &&
         settings.syslog_ident == s.ident && settings.socket == s.socket) {
@@ -77,9 +81,9 @@ void Log::configure(const LogSettings& settings) {
             settings.socket.empty() ? default_log_socket(settings.target) : settings.socket;
         next = LogWriter::for_socket(
             settings.target == "syslog" ? LogProtocol::syslog : LogProtocol::journald, path,
-            facility_code(settings.syslog_facility), settings.syslog_ident, error);
+            facility_code(settings.syslog_facility), settings.syslog_ident, error, s.options);
     } else {
-        next = LogWriter::for_fd(STDERR_FILENO);
+        next = LogWriter::for_fd(STDERR_FILENO, s.options);
     }
     // The old writer finishes its queue in the background; new lines go to the new one.
     s.writer->retire();

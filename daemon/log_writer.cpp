@@ -267,8 +267,9 @@ void LogWriter::schedule() {
 
 void LogWriter::arm_timer(std::chrono::milliseconds delay) {
     if (loop_ == nullptr || uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) return;
+    // 0 ms: the timer phase of the next loop iteration.
     timer_armed_ = true;
-    uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(std::max<long long>(delay.count(), 1)),
+    uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(std::max<long long>(delay.count(), 0)),
                    0);
 }
 

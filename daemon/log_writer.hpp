@@ -73,6 +73,7 @@ class LogWriter {
     void retire();
     bool done() const { return open_handles_ == 0 && !fs_busy_; }
 
+    void set_flush_delay(std::chrono::milliseconds delay) { options_.flush_delay = delay; }
     uint64_t dropped_lines() const { return dropped_; }
     // Bytes queued or being written.
     size_t queued_bytes() const { return pending_.size() + (inflight_.size() - inflight_off_); }
