@@ -215,7 +215,11 @@ void Connection::flush() {
             return;
         }
         written = n > 0 ? static_cast<size_t>(n) : 0;
-        if (written == out.size()) return;
+        if (written == out.size()) {
+            // Answered requests left the pending queue: reading may have to resume.
+            update_reading();
+            return;
+        }
     }
     auto op = std::make_unique<WriteOp>();
     op->data = out.substr(written);
