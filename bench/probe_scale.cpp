@@ -2,7 +2,7 @@
 // targets, and whether cached answers stay fast meanwhile.
 //
 // Usage: probe_scale CALLOUTD [--probes N] [--connections C] [--window W] [--cached K]
-//          [--reply-timeout D] [--log-level L] [--mx implicit|explicit]
+//          [--reply-timeout D] [--log-level L] [--mx implicit|explicit] [--hold S]
 // Starts dnsmasq with N domains dI.scale.test, each at its own loopback address (127.1.x.y): by
 // default the domain's own A record (no MX: RFC 5321's implicit MX; the probe still asks MX, A
 // and AAAA), with --mx explicit an MX record naming mx.dI.scale.test (dnsmasq keeps MX records
@@ -15,8 +15,9 @@
 // that cached verdict, sends one request for each of the N domains over C pipelined connections
 // (W in flight each; each is answered in_progress after the reply budget, the probe runs on).
 // Reports how fast the silent target saw the N connections arrive (probes started: DNS answered
-// and TCP connected), the cached answers' latency while that happened, the daemon's VmHWM and the
-// DNS queries dnsmasq answered. Every process it starts is stopped. Loopback only.
+// and TCP connected), the cached answers' latency while that happened and then for S seconds
+// with all N probes in flight, the daemon's VmHWM and CPU time, and the DNS queries. Every process
+// it starts is stopped. Loopback only.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -65,6 +66,7 @@ struct Options {
     std::string reply_timeout = "100ms";
     std::string log_level = "info";
     bool explicit_mx = false;
+    long hold_s = 3;  // seconds of cached asking once every probe is in flight
 };
 
 bool parse(int argc, char** argv, Options& o) {
@@ -86,6 +88,8 @@ bool parse(int argc, char** argv, Options& o) {
             o.reply_timeout = v;
         } else if (a == "--log-level") {
             o.log_level = v;
+        } else if (a == "--hold") {
+            o.hold_s = static_cast<long>(num());
         } else if (a == "--mx") {
             if (v != "implicit" && v != "explicit") return false;
             o.explicit_mx = v == "explicit";
@@ -279,6 +283,13 @@ size_t occurrences(const std::string& text, const std::string& needle) {
     return n;
 }
 
+double load_average() {
+    double one = 0;
+    std::ifstream in("/proc/loadavg");
+    in >> one;
+    return one;
+}
+
 double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -353,25 +364,27 @@ int measure(const Options& o) {
         return 1;
     }
 
-    // K closed-loop clients ask for the cached verdict until the probes have all connected.
-    std::atomic<bool> ramping{true};
+    // K closed-loop clients ask for the cached verdict while the probes start and then while
+    // all of them are in flight; each answer is timed and stamped with when it was asked.
+    std::atomic<bool> asking{true};
     std::mutex lat_mu;
-    std::vector<long> cached_us;
+    std::vector<std::pair<Clock::time_point, long>> cached_us;
     size_t cached_other = 0;
     std::vector<std::thread> askers;
     for (size_t k = 0; k < o.cached; ++k) {
         askers.emplace_back([&, k] {
             PolicyClient pc = PolicyClient::inet("127.0.0.1", port);
-            std::vector<long> mine;
+            std::vector<std::pair<Clock::time_point, long>> mine;
             size_t other = 0;
-            for (size_t i = 0; ramping.load(); ++i) {
+            for (size_t i = 0; asking.load(); ++i) {
                 std::string id = "C" + std::to_string(k) + "-" + std::to_string(i);
                 auto t0 = Clock::now();
                 if (!pc.send(policy_request(kCachedSender, "198.51.100.20", id, id))) break;
                 auto a = pc.read_action(30s);
-                mine.push_back(static_cast<long>(
-                    std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0)
-                        .count()));
+                mine.emplace_back(
+                    t0, static_cast<long>(
+                            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0)
+                                .count()));
                 if (!a || !a->starts_with("OK")) ++other;
             }
             std::lock_guard<std::mutex> g(lat_mu);
@@ -408,7 +421,9 @@ int measure(const Options& o) {
         }
     }
     auto connected_at = target.last_at();
-    ramping = false;
+    // Every probe in flight (waiting for a banner that never comes): keep asking a while.
+    std::this_thread::sleep_for(std::chrono::seconds(o.hold_s));
+    asking = false;
     for (auto& t : askers) t.join();
     long hwm_kb = vm_hwm_kb(daemon.pid());
     long daemon_cpu = cpu_ms(daemon.pid()) - daemon_cpu_before;
@@ -417,36 +432,57 @@ int measure(const Options& o) {
     daemon.signal(SIGTERM);
     daemon.wait_exit(30s);
 
-    std::sort(cached_us.begin(), cached_us.end());
-    auto pct = [&](double q) -> long {
-        if (cached_us.empty()) return 0;
-        return cached_us[std::min(cached_us.size() - 1,
-                                  static_cast<size_t>(q * static_cast<double>(cached_us.size())))];
+    // Latency percentiles of the cached answers asked during the ramp and once all were in flight.
+    struct Latency {
+        size_t n = 0;
+        long p50 = 0, p99 = 0, max = 0;
     };
+    auto latency = [&](bool ramp) {
+        std::vector<long> v;
+        for (const auto& [at, us] : cached_us)
+            if ((at <= connected_at) == ramp) v.push_back(us);
+        std::sort(v.begin(), v.end());
+        Latency l;
+        l.n = v.size();
+        if (v.empty()) return l;
+        auto pct = [&](double q) {
+            return v[std::min(v.size() - 1,
+                              static_cast<size_t>(q * static_cast<double>(v.size())))];
+        };
+        l.p50 = pct(0.5);
+        l.p99 = pct(0.99);
+        l.max = v.back();
+        return l;
+    };
+    Latency ramp = latency(true);
+    Latency held = latency(false);
     size_t connected = target.silent_accepted();
     double ramp_ms = ms_between(start, connected_at);
     double rate = ramp_ms > 0 ? static_cast<double>(connected) / (ramp_ms / 1000.0) : 0;
     std::printf(
         "probes=%zu answered=%zu connected=%zu answers_ms=%.0f first_connect_ms=%.0f "
-        "all_connected_ms=%.0f start_rate=%.0f cached_requests=%zu cached_p50_us=%ld "
-        "cached_p99_us=%ld cached_max_us=%ld cached_not_ok=%zu vmhwm_kb=%ld mx_queries=%zu "
-        "a_queries=%zu aaaa_queries=%zu calloutd_cpu_ms=%ld dnsmasq_cpu_ms=%ld connections=%zu "
-        "window=%zu\n",
+        "all_connected_ms=%.0f start_rate=%.0f ramp_cached=%zu ramp_p50_us=%ld ramp_p99_us=%ld "
+        "ramp_max_us=%ld inflight_cached=%zu inflight_p50_us=%ld inflight_p99_us=%ld "
+        "inflight_max_us=%ld cached_not_ok=%zu vmhwm_kb=%ld mx_queries=%zu a_queries=%zu "
+        "aaaa_queries=%zu calloutd_cpu_ms=%ld dnsmasq_cpu_ms=%ld connections=%zu window=%zu "
+        "load=%.2f\n",
         o.probes, r.answered, connected, ms_between(start, answered_at),
-        ms_between(start, target.first_at()), ramp_ms, rate, cached_us.size(), pct(0.5), pct(0.99),
-        cached_us.empty() ? 0 : cached_us.back(), cached_other, hwm_kb,
+        ms_between(start, target.first_at()), ramp_ms, rate, ramp.n, ramp.p50, ramp.p99, ramp.max,
+        held.n, held.p50, held.p99, held.max, cached_other, hwm_kb,
         occurrences(dns_log, "query[MX] "), occurrences(dns_log, "query[A] "),
-        occurrences(dns_log, "query[AAAA] "), daemon_cpu, dns_cpu, o.connections, o.window);
+        occurrences(dns_log, "query[AAAA] "), daemon_cpu, dns_cpu, o.connections, o.window,
+        load_average());
     std::printf(
-        "# %zu probes to %zu distinct domains: all %zu requests answered in %.0f ms; %zu probes "
-        "connected to the silent targets within %.0f ms of the first request (%.0f probes "
-        "started/s); meanwhile %zu cached answers: p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
-        "VmHWM %.1f MB\n",
-        o.probes, o.probes, r.answered, ms_between(start, answered_at), connected, ramp_ms, rate,
-        cached_us.size(), static_cast<double>(pct(0.5)) / 1000.0,
-        static_cast<double>(pct(0.99)) / 1000.0,
-        cached_us.empty() ? 0.0 : static_cast<double>(cached_us.back()) / 1000.0,
-        static_cast<double>(hwm_kb) / 1024.0);
+        "# %zu probes to %zu distinct domains: %zu connected to the silent targets within %.0f ms "
+        "of the first request (first after %.0f ms; %.0f probes started/s). Cached answers while "
+        "they started: %zu, p50 %.2f ms, p99 %.2f ms, max %.2f ms; with all %zu in flight: %zu, "
+        "p50 %.2f ms, p99 %.2f ms, max %.2f ms. VmHWM %.1f MB; load average %.2f\n",
+        o.probes, o.probes, connected, ramp_ms, ms_between(start, target.first_at()), rate, ramp.n,
+        static_cast<double>(ramp.p50) / 1000.0, static_cast<double>(ramp.p99) / 1000.0,
+        static_cast<double>(ramp.max) / 1000.0, connected, held.n,
+        static_cast<double>(held.p50) / 1000.0, static_cast<double>(held.p99) / 1000.0,
+        static_cast<double>(held.max) / 1000.0, static_cast<double>(hwm_kb) / 1024.0,
+        load_average());
     return r.answered == o.probes && connected == o.probes ? 0 : 1;
 }
 
