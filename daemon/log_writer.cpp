@@ -116,8 +116,9 @@ void append_utc_timestamp(std::string& out) {
 LogWriter::LogWriter(LogWriterOptions options) : options_(options) {}
 
 LogWriter::~LogWriter() {
-    if (open_handles_ > 0) {
-        // libuv still holds our handles; freeing them now would corrupt the loop.
+    // A handle still active (not even closing) would be freed under libuv's feet. Closing ones
+    // are fine once the loop will not run again (process exit, or a loop closed by uv_walk).
+    if (open_handles_ > 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) {
         std::fprintf(stderr, "LogWriter::~LogWriter: destroyed with %d handles open\n",
                      open_handles_);
         std::abort();

@@ -55,7 +55,9 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const Poli
     }
     const SenderAddress& sender = *parsed.address;
     std::string client = req.client_address.empty() ? "unknown" : req.client_address;
-    std::string address = sender.address();
+    // Built in a reused buffer: every cached answer passes here.
+    std::string& address = address_;
+    address.assign(sender.local).append(1, '@').append(sender.domain);
     auto now = cache_.peek(sender.domain, address);
     // A cache hit answers at once and never needs the callback: it is made for the rest only.
     Done done;

@@ -90,6 +90,7 @@ class CalloutVerifier : public SenderVerifier {
     Counters counters_;
     ProbeObserver observer_;
     std::unordered_map<std::string, Flight> flights_;
+    std::string address_;  // verify_lazy()'s cache key, reused
     uint64_t next_waiter_ = 1;
     uint64_t next_flight_ = 1;
     // Guards callbacks that outlive this object (async cache lookups).
