@@ -201,6 +201,12 @@ TEST(LogBackpressure, BlockedLogPipeNeverStallsAnswersAndDropsAreCountedInOrder)
     // The warning sits where the gap is: before the line that came after it.
     EXPECT_LT(d.text().find(" log-dropped "), d.text().find("queue_id=AFTER "));
     EXPECT_EQ(d.stop(), 0);
+    // The shutdown stats line counts the drops too.
+    auto stats = lines_with(d.text(), " info stats ");
+    ASSERT_FALSE(stats.empty()) << d.text().substr(d.text().size() - 2000);
+    EXPECT_NE(stats.back().find(" log_dropped=" + std::to_string(static_cast<long long>(*dropped))),
+              std::string::npos)
+        << stats.back();
     EXPECT_NE(d.text().find(" notice stopped"), std::string::npos)
         << d.text().substr(d.text().size() - 500);
 }
