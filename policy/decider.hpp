@@ -30,9 +30,10 @@ struct Decision {
 class SenderVerifier {
   public:
     using Done = std::function<void(Verdict, DecisionSource)>;
-    // Makes `done` on demand: called at most once, and only when the verdict is not available at
-    // once. Built from a lambda capturing one pointer it fits std::function's inline storage,
-    // so a cached answer allocates no callback.
+    // Makes `done` on demand: called at most once, only when the verdict is not available at
+    // once, and only before verify_lazy() returns (it may refer to the caller's stack). Built
+    // from a lambda capturing one pointer it fits std::function's inline storage, so a cached
+    // answer allocates no callback.
     using MakeDone = std::function<Done()>;
     struct Immediate {
         Verdict verdict;
