@@ -212,6 +212,51 @@ TEST_F(LogWriterTest, BlockedPipeNeverBlocksCountsDropsAndSaysSoOnce) {
     ::close(p[1]);
 }
 
+TEST_F(LogWriterTest, StreamSocketLikeTheJournalsStdoutIsWrittenWithoutBlocking) {
+    // systemd connects stderr to the journal with a stream socket, shared with stdout.
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int flags_before = ::fcntl(sv[0], F_GETFL);
+    LogWriterOptions o;
+    o.max_pending_bytes = 256 * 1024;
+    auto w = LogWriter::for_fd(sv[0], o);
+    w->attach(&loop_);
+    EXPECT_EQ(w->mode(), "socket");
+    // libuv's poll sets O_NONBLOCK; the shared descriptor gets its flags back.
+    EXPECT_EQ(::fcntl(sv[0], F_GETFL), flags_before);
+    constexpr int kLines = 20000;
+    for (int i = 0; i < kLines; ++i) {
+        w->write(LogLevel::info, "decision seq=" + std::to_string(i) + std::string(60, 'z'));
+        if (i % 100 == 0) uv_run(&loop_, UV_RUN_NOWAIT);
+    }
+    uint64_t dropped = w->dropped_lines();
+    EXPECT_GT(dropped, 0u) << "nobody read: the socket buffer and the queue filled";
+    ::fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    std::string got;
+    ASSERT_TRUE(run_until([&] {
+        got += read_available(sv[1]);
+        return w->queued_bytes() == 0;
+    }));
+    w->write(LogLevel::info, "after the gap");
+    ASSERT_TRUE(run_until([&] {
+        got += read_available(sv[1]);
+        return got.find("after the gap\n") != std::string::npos;
+    }));
+    auto lines = lines_of(got);
+    size_t decisions = 0;
+    for (const auto& line : lines) {
+        std::string m = message_of(line);
+        ASSERT_FALSE(m.starts_with("BAD FORMAT")) << m;
+        if (m.starts_with("info decision seq=")) ++decisions;
+    }
+    EXPECT_EQ(decisions + dropped, static_cast<size_t>(kLines));
+    EXPECT_EQ(::fcntl(sv[0], F_GETFL), flags_before);
+    w->detach();
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    ::close(sv[0]);
+    ::close(sv[1]);
+}
+
 TEST_F(LogWriterTest, FlushWritesAtOnceAndDetachDrainsTheQueue) {
     int p[2];
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
