@@ -345,8 +345,11 @@ void DnsResolver::start_query(Operation& op, QueryKind kind, std::size_t host_in
                : kind == QueryKind::a  ? kTypeA
                : kind == QueryKind::ns ? kTypeNs
                                        : kTypeAaaa;
-    waiting_.push_back(
-        std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index, type, name}));
+    auto tag = std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index, type, name});
+    // A new domain's MX lookup queues behind everything; whatever an operation asks next goes
+    // first, so operations already under way finish (and their probes start) before new ones.
+    bool first_query = kind == QueryKind::mx;
+    (first_query ? waiting_ : follow_ups_).push_back(std::move(tag));
     ++op.pending;
     pump();
 }
@@ -355,9 +358,11 @@ void DnsResolver::start_query(Operation& op, QueryKind kind, std::size_t host_in
 void DnsResolver::pump() {
     if (pumping_) return;  // a synchronous answer inside ares_query() lands here; the loop below
     pumping_ = true;       // picks up the freed slot
-    while (outstanding_ < options_.max_outstanding_queries && !waiting_.empty()) {
-        std::unique_ptr<QueryTag> tag = std::move(waiting_.front());
-        waiting_.pop_front();
+    while (outstanding_ < options_.max_outstanding_queries &&
+           (!follow_ups_.empty() || !waiting_.empty())) {
+        auto& queue = follow_ups_.empty() ? waiting_ : follow_ups_;
+        std::unique_ptr<QueryTag> tag = std::move(queue.front());
+        queue.pop_front();
         auto it = operations_.find(tag->handle);
         if (it == operations_.end() || it->second->done) continue;
         ++outstanding_;

@@ -146,8 +146,13 @@ class DnsResolver {
     TimerPtr ares_timer_;
     std::unordered_map<ares_socket_t, PollPtr> polls_;
     std::map<Handle, std::unique_ptr<Operation>> operations_;
-    std::deque<std::unique_ptr<QueryTag>> waiting_;  // queries not yet handed to c-ares
-    std::size_t outstanding_ = 0;                    // queries handed to c-ares, not answered
+    // Queries not yet handed to c-ares. Follow-ups (the A/AAAA lookups of an MX answer, the
+    // canary) go before new MX lookups: a burst of domains then finishes domain by domain and
+    // the first probes connect at once, instead of every address lookup waiting behind every
+    // MX lookup of the burst.
+    std::deque<std::unique_ptr<QueryTag>> follow_ups_;
+    std::deque<std::unique_ptr<QueryTag>> waiting_;
+    std::size_t outstanding_ = 0;  // queries handed to c-ares, not answered
     bool pumping_ = false;
     bool exact_rcodes_ = false;  // ARES_FLAG_NOCHECKRESP: see init()
     Handle next_handle_ = 1;

@@ -44,10 +44,12 @@ struct ServerSettings {
 };
 
 struct LogSettings {
-    std::string target;  // "stderr" | "syslog"
+    std::string target;  // "stderr" | "syslog" | "journald"
     LogLevel level = LogLevel::info;
     std::string syslog_facility;
     std::string syslog_ident;
+    std::string socket;  // datagram socket of syslog/journald; "" = the target's usual one
+    Duration flush_interval{};
 };
 
 struct DnsSettings {

@@ -69,7 +69,7 @@ const KeyDef kSchema[] = {
      "daemon (empty = none)",
      FIELD(server.control_socket)},
     // [log]
-    {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog", "where log lines go",
+    {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog|journald", "where log lines go",
      FIELD(log.target)},
     {"log.level", K::log_level, R"("info")", 0, 0, "", "debug, info, notice, warning or error",
      FIELD(log.level)},
@@ -78,6 +78,13 @@ const KeyDef kSchema[] = {
      FIELD(log.syslog_facility)},
     {"log.syslog_ident", K::string, R"("calloutd")", 0, 0, "", "syslog program name",
      FIELD(log.syslog_ident)},
+    {"log.flush_interval", K::duration, R"("1ms")", 0, kHour, "",
+     "longest a log line waits to be written together with later ones (also written at 64 KiB "
+     "queued, on SIGHUP and at shutdown)",
+     FIELD(log.flush_interval)},
+    {"log.socket", K::string, R"("")", 0, 0, "",
+     "socket of the syslog or journald target (empty = /dev/log, /run/systemd/journal/socket)",
+     FIELD(log.socket)},
     // [policy]
     {"policy.protocol_states", K::state_list, R"(["RCPT"])", 0, 0, "",
      "Postfix protocol_state values that are verified; others are skipped",

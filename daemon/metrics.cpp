@@ -221,6 +221,9 @@ void Metrics::render(std::string& out, const MetricsSnapshot& s) const {
         w.family("calloutd_dns_canary_up", "gauge", "1 while dns.canary resolves.");
         w.sample("calloutd_dns_canary_up", {}, uint64_t{*s.dns_canary_ok ? 1u : 0u});
     }
+    w.family("calloutd_log_dropped_lines_total", "counter",
+             "Log lines dropped because the log destination was blocked, failing or too slow.");
+    w.sample("calloutd_log_dropped_lines_total", {}, s.log_dropped_lines);
     w.family("calloutd_config_reloads_total", "counter",
              "Configuration reloads (SIGHUP) by result.");
     w.sample("calloutd_config_reloads_total", {{"result", "ok"}}, config_reloads_[0]);

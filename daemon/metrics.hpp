@@ -68,6 +68,7 @@ struct MetricsSnapshot {
     double process_start_time_seconds = 0;
     uint64_t resident_memory_bytes = 0;
     uint64_t open_fds = 0;
+    uint64_t log_dropped_lines = 0;
 };
 
 class Metrics {
