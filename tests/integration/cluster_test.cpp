@@ -1072,6 +1072,52 @@ TEST_F(ClusterScripts, MxSlotAdmittedLateByRedisIsReleasedWithTheLocalOne) {
     EXPECT_EQ(running(), 0) << "the release freed the slot Redis granted late";
 }
 
+// The token of a probe says who granted it: Redis ({local = false, its token}), or the local
+// budget after Redis did not answer in time ({local = true, the unanswered token}). When Redis
+// runs that admission late, the release clears its in-flight marker and running slot too.
+TEST_F(ClusterScripts, ProbeTokenNamesWhoGrantedItAndReleasesALateAdmission) {
+    static constexpr Rate kUnlimited{0, std::chrono::milliseconds(0), true};
+    BudgetLimits limits{kUnlimited, kUnlimited, kUnlimited, 100, kUnlimited, 5};
+    MemoryProbeBudget local(limits);
+    RedisProbeBudget budget(*client_, local, limits, 10000ms, "late");
+    auto admit_now = [&](const std::string& address) {
+        std::optional<BudgetDecision> decided;
+        EXPECT_FALSE(budget.admit_probe("s.test", address, "192.0.2.1", false,
+                                        [&](BudgetDecision d) { decided = d; }));
+        EXPECT_TRUE(run_until([&] { return decided.has_value(); }, 3s));
+        return decided.value_or(BudgetDecision{});
+    };
+    auto marker = [&](const std::string& address) {
+        return integer({"EXISTS", rs::in_flight_key("s.test", address)});
+    };
+
+    BudgetDecision shared = admit_now("a@s.test");
+    ASSERT_TRUE(shared.admitted);
+    EXPECT_EQ(shared.token, (ProbeToken{false, "late:1"}));
+    EXPECT_EQ(marker("a@s.test"), 1);
+    budget.release_probe("s.test", "a@s.test", shared.token);
+    ASSERT_TRUE(run_until([&] { return marker("a@s.test") == 0; }, 3s));
+
+    server_.pause();
+    BudgetDecision degraded = admit_now("b@s.test");
+    ASSERT_TRUE(degraded.admitted) << "decided locally after redis.timeout";
+    EXPECT_EQ(degraded.token, (ProbeToken{true, "late:2"}));
+    EXPECT_EQ(local.probes_running(), 1);
+    server_.resume();
+    ASSERT_TRUE(run_until([this] { return client_->is_connected(); }, 10s));
+    // Redis read the admission before it stopped answering, and runs it now.
+    for (auto deadline = std::chrono::steady_clock::now() + 3s;
+         marker("b@s.test") == 0 && std::chrono::steady_clock::now() < deadline;) {
+        run_for(20ms);
+    }
+    ASSERT_EQ(marker("b@s.test"), 1) << "the late admission set its marker";
+    budget.release_probe("s.test", "b@s.test", degraded.token);
+    EXPECT_EQ(local.probes_running(), 0);
+    EXPECT_TRUE(run_until([&] { return marker("b@s.test") == 0; }, 3s))
+        << "the release cleared the marker Redis set late";
+    EXPECT_EQ(integer({"ZCARD", std::string(rs::kRunningKey)}), 0);
+}
+
 TEST_F(ClusterScripts, ScriptFlushIsAnsweredByTransparentReload) {
     Admission a;
     EXPECT_EQ(flat(admit(a)), "admitted,node:1");
