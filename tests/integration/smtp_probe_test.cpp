@@ -507,7 +507,7 @@ TEST(SmtpProbe, RefusedPrimaryThenWorkingSecondary) {
     ASSERT_EQ(run.result.attempts.size(), 2u);
     EXPECT_EQ(run.at(0).event, StageEvent::connect_failed);
     EXPECT_EQ(run.at(0).last_stage, SmtpStage::connect);
-    EXPECT_EQ(describe(run.at(0)), "connection refused");
+    EXPECT_EQ(describe(run.at(0)), "connect failed: connection refused");
     ASSERT_TRUE(run.at(1).rcpt);
     EXPECT_EQ(run.at(1).rcpt->code, 250);
 }
