@@ -159,6 +159,7 @@ write_config() {  # write_config FILE LEVEL
             echo 'global_rate = "unlimited"'
             echo 'client_rate = "unlimited"'
             echo 'mx_rate = "unlimited"'
+            echo 'provider_rate = "unlimited"'
             echo 'mx_concurrency = 50'
             echo '[actions]'
             # Distinct from the skip answer (DUNNO), so the figures show where answers came from.

@@ -336,7 +336,7 @@ int measure(const Options& o) {
     c.sections =
         "[limits]\ndomain_rate = \"unlimited\"\nclient_rate = \"unlimited\"\n"
         "global_rate = \"unlimited\"\nglobal_concurrency = 100000\n"
-        "mx_rate = \"unlimited\"\nmx_concurrency = 1000\n"
+        "mx_rate = \"unlimited\"\nmx_concurrency = 1000\nprovider_rate = \"unlimited\"\n"
         "[actions]\nvalid = \"OK cached\"\n";
     DaemonProcess daemon("probe-scale", callout_config(c), o.daemon);
     if (!daemon.started() || daemon.tcp_port() == 0) {
