@@ -1,6 +1,9 @@
 # calloutd: the two set-up commands are `make run` and `make test`; the rest are helpers.
-BUILD      ?= build
-ASAN_BUILD ?= build-asan
+# Build flags live in CMakePresets.json (release, debug, asan, fuzz); the directories below are the
+# presets' binaryDir. A compiler launcher comes from the environment, e.g.
+# CMAKE_CXX_COMPILER_LAUNCHER=ccache make test.
+BUILD      := build
+ASAN_BUILD := build-asan
 JOBS       ?= $(shell nproc)
 CONFIG     ?= etc/calloutd.toml
 DIST       ?= dist
@@ -13,10 +16,10 @@ deps:
 	./scripts/install-deps
 
 $(BUILD)/build.ninja:
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --preset release
 
 build: deps $(BUILD)/build.ninja
-	cmake --build $(BUILD) -j$(JOBS)
+	cmake --build --preset release -j$(JOBS)
 
 # Foreground daemon with the sample configuration (in-memory, no Redis): inet:127.0.0.1:10023.
 run: build
@@ -24,18 +27,17 @@ run: build
 
 # Every test (unit, integration against real servers, clang-format check) through ctest.
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) --timeout 600
+	ctest --preset release -j$(JOBS)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 $(ASAN_BUILD)/build.ninja:
-	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCALLOUTD_SANITIZE=ON
+	cmake --preset asan
 
 asan: deps $(ASAN_BUILD)/build.ninja
-	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cmake --build --preset asan -j$(JOBS)
 
 test-asan: asan
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS) --timeout 900
+	ctest --preset asan -j$(JOBS)
 
 bench: build
 	./bench/run-bench $(BUILD)
