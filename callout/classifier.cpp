@@ -12,7 +12,7 @@
 // what it is evidence about (EvidenceScope): a reply to the real RCPT speaks for that address
 // only, and becomes a domain fact only when the random local part got the same refusal.
 #include "callout/classifier.hpp"
-#include "callout/ascii.hpp"
+#include "util/ascii.hpp"
 
 #include <array>
 #include <optional>

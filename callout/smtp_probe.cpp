@@ -2,12 +2,11 @@
 #include "callout/smtp_probe.hpp"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
 #include "callout/tls_context.hpp"
 #include "callout/tls_session.hpp"
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -64,11 +63,6 @@ struct WriteReq {
     uv_write_t req{};
     std::string data;
 };
-
-[[noreturn]] void impossible(const char* where, const char* what) {
-    std::fprintf(stderr, "calloutd: impossible state in %s: %s\n", where, what);
-    std::abort();
-}
 
 bool parse_ip(const std::string& ip, uint16_t port, sockaddr_storage* out) {
     *out = {};
@@ -168,12 +162,12 @@ SmtpProbe::SmtpProbe(Key, uv_loop_t* loop, ProbeOptions options)
       parser_(ReplyLimits{options_.max_line, options_.max_reply}) {}
 
 SmtpProbe::~SmtpProbe() {
-    if (open_handles_ != 0) impossible(__func__, "destroyed with libuv handles open");
+    if (open_handles_ != 0) panic(__func__, "destroyed with libuv handles open");
 }
 
 void SmtpProbe::start(std::vector<ProbeTarget> targets, std::string sender,
                       std::string random_local_part, Callback done) {
-    if (phase_ != Phase::idle) impossible(__func__, "started twice");
+    if (phase_ != Phase::idle) panic(__func__, "started twice");
     if (cancelled_) return;
     targets_ = std::move(targets);
     sender_ = std::move(sender);
@@ -471,7 +465,7 @@ void SmtpProbe::on_reply(SmtpReply reply) {
         case SmtpStage::connect:
         case SmtpStage::tls_handshake:
         case SmtpStage::quit:
-            impossible(__func__, "reply outside a conversation stage");
+            panic(__func__, "reply outside a conversation stage");
     }
 }
 

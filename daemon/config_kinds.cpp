@@ -1,12 +1,12 @@
 // Typed parsing of TOML values for each ValueKind of the schema, with one validator per kind of
 // list entry.
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 
 #include "daemon/config_schema.hpp"
 #include "daemon/config_values.hpp"
 #include "policy/domain_list.hpp"
+#include "util/host_port.hpp"
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -66,30 +66,14 @@ std::string range_text(const KeyDef& def) {
     return std::to_string(def.min) + ".." + std::to_string(def.max);
 }
 
+// "IP", "V4:PORT" or "[V6]:PORT".
 bool is_dns_server(std::string_view s) {
-    if (IpAddress::parse(s)) return true;
-    std::string_view host;
-    std::string_view port;
-    if (s.starts_with("[")) {
-        auto close = s.find("]:");
-        if (close == std::string_view::npos) return false;
-        host = s.substr(1, close - 1);
-        port = s.substr(close + 2);
-    } else {
-        auto colon = s.find(':');
-        if (colon == std::string_view::npos) return false;
-        host = s.substr(0, colon);
-        port = s.substr(colon + 1);
-    }
-    auto ip = IpAddress::parse(host);
-    if (!ip || ip->is_v4() == s.starts_with("[")) return false;
-    if (port.empty() || port.size() > 5) return false;
-    int p = 0;
-    for (char c : port) {
-        if (c < '0' || c > '9') return false;
-        p = p * 10 + (c - '0');
-    }
-    return p >= 1 && p <= 65535;
+    auto hp = parse_host_port(s);
+    std::optional<IpAddress> ip;
+    if (hp) ip = IpAddress::parse(hp->host);
+    if (!ip) return false;
+    if (hp->bracketed) return hp->port && !ip->is_v4();
+    return !hp->port || ip->is_v4();
 }
 
 // A host name as DNS carries it: labels of letters, digits, '-' and '_', at most 63 octets
@@ -327,9 +311,7 @@ ConfigValue default_value(const KeyDef& def) {
     }
     if (!v) {
         // A broken default is a programming error, caught by the schema unit test.
-        std::fprintf(stderr, "default_value: bad default for %s: %s\n",
-                     std::string(def.key).c_str(), error.c_str());
-        std::abort();
+        panic(__func__, "bad default for " + std::string(def.key) + ": " + error);
     }
     return std::move(*v);
 }

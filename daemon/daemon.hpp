@@ -6,7 +6,6 @@
 #include <chrono>
 #include <memory>
 
-#include "callout/uv_timer.hpp"
 #include "daemon/config.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/engine.hpp"
@@ -14,6 +13,7 @@
 #include "daemon/metrics_listener.hpp"
 #include "daemon/server.hpp"
 #include "policy/decider.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 

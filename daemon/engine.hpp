@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "callout/callout.hpp"
-#include "callout/uv_timer.hpp"
 #include "daemon/config.hpp"
 #include "daemon/counting_cache.hpp"
 #include "daemon/metrics.hpp"
@@ -23,6 +22,7 @@
 #include "storage/redis_budget.hpp"
 #include "storage/redis_cache.hpp"
 #include "storage/redis_client.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 

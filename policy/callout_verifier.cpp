@@ -3,8 +3,8 @@
 
 #include <set>
 
-#include "callout/ip_net.hpp"
 #include "callout/tagged_sender.hpp"
+#include "util/ip_net.hpp"
 
 namespace calloutd {
 

@@ -18,10 +18,10 @@
 #include <unordered_map>
 
 #include "callout/callout.hpp"
-#include "callout/uv_timer.hpp"
 #include "policy/decider.hpp"
 #include "storage/probe_budget.hpp"
 #include "storage/verdict_cache.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 
