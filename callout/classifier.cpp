@@ -11,6 +11,8 @@
 // `invalid`, "552 5.1.1 Mailbox delivery failure policy error" is not. Every judgement also says
 // what it is evidence about (EvidenceScope): a reply to the real RCPT speaks for that address
 // only, and becomes a domain fact only when the random local part got the same refusal.
+// Over 500 lines as one concept: the rule and the phrase tables it cites, each table's reason next
+// to the judgement that uses it; split apart, neither half reads on its own.
 #include "callout/classifier.hpp"
 #include "util/ascii.hpp"
 

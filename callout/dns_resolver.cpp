@@ -1,5 +1,7 @@
 // MX resolution with c-ares on a libuv loop: one uv_poll_t per c-ares socket, one timer for
 // c-ares retransmissions, and a deferred delivery step so callbacks never run re-entrantly.
+// Over 500 lines as one concept: one c-ares channel on the loop; its socket polls, timer, query
+// bookkeeping and answer parsing share the channel's lifetime and generation rule.
 #include "callout/dns_resolver.hpp"
 
 #include <arpa/inet.h>

@@ -1,4 +1,6 @@
 // SMTP callout probe over libuv: per-stage table, conversation driver, handle lifetime.
+// Over 500 lines as one concept: one state machine; the stage table, the conversation driver and
+// the handle lifetime share its invariants (one phase, one open-handle count, one deadline).
 #include "callout/smtp_probe.hpp"
 
 #include <algorithm>

@@ -1,4 +1,6 @@
 // Batched, non-blocking log output: queue, flush policy, per-destination writing, drop counting.
+// Over 500 lines as one concept: one writer; queue, flush policy and the three destinations share
+// the one rule that the loop never blocks and every dropped line is counted.
 #include "daemon/log_writer.hpp"
 
 #include <fcntl.h>

@@ -1,4 +1,6 @@
 // RedisLinkMachine: attempts through the stages, the handshake, command deadlines, pub/sub.
+// Over 500 lines as one concept: the one state machine that drives the stages redis_link_stage.*
+// declares.
 #include "storage/redis_link.hpp"
 
 #include <netdb.h>

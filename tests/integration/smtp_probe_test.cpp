@@ -1,4 +1,5 @@
 // The SMTP probe against the scriptable fake server on loopback: transcript facts and deadlines.
+// Over 500 lines as one concept: the probe state machine's tests, stage by stage.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
