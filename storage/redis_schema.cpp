@@ -20,6 +20,10 @@ std::string tagged(std::string_view domain, std::string_view kind, std::string_v
     return k;
 }
 
+// The latest probe time a stored value may carry: what WallClock can represent, in ms.
+constexpr long long kMaxProbedAtMs =
+    std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::duration::max()).count();
+
 std::string clean(std::string_view text, size_t max) {
     std::string out;
     out.reserve(std::min(text.size(), max));
@@ -88,6 +92,9 @@ std::optional<CachedVerdict> decode(std::string_view value) {
     long long ms = 0;
     auto [end, ec] = std::from_chars(f[2].data(), f[2].data() + f[2].size(), ms);
     if (ec != std::errc() || end != f[2].data() + f[2].size()) return std::nullopt;
+    // A corrupted or hostile value must not reach the time_point conversion: system_clock
+    // counts nanoseconds, so milliseconds past ~9.2e12 (year 2262) overflow it.
+    if (ms < 0 || ms > kMaxProbedAtMs) return std::nullopt;
     CachedVerdict v;
     v.cls = *cls;
     v.probed_at = WallClock::time_point(std::chrono::milliseconds(ms));

@@ -55,5 +55,22 @@ TEST(RedisSchema, RejectsGarbage) {
     }
 }
 
+// Found by fuzzing: a probe time beyond what system_clock holds overflowed in the chrono
+// conversion (undefined behaviour). A corrupted or hostile value is malformed, not a verdict.
+TEST(RedisSchema, RejectsProbeTimesTheClockCannotHold) {
+    for (const char* bad :
+         {"v1|valid|9223372036855||||", "v1|valid|9223372036854775807|||", "v1|invalid|-1|||",
+          "v1|valid|-9223372036855|||", "v1|valid|99999999999999999999|||"}) {
+        EXPECT_FALSE(decode(bad)) << bad;
+    }
+    auto last = decode("v1|valid|9223372036854|||");
+    ASSERT_TRUE(last);
+    EXPECT_EQ(
+        std::chrono::duration_cast<std::chrono::milliseconds>(last->probed_at.time_since_epoch())
+            .count(),
+        9223372036854);
+    EXPECT_TRUE(decode("v1|valid|0|||"));
+}
+
 }  // namespace
 }  // namespace calloutd
