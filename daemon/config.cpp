@@ -30,7 +30,7 @@ class Loader {
         cfg.path = path_;
         walk(root, "");
         for (const auto& def : config_schema()) {
-            const toml::node* node = root.at_path(def.key).node();
+            const toml::node* node = node_at(root, def.key);
             std::optional<ConfigValue> v;
             if (node == nullptr) {
                 v = default_value(def);
@@ -58,9 +58,31 @@ class Loader {
         errors_.push_back(out.str());
     }
 
+    // The value of a schema key ("section.name"), found table by table. Not at_path(): the
+    // walk below checks names one table at a time, so the lookup must see the same structure.
+    static const toml::node* node_at(const toml::table& root, std::string_view key) {
+        const toml::table* table = &root;
+        for (;;) {
+            auto dot = key.find('.');
+            const toml::node* node = table->get(key.substr(0, dot));
+            if (node == nullptr || dot == std::string_view::npos) return node;
+            table = node->as_table();
+            if (table == nullptr) return nullptr;
+            key.remove_prefix(dot + 1);
+        }
+    }
+
     // Every key in the file must be a schema key or a section that contains schema keys.
     void walk(const toml::table& table, const std::string& prefix) {
         for (const auto& [name, node] : table) {
+            // A quoted name with a dot ("server.listen" = ...) is one TOML key, not a section
+            // and a key: it names nothing in the schema, so it is refused, never ignored.
+            if (name.str().find('.') != std::string_view::npos) {
+                error_at(name.source().begin.line != 0 ? name.source() : node.source(),
+                         "unknown key '" + prefix + "\"" + std::string(name.str()) +
+                             "\"' (a quoted name is one key; write [section] and name = ...)");
+                continue;
+            }
             std::string key = prefix + std::string(name.str());
             if (find_key(key) != nullptr) continue;
             if (const auto* sub = node.as_table(); sub != nullptr && is_section(key)) {
@@ -126,7 +148,7 @@ class Loader {
     // Rules that involve two keys; reported at the second key, or at the top of the file.
     void check_relations(const Config& cfg, const toml::table& root) {
         auto where = [&](std::string_view key) {
-            const toml::node* n = root.at_path(key).node();
+            const toml::node* n = node_at(root, key);
             return n != nullptr ? n->source() : root.source();
         };
         if (!cfg.redis.url.empty()) {
