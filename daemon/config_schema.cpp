@@ -269,6 +269,21 @@ bool is_dns_server(std::string_view s) {
     return p >= 1 && p <= 65535;
 }
 
+// No configuration string has a use for control bytes, and in one that names an address,
+// host or path a NUL silently cuts it short where the C APIs read it (inet_pton, bind, open).
+bool refuse_control_bytes(std::string_view s, std::string* error) {
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "0x%02x", u);
+            *error = "a control character (" + std::string(hex) + ") is not allowed in a value";
+            return true;
+        }
+    }
+    return false;
+}
+
 std::string range_text(const KeyDef& def) {
     if (def.kind == K::duration) {
         return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
@@ -288,6 +303,7 @@ std::optional<Out> parse_string_array(const toml::node& node, std::string* error
             *error = "array elements must be strings, found " + type_name(el);
             return std::nullopt;
         }
+        if (refuse_control_bytes(s->get(), error)) return std::nullopt;
         if (!one(out, std::string_view(s->get()), error)) return std::nullopt;
     }
     return out;
@@ -315,6 +331,7 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
         return std::nullopt;
     };
     const auto* str = node.as_string();
+    if (str != nullptr && refuse_control_bytes(str->get(), &why)) return wrong_type();
     switch (def.kind) {
         case K::boolean:
             if (const auto* b = node.as_boolean()) return ConfigValue(b->get());
