@@ -53,45 +53,36 @@ void RequestReader::compact() {
     if (consumed_ > 0 && (consumed_ == buf_.size() || consumed_ >= 4096)) {
         buf_.erase(0, consumed_);
         scanned_ -= consumed_;
+        line_start_ -= consumed_;
         consumed_ = 0;
     }
 }
 
+// Bytes are judged one at a time in stream order, and the first byte that breaks a rule
+// names the error, so the reason never depends on how the stream was split into reads.
 RequestReader::Status RequestReader::next(PolicyRequest& out) {
     if (dead_) return Status::error;
     compact();
-    size_t line_start = scanned_;
-    // Find the start of the line containing scanned_: it is after the last '\n' before it.
-    if (line_start > consumed_) {
-        auto prev = buf_.rfind('\n', line_start - 1);
-        line_start = (prev == std::string::npos || prev < consumed_) ? consumed_ : prev + 1;
-    }
     while (scanned_ < buf_.size()) {
-        auto nl = buf_.find('\n', scanned_);
-        size_t line_end = nl == std::string::npos ? buf_.size() : nl;
-        // A CR is tolerated only right before the LF (CRLF from hand-written clients); a CR
-        // that ends the bytes received so far is judged when the next byte arrives.
-        size_t check_end = line_end;
-        if (check_end > scanned_ && buf_[check_end - 1] == '\r') --check_end;
-        for (size_t i = scanned_; i < check_end; ++i) {
-            if (is_forbidden_byte(static_cast<unsigned char>(buf_[i]))) {
-                return fail("binary or control byte in request");
-            }
-        }
-        if (line_end - line_start > limits_.max_line_bytes) return fail("line too long");
-        if (line_end - consumed_ > limits_.max_request_bytes) return fail("request too large");
-        if (nl == std::string::npos) {
-            scanned_ = check_end;
-            return Status::need_more;
-        }
-        scanned_ = nl + 1;
-        bool empty_line = nl == line_start || (nl == line_start + 1 && buf_[line_start] == '\r');
-        if (empty_line) {
-            std::string_view block(buf_.data() + consumed_, line_start - consumed_);
+        size_t i = scanned_++;
+        auto c = static_cast<unsigned char>(buf_[i]);
+        // A CR is tolerated only right before the LF (CRLF from hand-written clients), so it
+        // is judged by the byte after it.
+        bool after_cr = i > line_start_ && buf_[i - 1] == '\r';
+        if (c == '\n') {
+            bool empty_line = i == line_start_ || (after_cr && i == line_start_ + 1);
+            size_t start = line_start_;
+            line_start_ = i + 1;
+            if (!empty_line) continue;
+            std::string_view block(buf_.data() + consumed_, start - consumed_);
             consumed_ = scanned_;
             return parse_request(block, out);
         }
-        line_start = scanned_;
+        if (after_cr || (c != '\r' && is_forbidden_byte(c))) {
+            return fail("binary or control byte in request");
+        }
+        if (i + 1 - line_start_ > limits_.max_line_bytes) return fail("line too long");
+        if (i + 1 - consumed_ > limits_.max_request_bytes) return fail("request too large");
     }
     return Status::need_more;
 }
@@ -101,7 +92,7 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
     if (pending_bytes() == 0) return Status::need_more;
     if (buf_.back() != '\n') return fail("connection closed in the middle of a line");
     std::string_view block(buf_.data() + consumed_, buf_.size() - consumed_);
-    consumed_ = scanned_ = buf_.size();
+    consumed_ = scanned_ = line_start_ = buf_.size();
     return parse_request(block, out);
 }
 

@@ -63,8 +63,9 @@ class RequestReader {
 
     ReaderLimits limits_;
     std::string buf_;
-    size_t consumed_ = 0;  // start of the request being assembled
-    size_t scanned_ = 0;   // bytes of the current request already checked for line ends
+    size_t consumed_ = 0;    // start of the request being assembled
+    size_t scanned_ = 0;     // bytes of the current request already checked
+    size_t line_start_ = 0;  // where the line containing scanned_ starts
     std::string error_;
     bool dead_ = false;
 };
