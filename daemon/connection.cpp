@@ -42,8 +42,11 @@ void Connection::start() {
     self_ = shared_from_this();
     describe_peer();
     if (!is_unix_) uv_tcp_nodelay(&handle_.tcp, 1);
-    uv_timer_start(&idle_, on_idle, static_cast<uint64_t>(server_.settings().idle_timeout.count()),
-                   0);
+    // The repeat is what uv_timer_again() re-arms with: activity (bytes read, replies sent)
+    // pushes the close back by a whole idle_timeout, and a connection still busy when the
+    // timer fires is looked at again one idle_timeout later.
+    auto idle = static_cast<uint64_t>(server_.settings().idle_timeout.count());
+    uv_timer_start(&idle_, on_idle, idle, idle);
     update_reading();
 }
 
@@ -193,6 +196,7 @@ void Connection::flush() {
         slots_.pop_front();
     }
     if (out.empty()) return;
+    uv_timer_again(&idle_);
     // Most replies fit the socket buffer: write them now and skip the queued-write machinery
     // (which costs an allocation and an extra epoll_ctl per reply). Only when nothing is queued,
     // so replies never overtake each other.
@@ -267,11 +271,8 @@ void Connection::drain() {
 
 void Connection::on_idle(uv_timer_t* t) {
     auto* self = static_cast<Connection*>(t->data);
-    if (!self->slots_.empty() || self->writes_in_flight_ > 0) {
-        uv_timer_again(t);  // still working for this client
-        return;
-    }
-    LogLine(LogLevel::debug, "idle-timeout").field("peer", self->peer_);
+    if (!self->slots_.empty() || self->writes_in_flight_ > 0) return;  // still working for it
+    LogLine(LogLevel::info, "idle-timeout").field("peer", self->peer_);
     self->close("idle");
 }
 
