@@ -75,6 +75,7 @@ class Callout {
     // The callback of `h` will not run; its I/O stops.
     void cancel(Handle h);
     size_t in_flight() const { return ops_.size(); }
+    const DnsStats& dns_stats() const { return dns_->stats(); }
     // Optional; not owned; must outlive every callout started while it is set.
     void set_target_budget(TargetBudget* budget) { budget_ = budget; }
 

@@ -55,6 +55,25 @@ std::string temp_reason(int status, bool exact_rcodes) {
     }
 }
 
+DnsQueryResult query_result(int status) {
+    switch (status) {
+        case ARES_SUCCESS:
+            return DnsQueryResult::noerror;
+        case ARES_ENODATA:
+            return DnsQueryResult::nodata;
+        case ARES_ENOTFOUND:
+            return DnsQueryResult::nxdomain;
+        case ARES_ESERVFAIL:
+            return DnsQueryResult::servfail;
+        case ARES_EREFUSED:
+            return DnsQueryResult::refused;
+        case ARES_ETIMEOUT:
+            return DnsQueryResult::timeout;
+        default:
+            return DnsQueryResult::error;
+    }
+}
+
 // Parses "IP", "IP:PORT", "[V6]:PORT", "[V6]" or a bare IPv6 literal.
 bool parse_server(std::string_view text, ares_addr_port_node& out) {
     std::string host;
@@ -116,6 +135,26 @@ std::string_view to_string(MxResolution::Status s) {
             return "tempfail";
     }
     return "unknown";
+}
+
+std::string_view to_string(DnsQueryResult r) {
+    switch (r) {
+        case DnsQueryResult::noerror:
+            return "noerror";
+        case DnsQueryResult::nodata:
+            return "nodata";
+        case DnsQueryResult::nxdomain:
+            return "nxdomain";
+        case DnsQueryResult::servfail:
+            return "servfail";
+        case DnsQueryResult::refused:
+            return "refused";
+        case DnsQueryResult::timeout:
+            return "timeout";
+        case DnsQueryResult::error:
+            return "error";
+    }
+    return "error";
 }
 
 struct DnsResolver::Operation {
@@ -317,6 +356,7 @@ void DnsResolver::ares_query_cb(void* arg, int status, int /*timeouts*/, unsigne
     if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) return;
     DnsResolver* self = tag->self;
     --self->outstanding_;
+    ++self->stats_.queries[static_cast<std::size_t>(query_result(status))];
     auto it = self->operations_.find(tag->handle);
     if (it != self->operations_.end() && !it->second->done) {  // else cancelled: stale answer
         Operation& op = *it->second;

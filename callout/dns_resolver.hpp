@@ -1,6 +1,7 @@
 // Asynchronous MX resolution (RFC 5321 5.1, RFC 7505) with c-ares driven by a caller's libuv loop.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -56,6 +57,15 @@ struct MxResolution {
 
 std::string_view to_string(MxResolution::Status s);
 
+// How one DNS query (MX, A or AAAA) ended, as counted in calloutd_dns_queries_total{result}.
+enum class DnsQueryResult { noerror, nodata, nxdomain, servfail, refused, timeout, error };
+inline constexpr std::size_t kDnsQueryResults = 7;
+std::string_view to_string(DnsQueryResult r);
+
+struct DnsStats {
+    std::array<std::uint64_t, kDnsQueryResults> queries{};  // answered queries by result
+};
+
 // One c-ares channel on a caller-supplied loop. Not thread-safe; use from the loop's thread.
 // Callbacks are always invoked from the loop, never from inside resolve_mx() or cancel().
 // After destroying the resolver the caller must let the loop run once more so libuv can finish
@@ -84,6 +94,7 @@ class DnsResolver {
     bool cancel(Handle handle);
     // Operations not yet completed or delivered.
     std::size_t in_flight() const { return operations_.size(); }
+    const DnsStats& stats() const { return stats_; }
 
   private:
     struct Operation;
@@ -127,6 +138,7 @@ class DnsResolver {
     bool pumping_ = false;
     bool exact_rcodes_ = false;  // ARES_FLAG_NOCHECKRESP: see init()
     Handle next_handle_ = 1;
+    DnsStats stats_;
     std::mt19937_64 rng_;
     // Expires when the resolver is destroyed, so delivery notices a callback that destroyed it.
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);

@@ -1,4 +1,5 @@
-// `calloutd cache`: read and delete verdicts in Redis with the keys the daemons use.
+// `calloutd cache`: read and delete verdicts in Redis with the keys the daemons use, or in the
+// running daemon's memory through its control socket.
 #include "daemon/cache_command.hpp"
 
 #include <uv.h>
@@ -12,6 +13,7 @@
 
 #include "callout/address.hpp"
 #include "callout/uv_timer.hpp"
+#include "daemon/control_client.hpp"
 #include "storage/redis_client.hpp"
 #include "storage/redis_schema.hpp"
 
@@ -86,21 +88,10 @@ class BlockingRedis {
     std::unique_ptr<RedisClient> client_;
 };
 
-struct Target {
-    std::string domain;   // A-label, lower case: as the daemon keys it
-    std::string address;  // empty for a domain target
-};
+using Target = CacheTarget;
 
-// Normalised exactly as a policy request's sender would be, so the keys match the daemon's.
-std::optional<Target> parse_target(const std::string& text, std::string& error) {
-    bool is_address = text.find('@') != std::string::npos;
-    AddressParse p = parse_sender(is_address ? text : "postmaster@" + text);
-    if (!p) {
-        error = (is_address ? "not a usable address: " : "not a usable domain: ") + p.refusal;
-        return std::nullopt;
-    }
-    return Target{p.address->domain, is_address ? p.address->address() : std::string()};
-}
+// How long the daemon may take to answer a control request.
+constexpr std::chrono::milliseconds kDaemonTimeout = 10s;
 
 std::string utc_time(WallClock::time_point t) {
     std::time_t secs = WallClock::to_time_t(t);
@@ -140,12 +131,7 @@ bool print_entry(BlockingRedis& redis, const std::string& label, const std::stri
                      quoted(value.reply.text()).c_str(), ttl.c_str());
         return true;
     }
-    auto age = std::chrono::duration_cast<std::chrono::seconds>(WallClock::now() - v->probed_at);
-    std::fprintf(out, "%s: class=%s reason=%s probed_at=%s age=%llds ttl=%s%s%s\n", label.c_str(),
-                 std::string(to_string(v->cls)).c_str(), quoted(v->reason).c_str(),
-                 utc_time(v->probed_at).c_str(), static_cast<long long>(age.count()), ttl.c_str(),
-                 v->remote_reply.empty() ? "" : " reply=",
-                 v->remote_reply.empty() ? "" : quoted(v->remote_reply).c_str());
+    std::fprintf(out, "%s\n", describe_cache_entry(label, *v, ttl, WallClock::now()).c_str());
     return true;
 }
 
@@ -230,19 +216,83 @@ int cache_flush(BlockingRedis& redis, const Target& t, std::FILE* out, std::stri
     return addresses + *fact > 0 ? kCacheFound : kCacheNothing;
 }
 
+int run_in_daemon(const Config& config, CacheAction action, const std::string& target,
+                  std::FILE* out, std::FILE* err) {
+    ControlVerb verb = action == CacheAction::get   ? ControlVerb::cache_get
+                       : action == CacheAction::del ? ControlVerb::cache_del
+                                                    : ControlVerb::cache_flush;
+    std::string error;
+    auto reply = ask_daemon(config.server.control_socket, {verb, target}, kDaemonTimeout, error);
+    if (!reply) {
+        std::fprintf(err, "%s\n", error.c_str());
+        return kCacheRedisFailed;
+    }
+    for (const auto& line : reply->data) std::fprintf(out, "%s\n", line.c_str());
+    switch (reply->status) {
+        case ControlStatus::ok:
+            return kCacheFound;
+        case ControlStatus::none:
+            return kCacheNothing;
+        case ControlStatus::error:
+            break;
+    }
+    std::fprintf(err, "calloutd: %s\n", reply->error.c_str());
+    return kCacheUsage;
+}
+
+// Redis mode: a deleted verdict may live on in the running daemon's local cache (used while
+// Redis is unreachable); ask the daemon to drop it too. Informational: Redis decides the result.
+void drop_daemon_copy(const Config& config, CacheAction action, const std::string& target,
+                      std::FILE* out, std::FILE* err) {
+    if (config.server.control_socket.empty()) return;
+    std::string error;
+    ControlVerb verb =
+        action == CacheAction::del ? ControlVerb::cache_del : ControlVerb::cache_flush;
+    auto reply = ask_daemon(config.server.control_socket, {verb, target}, kDaemonTimeout, error);
+    if (!reply) {
+        std::fprintf(err, "local copy on the running daemon not dropped: %s\n", error.c_str());
+        return;
+    }
+    for (const auto& line : reply->data) std::fprintf(out, "daemon: %s\n", line.c_str());
+    if (reply->status == ControlStatus::error) {
+        std::fprintf(err, "daemon: %s\n", reply->error.c_str());
+    }
+}
+
 }  // namespace
+
+std::optional<CacheTarget> parse_cache_target(const std::string& text, std::string& error) {
+    bool is_address = text.find('@') != std::string::npos;
+    AddressParse p = parse_sender(is_address ? text : "postmaster@" + text);
+    if (!p) {
+        error = (is_address ? "not a usable address: " : "not a usable domain: ") + p.refusal;
+        return std::nullopt;
+    }
+    return CacheTarget{p.address->domain, is_address ? p.address->address() : std::string()};
+}
+
+std::string describe_cache_entry(const std::string& label, const CachedVerdict& v,
+                                 const std::string& ttl, WallClock::time_point now) {
+    auto age = std::chrono::duration_cast<std::chrono::seconds>(now - v.probed_at);
+    std::string out = label + ": class=" + std::string(to_string(v.cls)) +
+                      " reason=" + quoted(v.reason) + " probed_at=" + utc_time(v.probed_at) +
+                      " age=" + std::to_string(age.count()) + "s ttl=" + ttl;
+    if (!v.remote_reply.empty()) out += " reply=" + quoted(v.remote_reply);
+    return out;
+}
 
 int run_cache_command(const Config& config, CacheAction action, const std::string& target,
                       std::FILE* out, std::FILE* err) {
-    if (config.redis.url.empty()) {
+    if (config.redis.url.empty() && config.server.control_socket.empty()) {
         std::fprintf(err,
-                     "%s: redis.url is not set: the in-memory cache lives inside the running "
-                     "daemon and `calloutd cache` needs redis.url\n",
+                     "%s: neither redis.url nor server.control_socket is set: the in-memory "
+                     "cache lives inside the running daemon and is reached through its control "
+                     "socket\n",
                      config.path.c_str());
         return kCacheUsage;
     }
     std::string error;
-    auto t = parse_target(target, error);
+    auto t = parse_cache_target(target, error);
     if (!t) {
         std::fprintf(err, "%s: %s\n", target.c_str(), error.c_str());
         return kCacheUsage;
@@ -252,6 +302,7 @@ int run_cache_command(const Config& config, CacheAction action, const std::strin
                      target.c_str());
         return kCacheUsage;
     }
+    if (config.redis.url.empty()) return run_in_daemon(config, action, target, out, err);
     BlockingRedis redis;
     if (!redis.connect(config.redis, error)) {
         std::fprintf(err, "redis: %s\n", error.c_str());
@@ -270,6 +321,9 @@ int run_cache_command(const Config& config, CacheAction action, const std::strin
             break;
     }
     if (rc == kCacheRedisFailed) std::fprintf(err, "redis: %s\n", error.c_str());
+    if (action != CacheAction::get && rc != kCacheRedisFailed) {
+        drop_daemon_copy(config, action, target, out, err);
+    }
     return rc;
 }
 

@@ -169,6 +169,18 @@ class Loader {
                          "(its host is ignored)");
             }
         }
+        const std::string& control = cfg.server.control_socket;
+        if (!control.empty() && (!control.starts_with("/") || control.size() > 107)) {
+            error_at(where("server.control_socket"),
+                     "server.control_socket must be an absolute path of at most 107 bytes, or "
+                     "\"\"");
+        }
+        if (!cfg.metrics.listen.empty()) {
+            std::string why;
+            if (!parse_listen_address(cfg.metrics.listen, &why)) {
+                error_at(where("metrics.listen"), "metrics.listen: " + why);
+            }
+        }
         if (cfg.server.max_line_bytes > cfg.server.max_request_bytes) {
             error_at(where("server.max_line_bytes"),
                      "server.max_line_bytes must not exceed server.max_request_bytes");

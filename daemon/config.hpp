@@ -40,6 +40,7 @@ struct ServerSettings {
     int64_t socket_mode = 0;
     std::string user;
     std::string group;
+    std::string control_socket;  // unix socket path for `calloutd status|cache`; "" = none
 };
 
 struct LogSettings {
@@ -89,6 +90,10 @@ struct RedisSettings {
     Duration near_cache_ttl{};
 };
 
+struct MetricsSettings {
+    std::string listen;  // "inet:HOST:PORT" or "unix:PATH"; "" = no metrics listener
+};
+
 struct Config {
     std::string path;  // file it was loaded from
     ServerSettings server;
@@ -99,6 +104,7 @@ struct Config {
     CacheSettings cache;
     LimitSettings limits;
     RedisSettings redis;
+    MetricsSettings metrics;
 };
 
 // Either a complete configuration or the errors, each "FILE:LINE:COL: message".

@@ -65,6 +65,10 @@ const KeyDef kSchema[] = {
      "user to run as after binding listeners (empty = do not change)", FIELD(server.user)},
     {"server.group", K::string, R"("")", 0, 0, "",
      "group to run as after binding listeners (empty = the user's group)", FIELD(server.group)},
+    {"server.control_socket", K::string, R"("/run/calloutd/control.sock")", 0, 0, "",
+     "unix socket (mode 0660) where `calloutd status` and `calloutd cache` reach the running "
+     "daemon (empty = none)",
+     FIELD(server.control_socket)},
     // [log]
     {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog", "where log lines go",
      FIELD(log.target)},
@@ -163,6 +167,11 @@ const KeyDef kSchema[] = {
      "deadline of one Redis command", FIELD(redis.timeout)},
     {"redis.near_cache_ttl", K::duration, R"("10s")", 0, kHour, "",
      "how long Redis answers are reused locally", FIELD(redis.near_cache_ttl)},
+    // [metrics]
+    {"metrics.listen", K::string, R"("")", 0, 0, "",
+     "Prometheus metrics over HTTP (GET /metrics): \"inet:HOST:PORT\", \"inet:[V6]:PORT\" or "
+     "\"unix:PATH\" (empty = off)",
+     FIELD(metrics.listen)},
     // [actions]
     {"actions.valid", K::action, R"("DUNNO")", 0, 0, "", "action for valid senders", ACTION(valid)},
     {"actions.invalid", K::action,

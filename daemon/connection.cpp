@@ -4,6 +4,7 @@
 #include <array>
 
 #include "daemon/log.hpp"
+#include "daemon/metrics.hpp"
 #include "daemon/server.hpp"
 
 namespace calloutd {
@@ -127,6 +128,7 @@ void Connection::handle_eof() {
 void Connection::violation(const std::string& reason) {
     // Postfix applies its own default action when the connection closes without a reply;
     // earlier complete requests are still answered.
+    if (Metrics* m = server_.metrics()) m->protocol_error(reader_.error_kind());
     LogLine(LogLevel::warning, "protocol-violation").field("peer", peer_).field("reason", reason);
     read_done_ = true;
     update_reading();
@@ -173,8 +175,11 @@ void Connection::complete(uint64_t seq, const Decision& d) {
 void Connection::log_decision(const std::string& queue_id, const std::string& sender,
                               const std::string& client, const Decision& d,
                               Clock::time_point start) {
+    auto now = Clock::now();
+    if (Metrics* m = server_.metrics())
+        m->request_answered(d.verdict.cls, d.source, d.action, now - start);
     if (!Log::enabled(LogLevel::info)) return;
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
     LogLine line(LogLevel::info, "decision");
     line.field("queue_id", queue_id)
         .field("sender", sender)

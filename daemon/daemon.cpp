@@ -9,9 +9,12 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "daemon/cache_control.hpp"
 #include "daemon/components.hpp"
 #include "daemon/config_values.hpp"
 #include "daemon/log.hpp"
+#include "daemon/process_stats.hpp"
+#include "daemon/status_command.hpp"
 #include "storage/redis_schema.hpp"
 
 namespace calloutd {
@@ -19,7 +22,7 @@ namespace calloutd {
 Daemon::Daemon(Config config) : config_(std::move(config)) {
     uv_loop_init(&loop_);
     decider_ = std::make_unique<Decider>(config_.policy, nullptr);
-    server_ = std::make_unique<Server>(&loop_, *decider_, config_.server);
+    server_ = std::make_unique<Server>(&loop_, *decider_, config_.server, &metrics_);
 }
 
 Daemon::~Daemon() {
@@ -32,6 +35,8 @@ Daemon::~Daemon() {
         },
         nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
+    metrics_listener_.reset();
+    control_.reset();
     server_.reset();
     decider_.reset();
     uv_loop_close(&loop_);
@@ -43,9 +48,11 @@ void Daemon::stop_engine() {
     if (decider_) decider_->set_verifier(nullptr);
     if (verifier_) log_stats();
     stats_timer_.reset();
+    rates_timer_.reset();
     verifier_.reset();
     callout_.reset();
     mx_budget_.reset();
+    counting_cache_.reset();
     redis_budget_.reset();
     redis_cache_.reset();
     redis_.reset();
@@ -91,7 +98,7 @@ int Daemon::run() {
     uv_signal_start(&sigint_, on_signal, SIGINT);
     uv_signal_start(&sighup_, on_signal, SIGHUP);
 
-    if (!server_->listen() || !start_engine() || !drop_privileges()) {
+    if (!server_->listen() || !start_engine() || !start_observability() || !drop_privileges()) {
         finish_shutdown();
         uv_run(&loop_, UV_RUN_DEFAULT);
         Log::detach();
@@ -127,6 +134,9 @@ bool Daemon::start_engine() {
         cache = redis_cache_.get();
         budget = redis_budget_.get();
     }
+    counting_cache_ = std::make_unique<CountingCache>(
+        *cache, metrics_, redis_cache_ ? &redis_cache_->counters().near_hits : nullptr);
+    cache = counting_cache_.get();
     mx_budget_ = std::make_unique<MxBudget>(*budget, config_.limits.backoff_ttl);
     callout_ = Callout::create(
         &loop_, callout_options(config_, listener_addresses(server_->bound())), error);
@@ -137,7 +147,8 @@ bool Daemon::start_engine() {
     callout_->set_target_budget(mx_budget_.get());
     verifier_ = std::make_unique<CalloutVerifier>(
         &loop_, *cache, *callout_, *budget, config_.server.reply_timeout,
-        [](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
+        [this](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
+            metrics_.probe_finished(r);
             LogLine line(LogLevel::info, "probe");
             line.field("sender", sender.address())
                 .field("class", to_string(r.verdict.cls))
@@ -153,7 +164,111 @@ bool Daemon::start_engine() {
     stats_timer_ = std::make_unique<UvTimer>(&loop_);
     stats_timer_->start(std::chrono::minutes(1), [this] { log_stats(); });
     stats_timer_->unref();
+    rates_timer_ = std::make_unique<UvTimer>(&loop_);
+    tick_rates();
     return true;
+}
+
+void Daemon::tick_rates() {
+    rates_.tick(metrics_.requests_by_class());
+    rates_timer_->start(std::chrono::seconds(1), [this] { tick_rates(); });
+    rates_timer_->unref();
+}
+
+// The metrics listener is part of the configuration the operator asked for: failing to bind it
+// refuses to start, like a policy listener. The control socket is an administrator's
+// convenience: without it the daemon still serves mail, so a failure is logged and passed over.
+bool Daemon::start_observability() {
+    if (!config_.metrics.listen.empty()) {
+        std::string why;
+        auto address = parse_listen_address(config_.metrics.listen, &why);
+        if (!address) {
+            LogLine(LogLevel::error, "listen-failed")
+                .field("listen", config_.metrics.listen)
+                .field("reason", why);
+            return false;
+        }
+        metrics_listener_ = std::make_unique<MetricsListener>(&loop_, *address,
+                                                              [this] { return render_metrics(); });
+        if (!metrics_listener_->listen()) return false;
+    }
+    if (!config_.server.control_socket.empty()) {
+        control_ =
+            std::make_unique<ControlServer>(&loop_, config_.server.control_socket,
+                                            [this](const ControlRequest& r) { return control(r); });
+        std::string error;
+        if (!control_->listen(error)) {
+            // Kept, not destroyed: its handle is still closing and libuv needs that memory.
+            LogLine(LogLevel::error, "control-socket-failed")
+                .field("reason", error)
+                .field("effect", "`calloutd status` and `calloutd cache` cannot reach this daemon");
+        }
+    }
+    return true;
+}
+
+MetricsSnapshot Daemon::snapshot() const {
+    MetricsSnapshot s;
+    if (callout_) {
+        s.probes_in_flight = callout_->in_flight();
+        s.dns_queries = callout_->dns_stats().queries;
+    }
+    if (verifier_) {
+        const auto& c = verifier_->counters();
+        s.budget_denials[static_cast<size_t>(BudgetLabel::domain)] = c.denied_domain;
+        s.budget_denials[static_cast<size_t>(BudgetLabel::client)] = c.denied_client;
+        s.budget_denials[static_cast<size_t>(BudgetLabel::global)] = c.denied_global;
+        s.budget_denials[static_cast<size_t>(BudgetLabel::mx)] = c.denied_mx;
+        // BudgetLabel::provider stays 0 until a provider budget exists.
+    }
+    if (cache_) s.cache_entries = cache_->size();
+    s.policy_connections = server_->connection_count();
+    s.policy_connections_total = server_->connections_accepted();
+    if (redis_) {
+        s.redis_configured = true;
+        s.redis_up = redis_->is_connected();
+        s.redis_degraded = !s.redis_up;
+        s.redis_timeouts = redis_->stats().timeouts;
+        s.redis_reconnects = redis_->stats().connects > 0 ? redis_->stats().connects - 1 : 0;
+    }
+    ProcessStats p = read_process_stats();
+    s.process_start_time_seconds = p.start_time_seconds;
+    s.resident_memory_bytes = p.resident_memory_bytes;
+    s.open_fds = p.open_fds;
+    return s;
+}
+
+std::string Daemon::render_metrics() const {
+    std::string out;
+    out.reserve(16 * 1024);
+    metrics_.render(out, snapshot());
+    return out;
+}
+
+ControlReply Daemon::control(const ControlRequest& request) {
+    if (request.verb != ControlVerb::status) {
+        if (!cache_) return {{}, ControlStatus::error, "the verification engine is not running"};
+        return cache_control(*cache_, request, WallClock::now());
+    }
+    MetricsSnapshot s = snapshot();
+    StatusInfo i;
+    i.version = CALLOUTD_VERSION;
+    i.uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                started_);
+    i.pid = static_cast<long long>(getpid());
+    i.config_path = config_.path;
+    i.dry_run = config_.policy.dry_run;
+    i.last_minute = rates_.counts();
+    i.window_seconds = rates_.window_seconds();
+    i.probes_in_flight = s.probes_in_flight;
+    i.budget_denials = s.budget_denials;
+    i.cache_entries = s.cache_entries;
+    i.policy_connections = s.policy_connections;
+    i.redis_configured = s.redis_configured;
+    i.redis_endpoint = redis_ ? to_display_string(redis_->endpoint()) : std::string();
+    i.redis_up = s.redis_up;
+    i.dns_canary_ok = s.dns_canary_ok;
+    return {format_status(i), ControlStatus::ok, {}};
 }
 
 bool Daemon::start_redis(std::string& error) {
@@ -244,6 +359,7 @@ void Daemon::reload() {
 
 void Daemon::reload_config() {
     auto result = load_config_file(config_.path);
+    metrics_.config_reload(std::holds_alternative<Config>(result));
     if (auto* errors = std::get_if<std::vector<std::string>>(&result)) {
         for (const auto& e : *errors) {
             LogLine(LogLevel::error, "reload-failed").field("error", e);
@@ -272,6 +388,11 @@ void Daemon::reload_config() {
             .field("reason",
                    "[dns], [callout], cache.memory_entries and [redis] changes take "
                    "effect after a restart");
+    }
+    if (next.metrics.listen != config_.metrics.listen ||
+        next.server.control_socket != config_.server.control_socket) {
+        LogLine(LogLevel::warning, "reload")
+            .field("reason", "metrics.listen and server.control_socket changes need a restart");
     }
     decider_->update_settings(next.policy);
     server_->update_settings(next.server);
@@ -315,6 +436,8 @@ void Daemon::finish_shutdown() {
     }
     uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
     server_->close_all();
+    if (metrics_listener_) metrics_listener_->close();
+    if (control_) control_->close();
     stop_engine();
 }
 

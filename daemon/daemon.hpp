@@ -7,6 +7,10 @@
 
 #include "callout/callout.hpp"
 #include "daemon/config.hpp"
+#include "daemon/control_server.hpp"
+#include "daemon/counting_cache.hpp"
+#include "daemon/metrics.hpp"
+#include "daemon/metrics_listener.hpp"
 #include "daemon/server.hpp"
 #include "policy/callout_verifier.hpp"
 #include "policy/decider.hpp"
@@ -39,9 +43,17 @@ class Daemon {
     bool start_redis(std::string& error);
     void stop_engine();
     void log_stats();
+    bool start_observability();
+    void tick_rates();
+    MetricsSnapshot snapshot() const;
+    std::string render_metrics() const;
+    ControlReply control(const ControlRequest& request);
 
     uv_loop_t loop_;
     Config config_;
+    Metrics metrics_;
+    RecentRates rates_;
+    std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
     std::unique_ptr<Decider> decider_;
     std::unique_ptr<Server> server_;
     std::unique_ptr<MemoryVerdictCache> cache_;
@@ -50,10 +62,14 @@ class Daemon {
     std::unique_ptr<RedisVerdictCache> redis_cache_;
     std::unique_ptr<RedisProbeBudget> redis_budget_;
     uint64_t redis_ups_ = 0;
+    std::unique_ptr<CountingCache> counting_cache_;
     std::unique_ptr<MxBudget> mx_budget_;
     std::unique_ptr<Callout> callout_;
     std::unique_ptr<UvTimer> stats_timer_;
     std::unique_ptr<CalloutVerifier> verifier_;
+    std::unique_ptr<UvTimer> rates_timer_;
+    std::unique_ptr<MetricsListener> metrics_listener_;
+    std::unique_ptr<ControlServer> control_;
     uv_signal_t sigterm_;
     uv_signal_t sigint_;
     uv_signal_t sighup_;

@@ -1,4 +1,4 @@
-// calloutd command line: run, check-config, probe, cache, version.
+// calloutd command line: run, check-config, probe, cache, status, version.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -11,6 +11,7 @@
 #include "daemon/config.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/probe_command.hpp"
+#include "daemon/status_command.hpp"
 
 namespace {
 
@@ -50,8 +51,10 @@ int main(int argc, char** argv) {
 
     auto* cache = app.add_subcommand(
         "cache",
-        "Show or delete verdicts shared through Redis (needs redis.url); exit 0 found/deleted, "
-        "1 nothing cached, 2 usage or no redis.url, 3 Redis failed");
+        "Show or delete cached verdicts: in Redis with redis.url (del/flush also drop the running "
+        "daemon's local copies), else in the running daemon's memory over "
+        "server.control_socket; exit 0 found/deleted, 1 nothing cached, 2 usage, 3 Redis or "
+        "the daemon unreachable");
     cache->require_subcommand(1);
     std::string cache_target;
     std::vector<std::pair<CLI::App*, calloutd::CacheAction>> cache_actions;
@@ -68,6 +71,13 @@ int main(int argc, char** argv) {
         cache_actions.emplace_back(sub, action);
     }
 
+    auto* status = app.add_subcommand(
+        "status",
+        "Summary of the running daemon over server.control_socket (uptime, requests/s by class "
+        "over the last minute, probes in flight, budget denials, cache, Redis); exit 0, "
+        "2 no control socket configured, 3 daemon unreachable");
+    status->add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
+
     auto* version = app.add_subcommand("version", "Print the version");
 
     CLI11_PARSE(app, argc, argv);
@@ -78,13 +88,18 @@ int main(int argc, char** argv) {
     }
     auto config = load_or_report(config_path);
     // `cache` keeps 1 for "nothing cached"; a broken configuration is a usage error there.
-    if (!config) return *cache ? calloutd::kCacheUsage : 1;
+    if (!config) return *cache || *status ? calloutd::kCacheUsage : 1;
     if (*check) {
         std::printf("%s: configuration is valid\n", config_path.c_str());
         return 0;
     }
     if (*probe) {
         int rc = calloutd::run_probe_command(*config, probe_address, stdout);
+        std::fflush(stdout);
+        return rc;
+    }
+    if (*status) {
+        int rc = calloutd::run_status_command(*config, stdout, stderr);
         std::fflush(stdout);
         return rc;
     }

@@ -36,8 +36,8 @@ bool socket_is_live(const std::string& path) {
 
 }  // namespace
 
-Server::Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings)
-    : loop_(loop), decider_(decider), settings_(settings) {}
+Server::Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings, Metrics* metrics)
+    : loop_(loop), decider_(decider), settings_(settings), metrics_(metrics) {}
 
 Server::~Server() = default;
 

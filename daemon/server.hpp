@@ -16,10 +16,13 @@
 namespace calloutd {
 
 class Connection;
+class Metrics;
 
 class Server {
   public:
-    Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings);
+    // `metrics` (optional, not owned) counts answered requests and protocol errors.
+    Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings,
+           Metrics* metrics = nullptr);
     ~Server();
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
@@ -37,10 +40,12 @@ class Server {
     // What the listeners are bound to (ports resolved), e.g. "inet:127.0.0.1:10023".
     const std::vector<std::string>& bound() const { return bound_; }
     size_t connection_count() const { return connections_.size(); }
+    uint64_t connections_accepted() const { return next_connection_id_ - 1; }
 
     // For Connection.
     uv_loop_t* loop() const { return loop_; }
     Decider& decider() { return decider_; }
+    Metrics* metrics() { return metrics_; }
     const ServerSettings& settings() const { return settings_; }
     ReaderLimits reader_limits() const;
     void forget(Connection* c);
@@ -69,6 +74,7 @@ class Server {
     uv_loop_t* loop_;
     Decider& decider_;
     ServerSettings settings_;
+    Metrics* metrics_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::string> bound_;
     std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;

@@ -42,8 +42,27 @@ bool is_forbidden_byte(unsigned char c) {
 
 }  // namespace
 
-RequestReader::Status RequestReader::fail(std::string reason) {
+std::string_view to_string(ProtocolError e) {
+    switch (e) {
+        case ProtocolError::binary:
+            return "binary";
+        case ProtocolError::line_too_long:
+            return "line_too_long";
+        case ProtocolError::request_too_large:
+            return "request_too_large";
+        case ProtocolError::truncated:
+            return "truncated";
+        case ProtocolError::bad_attribute:
+            return "bad_attribute";
+        case ProtocolError::not_policy_request:
+            return "not_policy_request";
+    }
+    return "binary";
+}
+
+RequestReader::Status RequestReader::fail(ProtocolError kind, std::string reason) {
     dead_ = true;
+    error_kind_ = kind;
     error_ = std::move(reason);
     return Status::error;
 }
@@ -79,10 +98,12 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
             return parse_request(block, out);
         }
         if (after_cr || (c != '\r' && is_forbidden_byte(c))) {
-            return fail("binary or control byte in request");
+            return fail(ProtocolError::binary, "binary or control byte in request");
         }
-        if (i + 1 - line_start_ > limits_.max_line_bytes) return fail("line too long");
-        if (i + 1 - consumed_ > limits_.max_request_bytes) return fail("request too large");
+        if (i + 1 - line_start_ > limits_.max_line_bytes)
+            return fail(ProtocolError::line_too_long, "line too long");
+        if (i + 1 - consumed_ > limits_.max_request_bytes)
+            return fail(ProtocolError::request_too_large, "request too large");
     }
     return Status::need_more;
 }
@@ -90,7 +111,8 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
 RequestReader::Status RequestReader::finish(PolicyRequest& out) {
     if (dead_) return Status::error;
     if (pending_bytes() == 0) return Status::need_more;
-    if (buf_.back() != '\n') return fail("connection closed in the middle of a line");
+    if (buf_.back() != '\n')
+        return fail(ProtocolError::truncated, "connection closed in the middle of a line");
     std::string_view block(buf_.data() + consumed_, buf_.size() - consumed_);
     consumed_ = scanned_ = line_start_ = buf_.size();
     return parse_request(block, out);
@@ -105,21 +127,25 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
         block = nl == std::string_view::npos ? std::string_view{} : block.substr(nl + 1);
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         auto eq = line.find('=');
-        if (eq == std::string_view::npos) return fail("attribute line without '='");
-        if (eq == 0) return fail("attribute line with an empty name");
+        if (eq == std::string_view::npos)
+            return fail(ProtocolError::bad_attribute, "attribute line without '='");
+        if (eq == 0) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
         std::string_view name = line.substr(0, eq);
         std::string_view value = line.substr(eq + 1);
         for (size_t i = 0; i < kAttributes.size(); ++i) {
             if (kAttributes[i].name != name) continue;
             // Postfix never repeats an attribute; a repeat is a confused or hostile client.
-            if (seen & (1u << i)) return fail("duplicate attribute '" + std::string(name) + "'");
+            if (seen & (1u << i))
+                return fail(ProtocolError::bad_attribute,
+                            "duplicate attribute '" + std::string(name) + "'");
             seen |= 1u << i;
             out.*(kAttributes[i].field) = value;
             break;
         }
     }
     if (out.request != "smtpd_access_policy") {
-        return fail(out.request.empty() ? "request without request=smtpd_access_policy"
+        return fail(ProtocolError::not_policy_request,
+                    out.request.empty() ? "request without request=smtpd_access_policy"
                                         : "unsupported request type");
     }
     return Status::request;

@@ -30,6 +30,18 @@ struct PolicyRequest {
     std::string policy_context;
 };
 
+// Why a request stream was refused; the metrics count violations by this kind.
+enum class ProtocolError {
+    binary,              // a NUL or other control byte
+    line_too_long,       // server.max_line_bytes
+    request_too_large,   // server.max_request_bytes
+    truncated,           // connection closed in the middle of a line
+    bad_attribute,       // a line without '=', an empty name, or a repeated attribute
+    not_policy_request,  // request= missing or not smtpd_access_policy
+};
+inline constexpr size_t kProtocolErrorKinds = 6;
+std::string_view to_string(ProtocolError e);
+
 struct ReaderLimits {
     size_t max_line_bytes = 4096;
     size_t max_request_bytes = 16384;
@@ -53,11 +65,12 @@ class RequestReader {
     Status finish(PolicyRequest& out);
 
     const std::string& error() const { return error_; }
+    ProtocolError error_kind() const { return error_kind_; }
     // Bytes received but not yet consumed as a complete request.
     size_t pending_bytes() const { return buf_.size() - consumed_; }
 
   private:
-    Status fail(std::string reason);
+    Status fail(ProtocolError kind, std::string reason);
     Status parse_request(std::string_view block, PolicyRequest& out);
     void compact();
 
@@ -67,6 +80,7 @@ class RequestReader {
     size_t scanned_ = 0;     // bytes of the current request already checked
     size_t line_start_ = 0;  // where the line containing scanned_ starts
     std::string error_;
+    ProtocolError error_kind_ = ProtocolError::binary;
     bool dead_ = false;
 };
 

@@ -53,6 +53,31 @@ class LruMap {
         return true;
     }
 
+    // The live value for key and its expiry, leaving recency alone (for inspection), or nullptr.
+    const Value* peek(const Key& key, time_point now, time_point* expires) const {
+        auto it = index_.find(key);
+        if (it == index_.end() || it->second->expires <= now) return nullptr;
+        if (expires != nullptr) *expires = it->second->expires;
+        return &it->second->value;
+    }
+
+    // Removes every entry for which pred(key, value, expires) holds; returns how many. Walks
+    // them all.
+    template <class Pred>
+    size_t erase_if(Pred pred) {
+        size_t n = 0;
+        for (auto it = order_.begin(); it != order_.end();) {
+            if (!pred(it->key, it->value, it->expires)) {
+                ++it;
+                continue;
+            }
+            index_.erase(it->key);
+            it = order_.erase(it);
+            ++n;
+        }
+        return n;
+    }
+
     void clear() {
         index_.clear();
         order_.clear();

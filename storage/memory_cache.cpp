@@ -60,4 +60,45 @@ void MemoryVerdictCache::erase(const std::string& domain, const std::string& add
     if (!address.empty()) entries_.erase(address_key(address));
 }
 
+std::optional<MemoryVerdictCache::Entry> MemoryVerdictCache::address_entry(
+    const std::string& address) const {
+    WallClock::time_point expires;
+    const CachedVerdict* v = entries_.peek(address_key(address), now_(), &expires);
+    if (v == nullptr) return std::nullopt;
+    return Entry{*v, expires};
+}
+
+std::optional<MemoryVerdictCache::Entry> MemoryVerdictCache::domain_entry(
+    const std::string& domain) const {
+    WallClock::time_point expires;
+    const CachedVerdict* v = entries_.peek(domain_key(domain), now_(), &expires);
+    if (v == nullptr) return std::nullopt;
+    return Entry{*v, expires};
+}
+
+bool MemoryVerdictCache::erase_address(const std::string& address) {
+    bool live = address_entry(address).has_value();
+    entries_.erase(address_key(address));
+    return live;
+}
+
+bool MemoryVerdictCache::erase_domain_fact(const std::string& domain) {
+    bool live = domain_entry(domain).has_value();
+    entries_.erase(domain_key(domain));
+    return live;
+}
+
+size_t MemoryVerdictCache::erase_addresses_of(const std::string& domain) {
+    std::string suffix = "@" + domain;
+    auto now = now_();
+    size_t live = 0;
+    entries_.erase_if(
+        [&](const std::string& key, const CachedVerdict&, WallClock::time_point expires) {
+            if (!key.starts_with("a:") || !key.ends_with(suffix)) return false;
+            if (expires > now) ++live;  // an expired one was not cached any more
+            return true;
+        });
+    return live;
+}
+
 }  // namespace calloutd

@@ -26,6 +26,19 @@ class MemoryVerdictCache : public VerdictCache {
     void set_ttls(const CacheTtls& ttls) { ttls_ = ttls; }
     size_t size() const { return entries_.size(); }
 
+    // For `calloutd cache` through the control socket: live entries with their expiry, looked at
+    // without changing their recency, and deletions that say whether there was anything.
+    struct Entry {
+        CachedVerdict verdict;
+        WallClock::time_point expires;
+    };
+    std::optional<Entry> address_entry(const std::string& address) const;
+    std::optional<Entry> domain_entry(const std::string& domain) const;
+    bool erase_address(const std::string& address);
+    bool erase_domain_fact(const std::string& domain);
+    // Deletes every address verdict of `domain`, walking the whole cache; returns how many.
+    size_t erase_addresses_of(const std::string& domain);
+
   private:
     LruMap<std::string, CachedVerdict, WallClock> entries_;
     CacheTtls ttls_;

@@ -130,6 +130,9 @@ TEST_F(CacheCommand, DelRemovesAWrongVerdictSoTheNextRequestProbesAgain) {
     auto r = cache("del", "ghost@cmd.test");
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("address ghost@cmd.test: deleted"), std::string::npos) << r.out;
+    // The daemon's local copy (what it answers from while Redis is down) goes too, through its
+    // control socket.
+    EXPECT_NE(r.out.find("daemon: address ghost@cmd.test: deleted"), std::string::npos) << r.out;
     EXPECT_EQ(exists(redis_schema::address_key("cmd.test", "ghost@cmd.test")), 0);
     // The deletion is announced, so the daemon drops its near-cache entry at once.
     std::this_thread::sleep_for(100ms);
@@ -190,8 +193,16 @@ TEST_F(CacheCommand, ErrorsHaveTheirOwnExitCodes) {
     CalloutConfig c;
     c.dns_server = dnsmasq_->server();
     c.smtp_port = cmd_->port();
-    std::ofstream(dir + "/memory.toml") << callout_config(c);
+    // Memory mode goes to the daemon's control socket; nobody listens on this one.
+    std::string memory = callout_config(c);
+    memory.replace(memory.find("@DIR@"), 5, dir);
+    std::ofstream(dir + "/memory.toml") << memory;
     r = cache("get", "alice@cmd.test", dir + "/memory.toml");
+    EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+    EXPECT_NE(r.err.find("cannot connect to the control socket"), std::string::npos) << r.err;
+    // Neither Redis nor a control socket: nothing to ask.
+    std::ofstream(dir + "/nothing.toml") << "[server]\ncontrol_socket = \"\"\n";
+    r = cache("get", "alice@cmd.test", dir + "/nothing.toml");
     EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
     EXPECT_NE(r.err.find("redis.url"), std::string::npos) << r.err;
     std::ofstream(dir + "/broken.toml") << "[redis]\nurl = 5\n";

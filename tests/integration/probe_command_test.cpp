@@ -59,6 +59,7 @@ class ProbeCommand : public ::testing::Test {
         CalloutConfig c;
         c.dns_server = dnsmasq_->server();
         c.smtp_port = smtp_->port();
+        c.control_socket = "";  // `calloutd probe` talks to no daemon
         std::ofstream(dir_ + "/calloutd.toml") << callout_config(c);
     }
     void TearDown() override {

@@ -36,6 +36,9 @@ DnsmasqZones callout_test_zones(const std::string& servfail_upstream) {
 std::string callout_config(const CalloutConfig& c) {
     return "[server]\n"
            "listen = [\"inet:127.0.0.1:0\"]\n"
+           "control_socket = \"" +
+           c.control_socket +
+           "\"\n"
            "reply_timeout = \"" +
            c.reply_timeout + "\"\n" + c.server_extra +
            "\n[log]\n"

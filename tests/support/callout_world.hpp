@@ -39,12 +39,14 @@ struct CalloutConfig {
     std::string command_timeout = "1s";
     std::string probe_timeout = "5s";
     std::string server_extra;  // more "key = value" lines for [server]
+    // DaemonProcess replaces @DIR@; a file written by hand must do so itself, or set "".
+    std::string control_socket = "@DIR@/control.sock";
     std::string log_level = "debug";
     std::string sections;  // appended verbatim: further "[limits]", "[policy]" ... tables
 };
 
 // A calloutd.toml listening on inet:127.0.0.1:0 with short timeouts and debug logging (unless
-// log_level says otherwise).
+// log_level says otherwise), its control socket at @DIR@/control.sock.
 std::string callout_config(const CalloutConfig& c);
 
 }  // namespace calloutd::test

@@ -323,6 +323,25 @@ TEST(Config, CollectsSeveralErrors) {
     EXPECT_TRUE(errs[1].starts_with("test.toml:4:8: ")) << errs[1];
 }
 
+TEST(Config, MetricsListenAndControlSocket) {
+    auto r = load_config_text(
+        "[server]\ncontrol_socket = \"/run/x/c.sock\"\n[metrics]\nlisten = \"inet:[::1]:9427\"\n",
+        "test.toml");
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).server.control_socket, "/run/x/c.sock");
+    EXPECT_EQ(std::get<Config>(r).metrics.listen, "inet:[::1]:9427");
+    auto errs = load_errors("[metrics]\nlisten = \"tcp:9427\"\n");
+    ASSERT_EQ(errs.size(), 1u);
+    EXPECT_TRUE(errs[0].starts_with("test.toml:2:10: metrics.listen: ")) << errs[0];
+    errs = load_errors("[server]\ncontrol_socket = \"inet:127.0.0.1:1\"\n");
+    ASSERT_EQ(errs.size(), 1u);
+    EXPECT_NE(errs[0].find("server.control_socket must be an absolute path"), std::string::npos)
+        << errs[0];
+    errs = load_errors("[server]\ncontrol_socket = \"/" + std::string(120, 'x') + "\"\n");
+    EXPECT_EQ(errs.size(), 1u);
+    EXPECT_TRUE(load_errors("[server]\ncontrol_socket = \"\"\n").empty());
+}
+
 TEST(Config, MissingFileIsAnError) {
     auto r = load_config_file("/nonexistent/calloutd.toml");
     ASSERT_TRUE(std::holds_alternative<std::vector<std::string>>(r));

@@ -41,7 +41,8 @@ TEST(ManPage, ConfigPageDescribesEveryKeyWithItsDefault) {
 
 TEST(ManPage, DaemonPageNamesEveryCommandAndClass) {
     std::string page = unroff(read(test::source_dir() + "/docs/calloutd.8"));
-    for (const char* word : {"run", "check-config", "probe", "version", "SIGHUP", "SIGTERM"}) {
+    for (const char* word : {"run", "check-config", "probe", "version", "status", "cache-get",
+                             "cache-del", "cache-flush", "SIGHUP", "SIGTERM"}) {
         EXPECT_NE(page.find(word), std::string::npos) << word;
     }
     for (auto c : kAllVerdictClasses) {
