@@ -115,6 +115,7 @@ bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why) {
         args.push_back("--host-record=" + h.name + "," + join(h.addresses, ","));
     }
     for (const auto& t : zones.txt_only) args.push_back("--txt-record=" + t + ",calloutd-test");
+    for (const auto& c : zones.cnames) args.push_back("--cname=" + c.alias + "," + c.target);
 
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

@@ -31,6 +31,11 @@ struct DnsmasqZones {
     std::vector<Mx> mx;
     std::vector<Host> hosts;
     std::vector<std::string> txt_only;  // names that exist with nothing but a TXT record
+    struct Cname {
+        std::string alias;   // answered with a CNAME ...
+        std::string target;  // ... to this name (declared in `hosts`)
+    };
+    std::vector<Cname> cnames;
     std::vector<Forward> forwards;
 };
 
