@@ -14,6 +14,8 @@ namespace calloutd {
 
 namespace {
 
+constexpr std::uintmax_t kMaxDomainListBytes = std::uintmax_t{64} << 20;
+
 class Loader {
   public:
     explicit Loader(std::string path) : path_(std::move(path)) {}
@@ -118,6 +120,22 @@ class Loader {
             } else if (e.starts_with("file:")) {
                 std::filesystem::path file(e.substr(5));
                 if (file.is_relative()) file = std::filesystem::path(path_).parent_path() / file;
+                // Only a regular file of sane size: "file:/dev/zero" or a FIFO must not hang
+                // check-config or a reload.
+                std::error_code ec;
+                auto st = std::filesystem::status(file, ec);
+                if (!ec && st.type() != std::filesystem::file_type::regular) {
+                    error_at(where, "domain list " + file.string() + " is not a regular file");
+                    ok = false;
+                    continue;
+                }
+                auto bytes = std::filesystem::file_size(file, ec);
+                if (!ec && bytes > kMaxDomainListBytes) {
+                    error_at(where, "domain list " + file.string() + " is larger than " +
+                                        std::to_string(kMaxDomainListBytes >> 20) + " MiB");
+                    ok = false;
+                    continue;
+                }
                 std::ifstream in(file, std::ios::binary);
                 if (!in) {
                     error_at(where, "cannot read domain list " + file.string());

@@ -299,6 +299,15 @@ TEST(Config, SkipDomainsFromAFileRelativeToTheConfig) {
     std::filesystem::remove_all(dir);
 }
 
+// A device or a directory is refused at once: "file:/dev/zero" used to read forever.
+TEST(Config, DomainListMustBeARegularFile) {
+    for (const char* path : {"/dev/zero", "/tmp"}) {
+        auto errs = load_errors("[policy]\nskip_domains = [\"file:" + std::string(path) + "\"]\n");
+        ASSERT_EQ(errs.size(), 1u) << path;
+        EXPECT_NE(errs[0].find("is not a regular file"), std::string::npos) << errs[0];
+    }
+}
+
 TEST(DomainSet, MatchesDomainAndSubdomainsOnly) {
     DomainSet s({"example.com", "co.uk.test"});
     EXPECT_TRUE(s.matches("example.com"));
