@@ -107,6 +107,15 @@ bool uv_redis_attach(redisAsyncContext* ac, uv_loop_t* loop) {
     return true;
 }
 
+// hiredis's own reply functions, with createArray bounded (see bound_reply_arrays()).
+redisReplyObjectFunctions g_bounded_functions;
+void* (*g_create_array)(const redisReadTask*, int) = nullptr;
+
+void* bounded_create_array(const redisReadTask* task, int elements) {
+    if (elements < 0 || elements > kMaxReplyElements) return nullptr;
+    return g_create_array(task, elements);
+}
+
 // A decimal TCP port, 1..65535.
 bool parse_port(const std::string& text, long& port) {
     if (text.empty() || text.size() > 5) return false;
@@ -119,6 +128,23 @@ bool parse_port(const std::string& text, long& port) {
 }
 
 }  // namespace
+
+void bound_reply_arrays(redisReader* reader) {
+    // Every reader starts with hiredis's static default functions: copy them once.
+    static const bool copied = [reader] {
+        g_bounded_functions = *reader->fn;
+        g_create_array = reader->fn->createArray;
+        g_bounded_functions.createArray = &bounded_create_array;
+        return true;
+    }();
+    (void)copied;
+    if (reader->fn == &g_bounded_functions) return;
+    if (reader->fn->createArray != g_create_array) {
+        std::fprintf(stderr, "bound_reply_arrays: the reader does not use hiredis's functions\n");
+        std::abort();
+    }
+    reader->fn = &g_bounded_functions;
+}
 
 // ---------------------------------------------------------------------------------------------
 // RedisReply
@@ -401,6 +427,7 @@ void RedisClient::Link::ask_sentinel(std::size_t asked) {
         sentinel_failed("connecting: " + why);
         return;
     }
+    bound_reply_arrays(ac->c.reader);
     conn_ = std::make_unique<Connection>(ac, this, gen);
     ac->data = conn_.get();
     if (!uv_redis_attach(ac, client_.loop_)) {
@@ -549,6 +576,7 @@ void RedisClient::Link::open(const std::string& target) {
         fail("connecting to " + where() + ": " + why);
         return;
     }
+    bound_reply_arrays(ac->c.reader);
     conn_ = std::make_unique<Connection>(ac, this, generation_);
     ac->data = conn_.get();
     if (!uv_redis_attach(ac, client_.loop_)) {
