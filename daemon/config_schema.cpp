@@ -56,6 +56,10 @@ const KeyDef kSchema[] = {
     {"server.idle_timeout", K::duration, R"("10m")", kSec, kDay, "",
      "close a connection idle this long (longer than Postfix's smtpd_policy_service_max_idle)",
      FIELD(server.idle_timeout)},
+    {"server.request_timeout", K::duration, R"("10s")", kSec, kHour, "",
+     "a request must be complete this long after its first bytes arrived; slower clients "
+     "(slowloris) are closed",
+     FIELD(server.request_timeout)},
     {"server.shutdown_timeout", K::duration, R"("10s")", 0, 10 * kMin, "",
      "on SIGTERM, how long in-flight requests may still be answered",
      FIELD(server.shutdown_timeout)},

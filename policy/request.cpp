@@ -40,6 +40,32 @@ bool is_forbidden_byte(unsigned char c) {
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
+// RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool is_utf8(std::string_view s) {
+    for (size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                     : c >= 0xe0 && c <= 0xef ? 3
+                     : c >= 0xf0 && c <= 0xf4 ? 4
+                                              : 0;
+        if (len == 0 || i + len > s.size()) return false;
+        auto c1 = static_cast<unsigned char>(s[i + 1]);
+        unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+        unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        if (c1 < lo || c1 > hi) return false;
+        for (size_t k = 2; k < len; ++k) {
+            auto ck = static_cast<unsigned char>(s[i + k]);
+            if (ck < 0x80 || ck > 0xbf) return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
 }  // namespace
 
 std::string_view to_string(ProtocolError e) {
@@ -56,6 +82,10 @@ std::string_view to_string(ProtocolError e) {
             return "bad_attribute";
         case ProtocolError::not_policy_request:
             return "not_policy_request";
+        case ProtocolError::invalid_utf8:
+            return "invalid_utf8";
+        case ProtocolError::request_timeout:
+            return "request_timeout";
     }
     return "binary";
 }
@@ -120,6 +150,7 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
 
 RequestReader::Status RequestReader::parse_request(std::string_view block, PolicyRequest& out) {
     out = PolicyRequest{};
+    warning_.clear();
     uint32_t seen = 0;  // bit per known attribute, to catch duplicates
     while (!block.empty()) {
         auto nl = block.find('\n');
@@ -132,6 +163,13 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
         if (eq == 0) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
         std::string_view name = line.substr(0, eq);
         std::string_view value = line.substr(eq + 1);
+        // Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is answered (the address
+        // parser refuses such a sender) and reported, and the client is then let go.
+        if (warning_.empty() && (!is_utf8(name) || !is_utf8(value))) {
+            std::string shown;
+            for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';
+            warning_ = "invalid UTF-8 in attribute '" + shown + "'";
+        }
         for (size_t i = 0; i < kAttributes.size(); ++i) {
             if (kAttributes[i].name != name) continue;
             // Postfix never repeats an attribute; a repeat is a confused or hostile client.

@@ -37,7 +37,7 @@ std::vector<std::string> run(const std::vector<std::string_view>& chunks, Reader
     auto take = [&](RequestReader::Status st) {
         if (st == RequestReader::Status::request) {
             check_clean(req);
-            out.push_back(render(req));
+            out.push_back(render(req) + " warning=" + reader.warning());
             return true;
         }
         if (st == RequestReader::Status::error) {

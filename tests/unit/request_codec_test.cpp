@@ -201,6 +201,30 @@ TEST(Codec, LongStreamOfRequestsKeepsMemoryBounded) {
     }
 }
 
+// Invalid UTF-8 anywhere is still a request (answered: the address parser refuses such a
+// sender), with a warning that makes the connection close after the reply.
+TEST(Codec, InvalidUtf8IsAnsweredWithAWarning) {
+    using namespace std::string_literals;
+    const std::pair<std::string, std::string> cases[] = {
+        {"sender=j\xf6rg@example.org\n", "invalid UTF-8 in attribute 'sender'"},
+        {"helo_name=\xc3\x28\n", "invalid UTF-8 in attribute 'helo_name'"},
+        {"x-unknown=\xed\xa0\x80\n", "invalid UTF-8 in attribute 'x-unknown'"},  // surrogate
+        {"client_name=\xc0\xaf\n", "invalid UTF-8 in attribute 'client_name'"},  // overlong
+        {"na\xffme=v\n", "invalid UTF-8 in attribute 'na?me'"},
+        {"sender=j\xc3\xb6rg@b\xc3\xbc" "cher.example\n", ""},
+        {"helo_name=\xf0\x9f\x98\x80\n", ""},
+    };
+    for (const auto& [line, warning] : cases) {
+        RequestReader r;
+        PolicyRequest req;
+        r.append("request=smtpd_access_policy\n" + line + "\n" + kReq);
+        ASSERT_EQ(r.next(req), RequestReader::Status::request) << line;
+        EXPECT_EQ(r.warning(), warning) << line;
+        ASSERT_EQ(r.next(req), RequestReader::Status::request);
+        EXPECT_EQ(r.warning(), "") << "the warning is about one request";
+    }
+}
+
 TEST(Codec, EncodesReply) {
     EXPECT_EQ(encode_reply("DUNNO"), "action=DUNNO\n\n");
 }
