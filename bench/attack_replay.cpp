@@ -2,18 +2,21 @@
 //
 // Usage: attack_replay CALLOUTD [--requests N] [--connections C] [--window W] [--domains M]
 //          [--spread MS] [--domain-rate R] [--client-rate R] [--global-rate R] [--mx-rate R]
-//          [--mx-concurrency K] [--clients K] [--reply-delay MS] [--reply-timeout D]
-//          [--log-level L]
-// Starts dnsmasq (zones a0..a{M-1}.attack.test, all with MX mx.target.test -> 127.0.0.71, and
-// legit.test -> 127.0.0.72), a counting fake SMTP target on each address (one port: callout.port
-// is one port for every MX; nobody exists at the attack target, alice exists at legit.test),
-// and CALLOUTD with those limits. Then fires N distinct forged senders (forgedI@a{I%M}...) from
-// K client IPs over C pipelined connections (W in flight each, spread over MS if given), while
-// one bystander (alice@legit.test, another client) asks every 200 ms. Prints one machine line
+//          [--mx-concurrency K] [--provider-rate R] [--mx-ips P] [--clients K]
+//          [--reply-delay MS] [--reply-timeout D] [--log-level L]
+// Starts dnsmasq (zones a0..a{M-1}.attack.test, all with MX mx.target.test -> 127.0.0.71, or,
+// with --mx-ips P > 1, domain I with MX mx{I%P}.target.test, P hosts of one provider on
+// 127.0.0.71 and 127.0.0.81..; and legit.test -> 127.0.0.72), a counting fake SMTP target on each
+// address (one port: callout.port is one port for every MX; nobody exists at the attack
+// targets, alice exists at legit.test), and CALLOUTD with those limits. Then fires N distinct
+// forged senders (forgedI@a{I%M}...) from K client IPs over C pipelined connections (W in flight
+// each, spread over MS if given), while one bystander (alice@legit.test, another client) asks every
+// 200 ms. Prints one machine line
 // (`requests=... rps=... p50_us=... p99_us=... target_connections=...`), a human summary, and
 // the daemon's shutdown `stats` line. Every process it starts is stopped. Loopback only.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -51,6 +54,8 @@ struct Options {
     std::string global_rate = "unlimited";
     std::string mx_rate = "unlimited";
     long mx_concurrency = 100;
+    std::string provider_rate = "unlimited";
+    size_t mx_ips = 1;
     std::string reply_timeout = "10s";
     std::string log_level = "info";
 };
@@ -90,6 +95,10 @@ bool parse(int argc, char** argv, Options& o) {
             o.mx_rate = v;
         } else if (a == "--mx-concurrency") {
             o.mx_concurrency = num();
+        } else if (a == "--provider-rate") {
+            o.provider_rate = v;
+        } else if (a == "--mx-ips") {
+            o.mx_ips = static_cast<size_t>(num());
         } else if (a == "--reply-timeout") {
             o.reply_timeout = v;
         } else if (a == "--log-level") {
@@ -102,6 +111,7 @@ bool parse(int argc, char** argv, Options& o) {
     if ((argc - 2) % 2 != 0) return false;
     o.domains = std::max<size_t>(1, o.domains);
     o.clients = std::max<size_t>(1, o.clients);
+    o.mx_ips = std::clamp<size_t>(o.mx_ips, 1, 20);
     return o.requests > 0;
 }
 
@@ -130,50 +140,62 @@ long vm_hwm_kb(pid_t pid) {
     return -1;
 }
 
+// The attacked provider's MX host K (of --mx-ips): one name and one address each.
+std::string target_host(size_t k, size_t mx_ips) {
+    return mx_ips == 1 ? "mx.target.test" : "mx" + std::to_string(k) + ".target.test";
+}
+std::string target_ip(size_t k) {
+    return k == 0 ? kTargetIp : "127.0.0." + std::to_string(80 + k);
+}
+
 int replay(const Options& o) {
     DnsmasqZones zones;
     zones.local_domains = {"test"};
     for (size_t k = 0; k < o.domains; ++k)
-        zones.mx.push_back({attack_domain(k), "mx.target.test", 10});
+        zones.mx.push_back({attack_domain(k), target_host(k % o.mx_ips, o.mx_ips), 10});
     zones.mx.push_back({"legit.test", "mx.legit.test", 10});
-    zones.hosts = {{"mx.target.test", {kTargetIp}}, {"mx.legit.test", {kBystanderIp}}};
+    zones.hosts = {{"mx.legit.test", {kBystanderIp}}};
+    for (size_t k = 0; k < o.mx_ips; ++k) {
+        zones.hosts.push_back({target_host(k, o.mx_ips), {target_ip(k)}});
+    }
     Dnsmasq dns(zones);
 
     FakeSmtpScript attacked;  // nobody exists there
     attacked.reply_delay = std::chrono::milliseconds(o.reply_delay_ms);
     FakeSmtpScript bystander;
     bystander.recipients["alice"] = "250 2.1.5 ok";
-    std::unique_ptr<FakeSmtpServer> target;
-    std::unique_ptr<FakeSmtpServer> legit;
-    for (int attempt = 0; attempt < 5 && !legit; ++attempt) {
-        target = std::make_unique<FakeSmtpServer>(attacked, kTargetIp, 0);
-        if (!target->ok()) continue;
-        auto l = std::make_unique<FakeSmtpServer>(bystander, kBystanderIp, target->port());
-        if (l->ok()) legit = std::move(l);
-    }
-    if (!legit) {
+    std::vector<std::pair<std::string, FakeSmtpScript>> scripts = {{kBystanderIp, bystander}};
+    for (size_t k = 0; k < o.mx_ips; ++k) scripts.push_back({target_ip(k), attacked});
+    FakeSmtpFleet fleet(scripts);
+    if (!fleet.ok()) {
         std::fprintf(stderr, "attack_replay: cannot bind the fake SMTP targets\n");
         return 1;
     }
+    FakeSmtpServer* legit = &fleet.at(0);
+    std::vector<FakeSmtpServer*> targets;
+    for (size_t k = 0; k < o.mx_ips; ++k) targets.push_back(&fleet.at(k + 1));
 
     CalloutConfig c;
     c.dns_server = dns.server();
-    c.smtp_port = target->port();
+    c.smtp_port = legit->port();
     c.reply_timeout = o.reply_timeout;
     c.log_level = o.log_level;
     c.sections = "[limits]\ndomain_rate = \"" + o.domain_rate + "\"\nclient_rate = \"" +
                  o.client_rate + "\"\nglobal_rate = \"" + o.global_rate +
                  "\"\nglobal_concurrency = 10000\nmx_rate = \"" + o.mx_rate +
                  "\"\nmx_concurrency = " + std::to_string(o.mx_concurrency) +
+                 "\nprovider_rate = \"" + o.provider_rate + "\"" +
                  "\n[actions]\nrate_limited = \"" + kRateLimited + "\"\nvalid = \"OK verified\"\n";
     DaemonProcess daemon("attack-replay", callout_config(c), o.daemon);
     if (!daemon.started() || daemon.tcp_port() == 0) {
         std::fprintf(stderr, "attack_replay: calloutd did not start:\n%s\n", daemon.log().c_str());
         return 1;
     }
-    std::printf("-- calloutd pid %d on 127.0.0.1:%u, dnsmasq on %s, targets %s and %s port %u\n",
-                static_cast<int>(daemon.pid()), daemon.tcp_port(), dns.server().c_str(), kTargetIp,
-                kBystanderIp, target->port());
+    std::printf(
+        "-- calloutd pid %d on 127.0.0.1:%u, dnsmasq on %s, %zu attacked MX IP(s) from %s, "
+        "bystander %s, port %u\n",
+        static_cast<int>(daemon.pid()), daemon.tcp_port(), dns.server().c_str(), o.mx_ips,
+        kTargetIp, kBystanderIp, legit->port());
 
     std::vector<std::string> requests;
     requests.reserve(o.requests);
@@ -224,7 +246,15 @@ int replay(const Options& o) {
     if (stats_pos != std::string::npos) {
         stats = log.substr(stats_pos + 7, log.find('\n', stats_pos) - stats_pos - 7);
     }
-    target->stop();
+    size_t target_connections = 0;
+    size_t target_max_concurrent = 0;  // per IP: the most any one attacked IP had at once
+    size_t target_ips_used = 0;
+    for (FakeSmtpServer* t : targets) {
+        t->stop();
+        target_connections += t->connections_accepted();
+        target_max_concurrent = std::max(target_max_concurrent, t->max_concurrent_connections());
+        if (t->connections_accepted() > 0) ++target_ips_used;
+    }
     legit->stop();
     size_t mx_queries = occurrences(dns.log(), "query[MX] ");
 
@@ -234,22 +264,23 @@ int replay(const Options& o) {
     std::printf(
         "requests=%zu answered=%zu seconds=%.3f rps=%.0f p50_us=%lld p99_us=%lld max_us=%lld "
         "rate_limited=%zu lost_connections=%zu target_connections=%zu target_max_concurrent=%zu "
-        "bystander_connections=%zu bystander_ok=%zu/%zu bystander_max_us=%ld mx_queries=%zu "
-        "vmhwm_kb=%ld domains=%zu clients=%zu connections=%zu window=%zu\n",
+        "target_ips=%zu/%zu bystander_connections=%zu bystander_ok=%zu/%zu bystander_max_us=%ld "
+        "mx_queries=%zu vmhwm_kb=%ld domains=%zu clients=%zu connections=%zu window=%zu\n",
         o.requests, r.answered, seconds, rps, static_cast<long long>(r.percentile(50).count()),
         static_cast<long long>(r.percentile(99).count()),
         static_cast<long long>(r.max_latency().count()), limited, r.lost_connections,
-        target->connections_accepted(), target->max_concurrent_connections(),
+        target_connections, target_max_concurrent, target_ips_used, o.mx_ips,
         legit->connections_accepted(), bystander_ok, bystander_asked, bystander_max_us, mx_queries,
         hwm_kb, o.domains, o.clients, o.connections, o.window);
     std::printf(
         "# %zu forged senders at %zu domain(s) from %zu client(s) over %zu connections: %.0f "
-        "requests/s, p50 %.2f ms, p99 %.2f ms; the attacked MX saw %zu connections (%zu at "
-        "once); the bystander MX %zu; %zu replies rate_limited\n",
+        "requests/s, p50 %.2f ms, p99 %.2f ms; the attacked MX IP(s) saw %zu connections (at "
+        "most %zu at once per IP, %zu of %zu IPs used); the bystander MX %zu; %zu replies "
+        "rate_limited\n",
         o.requests, o.domains, o.clients, o.connections, rps,
         static_cast<double>(r.percentile(50).count()) / 1000.0,
-        static_cast<double>(r.percentile(99).count()) / 1000.0, target->connections_accepted(),
-        target->max_concurrent_connections(), legit->connections_accepted(), limited);
+        static_cast<double>(r.percentile(99).count()) / 1000.0, target_connections,
+        target_max_concurrent, target_ips_used, o.mx_ips, legit->connections_accepted(), limited);
     std::printf("# calloutd stats:%s\n", stats.c_str());
     return r.answered == o.requests ? 0 : 1;
 }
@@ -263,7 +294,8 @@ int main(int argc, char** argv) {
                      "usage: attack_replay CALLOUTD [--requests N] [--connections C] [--window W] "
                      "[--domains M] [--clients K] [--spread MS] [--domain-rate R] "
                      "[--client-rate R] [--global-rate R] [--mx-rate R] [--mx-concurrency K] "
-                     "[--reply-delay MS] [--reply-timeout D] [--log-level L]\n");
+                     "[--provider-rate R] [--mx-ips P] [--reply-delay MS] [--reply-timeout D] "
+                     "[--log-level L]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);  // the fake targets write to probes that may have hung up

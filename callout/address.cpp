@@ -121,7 +121,8 @@ std::string scan_local(std::string_view text, size_t& end) {
     return {};
 }
 
-// Runs libidn2 (IDNA2008, NFC, non-transitional); nullopt with `why` set on failure.
+// Runs libidn2 (IDNA2008 with UTS-46 non-transitional mapping, NFC); nullopt with `why` set on
+// failure.
 std::optional<std::string> to_a_labels(const std::string& domain, std::string& why) {
     char* out = nullptr;
     int rc = idn2_to_ascii_8z(domain.c_str(), &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
@@ -136,7 +137,9 @@ std::optional<std::string> to_a_labels(const std::string& domain, std::string& w
 }
 
 // Validates and normalises the domain into lower-case A-labels; returns the refusal or empty.
-std::string normalise_domain(std::string_view text, std::string& domain) {
+// `idna` is set when the refusal comes from the IDNA mapping rather than plain syntax.
+std::string normalise_domain(std::string_view text, std::string& domain, bool& idna) {
+    idna = false;
     if (text.empty()) return "empty domain";
     if (text.back() == '.') return "trailing dot in domain";
     bool ascii = true;
@@ -156,7 +159,10 @@ std::string normalise_domain(std::string_view text, std::string& domain) {
         domain = ascii_lower(text);
     } else {
         auto converted = to_a_labels(std::string(text), why);
-        if (!converted) return why;
+        if (!converted) {
+            idna = true;
+            return why;
+        }
         domain = std::move(*converted);
     }
     if (domain.size() > kMaxDomainOctets) return "domain longer than 253 octets";
@@ -176,8 +182,10 @@ std::string normalise_domain(std::string_view text, std::string& domain) {
         if (label.front() == '-' || label.back() == '-') return "hyphen at start or end of label";
         // An ASCII "xn--" label claims to be an A-label: it must decode to a valid U-label.
         if (ascii && label.size() > 4 && label.substr(0, 4) == "xn--" &&
-            !to_a_labels(std::string(label), why))
+            !to_a_labels(std::string(label), why)) {
+            idna = true;
             return why;
+        }
         if (dot == std::string_view::npos) break;
         rest.remove_prefix(dot + 1);
     }
@@ -189,6 +197,20 @@ std::string normalise_domain(std::string_view text, std::string& domain) {
 }
 
 }  // namespace
+
+DomainParse parse_domain(std::string_view text) {
+    DomainParse out;
+    bool idna = false;
+    if (text.size() > kMaxInputOctets) {
+        out.refusal = "bad-address: domain longer than 253 octets";
+        return out;
+    }
+    if (std::string why = normalise_domain(text, out.domain, idna); !why.empty()) {
+        out.domain.clear();
+        out.refusal = (idna ? "bad-domain: " : "bad-address: ") + why;
+    }
+    return out;
+}
 
 std::string SenderAddress::address() const {
     return local + "@" + domain;
@@ -219,8 +241,9 @@ AddressParse parse_sender(std::string_view text) {
 
     SenderAddress addr;
     addr.local.assign(local);
-    if (std::string why = normalise_domain(domain_text, addr.domain); !why.empty())
-        return refuse(why);
+    DomainParse domain = parse_domain(domain_text);
+    if (!domain) return {std::nullopt, std::move(domain.refusal)};
+    addr.domain = std::move(domain.domain);
     if (addr.local.size() + 1 + addr.domain.size() > kMaxAddressOctets)
         return refuse("longer than 254 octets");
     return {std::move(addr), {}};

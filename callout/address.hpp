@@ -16,7 +16,8 @@ struct SenderAddress {
     std::string address() const;
 };
 
-// Either an address or why it was refused: "bad-address: <why>" or "address-literal".
+// Either an address or why it was refused: "bad-address: <why>", "bad-domain: <why>" (the
+// domain cannot be mapped to A-labels: IDNA) or "address-literal".
 struct AddressParse {
     std::optional<SenderAddress> address;
     std::string refusal;
@@ -30,6 +31,19 @@ inline constexpr size_t kMaxLabelOctets = 63;
 
 // Parses a sender as Postfix/Exim hand it over (no angle brackets). Never throws.
 AddressParse parse_sender(std::string_view text);
+
+// The one normalisation of a domain that every decision uses (skip rules, lists, cache keys,
+// the probe itself): UTS-46 mapping by libidn2 (non-transitional), so full-width letters, an
+// ideographic full stop (U+3002) as a dot and a soft hyphen all map as a resolver would map
+// them; then lower-case A-labels, checked as an RFC 5321 sub-domain. No trailing dot.
+struct DomainParse {
+    std::string domain;   // empty when refused
+    std::string refusal;  // "bad-domain: <why>" (IDNA mapping failed) or "bad-address: <why>"
+    explicit operator bool() const { return refusal.empty(); }
+    // The domain is not a name at all after mapping: reported as skipped reason bad-domain.
+    bool idna_failed() const { return refusal.starts_with("bad-domain"); }
+};
+DomainParse parse_domain(std::string_view text);
 
 inline constexpr std::string_view kRandomLocalPrefix = "calloutd-check-";
 inline constexpr size_t kRandomLocalLength = 12;

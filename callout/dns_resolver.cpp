@@ -19,6 +19,7 @@ namespace {
 
 constexpr int kClassIn = 1;
 constexpr int kTypeA = 1;
+constexpr int kTypeNs = 2;
 constexpr int kTypeMx = 15;
 constexpr int kTypeAaaa = 28;
 // Upper bound on addresses parsed from one A or AAAA answer before capping per host.
@@ -26,6 +27,10 @@ constexpr int kMaxParsedAddresses = 32;
 
 struct AresMxFree {
     void operator()(ares_mx_reply* p) const { ares_free_data(p); }
+};
+
+struct HostentFree {
+    void operator()(hostent* p) const { ares_free_hostent(p); }
 };
 
 void init_ares_library_once() {
@@ -167,6 +172,7 @@ struct DnsResolver::Operation {
     Handle handle = 0;
     std::string domain;
     MxCallback callback;
+    NameCallback name_callback;  // set instead of `callback` for check_name()
     bool implicit = false;
     bool done = false;
     int pending = 0;  // c-ares queries issued and not yet answered
@@ -317,6 +323,23 @@ DnsResolver::Handle DnsResolver::resolve_mx(std::string_view domain, MxCallback 
     return ref.handle;
 }
 
+DnsResolver::Handle DnsResolver::check_name(std::string_view name, NameCallback callback) {
+    auto op = std::make_unique<Operation>();
+    op->handle = next_handle_++;
+    op->name_callback = std::move(callback);
+    op->domain = ascii_lower(name);
+    Operation& ref = *op;
+    operations_.emplace(ref.handle, std::move(op));
+    if (!plausible_domain(ref.domain)) {
+        complete(ref, MxResolution::Status::no_mail_domain, "bad-name");
+        return ref.handle;
+    }
+    // c-ares encodes "." as the root; every working resolver knows the root's NS set.
+    start_query(ref, ref.domain == "." ? QueryKind::ns : QueryKind::a, 0, ref.domain);
+    arm_timer();
+    return ref.handle;
+}
+
 bool DnsResolver::cancel(Handle handle) {
     return operations_.erase(handle) > 0;
 }
@@ -325,7 +348,10 @@ bool DnsResolver::cancel(Handle handle) {
 // answer handlers only ever queue results; user callbacks run from deliver_ready().
 void DnsResolver::start_query(Operation& op, QueryKind kind, std::size_t host_index,
                               const std::string& name) {
-    int type = kind == QueryKind::mx ? kTypeMx : kind == QueryKind::a ? kTypeA : kTypeAaaa;
+    int type = kind == QueryKind::mx   ? kTypeMx
+               : kind == QueryKind::a  ? kTypeA
+               : kind == QueryKind::ns ? kTypeNs
+                                       : kTypeAaaa;
     waiting_.push_back(
         std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index, type, name}));
     ++op.pending;
@@ -361,7 +387,9 @@ void DnsResolver::ares_query_cb(void* arg, int status, int /*timeouts*/, unsigne
     if (it != self->operations_.end() && !it->second->done) {  // else cancelled: stale answer
         Operation& op = *it->second;
         --op.pending;
-        if (tag->kind == QueryKind::mx) {
+        if (op.name_callback) {
+            self->on_name_answer(op, tag->kind, status, abuf, alen);
+        } else if (tag->kind == QueryKind::mx) {
             self->on_mx_answer(op, status, abuf, alen);
         } else {
             self->on_address_answer(op, tag->kind, tag->host_index, status, abuf, alen);
@@ -436,6 +464,51 @@ void DnsResolver::on_mx_answer(Operation& op, int status, const unsigned char* a
         op.hosts.push_back({MxHost{std::move(host), preference, false, {}}, {}, {}, {}});
     }
     start_address_lookups(op);
+}
+
+// The canary's answer: records of the asked type mean the resolver works; an A-less name gets one
+// more try for AAAA.
+void DnsResolver::on_name_answer(Operation& op, QueryKind kind, int status,
+                                 const unsigned char* abuf, int alen) {
+    if (status == ARES_SUCCESS) {
+        int count = 0;
+        if (kind == QueryKind::ns) {
+            hostent* raw = nullptr;
+            if (ares_parse_ns_reply(abuf, alen, &raw) == ARES_SUCCESS && raw != nullptr) {
+                std::unique_ptr<hostent, HostentFree> host(raw);
+                while (host->h_aliases != nullptr && host->h_aliases[count] != nullptr) ++count;
+            }
+        } else if (kind == QueryKind::a) {
+            std::array<ares_addrttl, kMaxParsedAddresses> addrs{};
+            count = kMaxParsedAddresses;
+            if (ares_parse_a_reply(abuf, alen, nullptr, addrs.data(), &count) != ARES_SUCCESS)
+                count = 0;
+        } else {
+            std::array<ares_addr6ttl, kMaxParsedAddresses> addrs{};
+            count = kMaxParsedAddresses;
+            if (ares_parse_aaaa_reply(abuf, alen, nullptr, addrs.data(), &count) != ARES_SUCCESS)
+                count = 0;
+        }
+        if (count > 0) {
+            complete(op, MxResolution::Status::ok,
+                     kind == QueryKind::ns  ? "ns"
+                     : kind == QueryKind::a ? "a"
+                                            : "aaaa");
+            return;
+        }
+        status = ARES_ENODATA;
+    }
+    if (status == ARES_ENODATA && kind == QueryKind::a) {
+        start_query(op, QueryKind::aaaa, 0, op.domain);
+        return;
+    }
+    if (status == ARES_ENODATA) {
+        complete(op, MxResolution::Status::no_mail_domain, "nodata");
+    } else if (status == ARES_ENOTFOUND) {
+        complete(op, MxResolution::Status::no_mail_domain, "nxdomain");
+    } else {
+        complete(op, MxResolution::Status::tempfail, temp_reason(status, exact_rcodes_));
+    }
 }
 
 void DnsResolver::start_address_lookups(Operation& op) {
@@ -534,7 +607,12 @@ void DnsResolver::deliver_ready() {
         if (it == operations_.end()) continue;  // cancelled after it completed
         std::unique_ptr<Operation> op = std::move(it->second);
         operations_.erase(it);
-        op->callback(std::move(op->result));
+        if (op->name_callback) {
+            op->name_callback(NameCheck{op->result.status == MxResolution::Status::ok,
+                                        std::move(op->result.reason)});
+        } else {
+            op->callback(std::move(op->result));
+        }
         if (alive.expired()) return;
     }
 }

@@ -66,6 +66,14 @@ struct DnsStats {
     std::array<std::uint64_t, kDnsQueryResults> queries{};  // answered queries by result
 };
 
+// Whether a name resolves at all (the DNS health canary): the root "." must have NS records,
+// any other name an A or AAAA record.
+struct NameCheck {
+    bool resolves = false;
+    // resolves: "ns" | "a" | "aaaa"; else "nxdomain" | "nodata" | a tempfail reason as above
+    std::string reason;
+};
+
 // One c-ares channel on a caller-supplied loop. Not thread-safe; use from the loop's thread.
 // Callbacks are always invoked from the loop, never from inside resolve_mx() or cancel().
 // After destroying the resolver the caller must let the loop run once more so libuv can finish
@@ -74,6 +82,7 @@ class DnsResolver {
   public:
     using Handle = std::uint64_t;  // never reused; 0 is never a valid handle
     using MxCallback = std::function<void(MxResolution)>;
+    using NameCallback = std::function<void(NameCheck)>;
 
     // Returns nullptr and sets error on a bad server list or a c-ares initialisation failure.
     static std::unique_ptr<DnsResolver> create(uv_loop_t* loop, DnsOptions options,
@@ -90,6 +99,8 @@ class DnsResolver {
     DnsResolver(Key, uv_loop_t* loop, const DnsOptions& options);
 
     Handle resolve_mx(std::string_view domain, MxCallback callback);
+    // Asks whether `name` resolves (see NameCheck); same delivery rules as resolve_mx().
+    Handle check_name(std::string_view name, NameCallback callback);
     // The callback of handle will never run. Returns false if it already ran or was unknown.
     bool cancel(Handle handle);
     // Operations not yet completed or delivered.
@@ -105,7 +116,7 @@ class DnsResolver {
     };
     using PollPtr = std::unique_ptr<uv_poll_t, UvCloser>;
     using TimerPtr = std::unique_ptr<uv_timer_t, UvCloser>;
-    enum class QueryKind { mx, a, aaaa };
+    enum class QueryKind { mx, a, aaaa, ns };
 
     bool init(std::string& error);
 
@@ -114,6 +125,8 @@ class DnsResolver {
     void on_mx_answer(Operation& op, int status, const unsigned char* abuf, int alen);
     void on_address_answer(Operation& op, QueryKind kind, std::size_t host_index, int status,
                            const unsigned char* abuf, int alen);
+    void on_name_answer(Operation& op, QueryKind kind, int status, const unsigned char* abuf,
+                        int alen);
     void start_address_lookups(Operation& op);
     void pump();
     void finish_if_done(Operation& op);

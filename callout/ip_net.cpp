@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -66,6 +67,14 @@ IpAddress IpAddress::unmapped() const {
     static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     if (family_ != Family::v6 || std::memcmp(bytes_.data(), kMappedPrefix, 12) != 0) return *this;
     return v4(bytes_[12], bytes_[13], bytes_[14], bytes_[15]);
+}
+
+IpAddress IpAddress::masked(int prefix) const {
+    IpAddress out = *this;
+    for (int bit = std::max(prefix, 0); bit < bit_length(); ++bit) {
+        out.bytes_[static_cast<size_t>(bit / 8)] &= static_cast<uint8_t>(~(0x80 >> (bit % 8)));
+    }
+    return out;
 }
 
 std::string IpAddress::to_string() const {

@@ -29,6 +29,8 @@ class IpAddress {
     int bit_length() const { return is_v4() ? 32 : 128; }
     // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as plain IPv4; others unchanged.
     IpAddress unmapped() const;
+    // The address with every bit after the first `prefix` cleared (its /prefix network).
+    IpAddress masked(int prefix) const;
     std::string to_string() const;
 
     friend bool operator==(const IpAddress&, const IpAddress&) = default;

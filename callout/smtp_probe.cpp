@@ -17,7 +17,7 @@ struct StageRow {
     SmtpStage stage;
     bool connect_timeout;      // true: connect_timeout applies, else command_timeout
     std::string_view waiting;  // what we were doing when it ended: "waiting for RCPT reply"
-    // A timeout, hang-up or garbage here says something about this host only, so the next
+    // A timeout, hang-up, garbage or 421 here says something about this host only, so the next
     // target is tried. At the RCPT stages it would only make us probe the same domain twice.
     bool try_next_on_failure;
 };
@@ -325,8 +325,12 @@ void SmtpProbe::on_reply(SmtpReply reply) {
         default:
             break;
     }
-    // 421: the server is closing this channel; another MX may well answer.
-    if (reply.code == 421) return end_with_reply(std::move(reply), After::next_target, false);
+    // 421: the server is closing this channel. Before any recipient is named another MX may
+    // well answer; at the RCPT stages that would only probe the same address again.
+    if (reply.code == 421) {
+        const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
+        return end_with_reply(std::move(reply), after, false);
+    }
 
     const std::string mail = "MAIL FROM:<>";
     const std::string rcpt = "RCPT TO:<" + sender_ + ">";

@@ -29,6 +29,18 @@ std::string_view to_string(VerdictClass c) {
     return "skipped";
 }
 
+std::string_view to_string(EvidenceScope s) {
+    switch (s) {
+        case EvidenceScope::address:
+            return "address";
+        case EvidenceScope::domain:
+            return "domain";
+        case EvidenceScope::mx_host:
+            return "mx-host";
+    }
+    return "address";
+}
+
 std::optional<VerdictClass> verdict_class_from_string(std::string_view name) {
     for (VerdictClass c : kAllVerdictClasses) {
         if (to_string(c) == name) return c;

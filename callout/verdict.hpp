@@ -37,11 +37,25 @@ inline constexpr std::array<VerdictClass, 10> kAllVerdictClasses = {
 std::string_view to_string(VerdictClass c);
 std::optional<VerdictClass> verdict_class_from_string(std::string_view name);
 
-// A class plus the short machine-readable reason that produced it ("user-unknown",
-// "timeout while waiting for RCPT reply", "no-engine" ...).
+// What a piece of evidence speaks for (DESIGN.md "Evidence has a scope"). Only domain-scoped
+// evidence may become a domain fact; only MX-scoped evidence backs off an MX host.
+enum class EvidenceScope {
+    address,  // this mailbox only (any RCPT reply about the real address): kept per address
+    domain,   // every address of the domain (DNS facts, MAIL FROM:<> refused, accept-all, the
+              // same refusal for the random local part and the real one): a domain fact
+    mx_host,  // how one MX host treats our connections (421, "too many connections", banner
+              // rejects): backs off that host; the verdict itself is kept per address
+};
+
+std::string_view to_string(EvidenceScope s);
+
+// A class plus the short machine-readable reason that produced it, which starts with the name
+// of the rule that decided ("user-unknown 550 5.1.1 at RCPT", "timeout while waiting for RCPT
+// reply", "dns-unhealthy: ..."), and the scope of the evidence.
 struct Verdict {
     VerdictClass cls = VerdictClass::skipped;
     std::string reason;
+    EvidenceScope scope = EvidenceScope::address;
 };
 
 }  // namespace calloutd

@@ -171,6 +171,10 @@ int cache_get(BlockingRedis& redis, const Target& t, std::FILE* out, std::string
 
 int cache_del(BlockingRedis& redis, const Target& t, std::FILE* out, std::string& error) {
     bool address = !t.address.empty();
+    // A domain's facts include the "not accept-all" evidence, which would otherwise keep
+    // vouching for 2xx answers after the operator cleared the domain.
+    if (!address && !delete_keys(redis, {redis_schema::not_accept_all_key(t.domain)}, error))
+        return kCacheRedisFailed;
     std::string key = address ? redis_schema::address_key(t.domain, t.address)
                               : redis_schema::domain_fact_key(t.domain);
     auto n = delete_keys(redis, {key}, error);
@@ -208,6 +212,8 @@ int cache_flush(BlockingRedis& redis, const Target& t, std::FILE* out, std::stri
         addresses += *n;
         for (const auto& k : keys) announce(redis, t.domain, k.substr(prefix.size()));
     } while (cursor != "0");
+    if (!delete_keys(redis, {redis_schema::not_accept_all_key(t.domain)}, error))
+        return kCacheRedisFailed;
     auto fact = delete_keys(redis, {redis_schema::domain_fact_key(t.domain)}, error);
     if (!fact) return kCacheRedisFailed;
     if (*fact > 0) announce(redis, t.domain, "");

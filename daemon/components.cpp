@@ -8,6 +8,7 @@ CalloutOptions callout_options(const Config& config, std::vector<IpAddress> own_
     o.dns.servers = config.dns.servers;
     o.dns.timeout = config.dns.timeout;
     o.dns.tries = static_cast<int>(config.dns.tries);
+    o.dns_canary = config.dns.canary;
     o.probe.port = static_cast<uint16_t>(config.callout.port);
     o.probe.helo_name = config.callout.helo_name;
     o.probe.connect_timeout = config.callout.connect_timeout;

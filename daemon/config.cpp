@@ -104,7 +104,7 @@ class Loader {
         return false;
     }
 
-    // Replaces "builtin:never-probe" and "file:PATH" entries by the domains they list.
+    // Replaces "builtin:..." and "file:PATH" entries by the domains they list.
     bool expand_domain_lists(ConfigValue& value, const toml::node* node, const toml::table& root) {
         auto& entries = std::get<std::vector<std::string>>(value);
         std::vector<std::string> out;
@@ -115,8 +115,8 @@ class Loader {
             auto where = arr != nullptr && i < arr->size() ? (*arr)[i].source() : root.source();
             std::string text;
             std::string origin = e;
-            if (e == kBuiltinNeverProbe) {
-                text = std::string(builtin_never_probe_list());
+            if (auto builtin = builtin_list(e)) {
+                text = std::string(*builtin);
             } else if (e.starts_with("file:")) {
                 std::filesystem::path file(e.substr(5));
                 if (file.is_relative()) file = std::filesystem::path(path_).parent_path() / file;

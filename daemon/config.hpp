@@ -55,6 +55,7 @@ struct DnsSettings {
     std::vector<std::string> servers;
     Duration timeout{};
     int64_t tries = 0;
+    std::string canary;  // "." = the root zone's NS set, "" = none
 };
 
 struct CalloutSettings {
@@ -81,6 +82,7 @@ struct CacheSettings {
 struct LimitSettings {
     BudgetLimits budgets;  // rates and concurrency, as the budget backends take them
     Duration backoff_ttl{};
+    int64_t client_ipv6_prefix = 64;  // IPv6 clients share a client budget per such network
 };
 
 struct RedisSettings {
@@ -89,6 +91,7 @@ struct RedisSettings {
     std::string master_name;
     Duration timeout{};
     Duration near_cache_ttl{};
+    int64_t nodes = 1;  // nodes sharing the Redis: each one's share of the budgets when degraded
 };
 
 struct MetricsSettings {

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "callout/ascii.hpp"
 #include "daemon/config_values.hpp"
 #include "policy/domain_list.hpp"
 
@@ -96,6 +95,11 @@ const KeyDef kSchema[] = {
      "sender domains (and subdomains) never probed: a domain, \"file:PATH\" (one domain per "
      "line, relative to this file) or \"builtin:never-probe\" (etc/never-probe.list)",
      &assign_domains<&PolicySettings::skip_domains>},
+    {"policy.skip_mx_hosts", K::domain_list, R"(["builtin:never-probe-mx"])", 0, 0, "",
+     "MX host names (and names below them) never connected to; a domain with such an MX is "
+     "answered skipped (skip-mx): entries as for skip_domains, \"builtin:never-probe-mx\" is "
+     "etc/never-probe-mx.list",
+     &assign_domains<&PolicySettings::skip_mx_hosts>},
     {"policy.dry_run", K::boolean, "false", 0, 0, "", "log verdicts but always answer DUNNO",
      FIELD(policy.dry_run)},
     // [dns]
@@ -104,6 +108,10 @@ const KeyDef kSchema[] = {
     {"dns.timeout", K::duration, R"("5s")", 100 * kMs, kMin, "", "timeout of one DNS query try",
      FIELD(dns.timeout)},
     {"dns.tries", K::integer, "2", 1, 10, "", "tries per DNS query", FIELD(dns.tries)},
+    {"dns.canary", K::dns_name_or_empty, R"(".")", 0, 0, "",
+     "a name that must resolve (\".\" = the root zone's NS set, \"\" = none) before an NXDOMAIN or "
+     "MX-less, address-less domain is answered no_mail_domain; while it fails: tempfail",
+     FIELD(dns.canary)},
     // [callout]
     {"callout.port", K::integer, "25", 1, 65535, "", "SMTP port probed", FIELD(callout.port)},
     {"callout.helo_name", K::string, R"("")", 0, 0, "",
@@ -121,7 +129,9 @@ const KeyDef kSchema[] = {
     {"callout.max_mx", K::integer, "3", 1, 10, "", "MX hosts tried per probe",
      FIELD(callout.max_mx)},
     {"callout.random_check", K::boolean, "true", 0, 0, "",
-     "ask a random local part first to detect accept-all domains", FIELD(callout.random_check)},
+     "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
+     "random local part was refused as unknown)",
+     FIELD(callout.random_check)},
     // [cache]
     {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
      "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
@@ -130,8 +140,8 @@ const KeyDef kSchema[] = {
     {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
      "how long tempfail verdicts are kept", FIELD(cache.tempfail_ttl)},
     {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
-     "how long domain facts (accept_all, null_sender_rejected, policy_blocked, no_mail_domain) "
-     "are kept",
+     "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
+     "facts or one address's) and the not-accept-all fact are kept",
      FIELD(cache.domain_ttl)},
     {"cache.positive_refresh", K::duration, R"("7d")", kMin, 365 * kDay, "",
      "a valid verdict older than this is served and re-probed in the background",
@@ -151,9 +161,17 @@ const KeyDef kSchema[] = {
      FIELD(limits.budgets.mx_rate)},
     {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
      "concurrent connections per target MX IP", FIELD(limits.budgets.mx_concurrency)},
+    {"limits.provider_rate", K::rate, R"("60/1m")", 0, 0, "",
+     "connections per provider: the registrable domain of the MX host name, whatever its "
+     "number of MX IPs",
+     FIELD(limits.budgets.provider_rate)},
+    {"limits.client_ipv6_prefix", K::integer, "64", 1, 128, "",
+     "IPv6 clients share one client budget per network of this prefix length (IPv4: per "
+     "address)",
+     FIELD(limits.client_ipv6_prefix)},
     {"limits.backoff_ttl", K::duration, R"("1h")", kMin, 7 * kDay, "",
-     "after a 421 or \"too many connections\"/\"blocked\" reply, leave that MX IP and domain "
-     "alone this long",
+     "after connection-level push-back (421, banner reject, \"too many connections\"), leave that "
+     "MX IP (and the domain, when it decided the probe) alone this long",
      FIELD(limits.backoff_ttl)},
     // [redis]
     {"redis.url", K::string, R"("")", 0, 0, "",
@@ -171,6 +189,10 @@ const KeyDef kSchema[] = {
      "deadline of one Redis command", FIELD(redis.timeout)},
     {"redis.near_cache_ttl", K::duration, R"("10s")", 0, kHour, "",
      "how long Redis answers are reused locally", FIELD(redis.near_cache_ttl)},
+    {"redis.nodes", K::integer, "1", 1, 1000, "",
+     "nodes sharing this Redis; while Redis is out of reach each node spends at most "
+     "ceil(limit / nodes) of every budget",
+     FIELD(redis.nodes)},
     // [metrics]
     {"metrics.listen", K::string, R"("")", 0, 0, "",
      "Prometheus metrics over HTTP (GET /metrics): \"inet:HOST:PORT\", \"inet:[V6]:PORT\" or "
@@ -297,6 +319,25 @@ bool refuse_control_bytes(std::string_view s, std::string* error) {
     return false;
 }
 
+// A host name as DNS carries it: labels of letters, digits, '-' and '_', at most 63 octets
+// each, 253 in all; a trailing dot is allowed.
+bool is_dns_name(std::string_view s) {
+    if (s.ends_with('.')) s.remove_suffix(1);
+    if (s.empty() || s.size() > 253) return false;
+    size_t label = 0;
+    for (char c : s) {
+        if (c == '.') {
+            if (label == 0) return false;
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok || ++label > 63) return false;
+    }
+    return label > 0;
+}
+
 std::string range_text(const KeyDef& def) {
     if (def.kind == K::duration) {
         return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
@@ -368,6 +409,13 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
                 return wrong_type();
             }
             return ConfigValue(str->get());
+        case K::dns_name_or_empty:
+            if (str == nullptr) return wrong_type();
+            if (!str->get().empty() && str->get() != "." && !is_dns_name(str->get())) {
+                why = "'" + str->get() + "' is not a DNS name (letters, digits, '-', '_', dots)";
+                return wrong_type();
+            }
+            return ConfigValue(str->get());
         case K::duration: {
             if (str == nullptr) return wrong_type();
             auto d = parse_duration(str->get(), &why);
@@ -425,16 +473,19 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
                             return false;
                         }
                     } else if (def.kind == K::domain_list) {
-                        if (v == kBuiltinNeverProbe || (v.starts_with("file:") && v.size() > 5)) {
+                        if (builtin_list(v) || (v.starts_with("file:") && v.size() > 5)) {
                             out.push_back(std::move(v));
                             return true;
                         }
-                        v = ascii_lower(v);
-                        if (!is_domain_name(v)) {
-                            *err = "'" + v + "' is not a domain name, \"file:PATH\" or \"" +
-                                   std::string(kBuiltinNeverProbe) + "\"";
+                        // U-labels and A-labels alike, normalised as the probe would.
+                        auto domain = list_domain(v);
+                        if (!domain) {
+                            *err = "'" + v + "' is not a domain name, \"file:PATH\", \"" +
+                                   std::string(kBuiltinNeverProbe) + "\" or \"" +
+                                   std::string(kBuiltinNeverProbeMx) + "\"";
                             return false;
                         }
+                        v = std::move(*domain);
                     } else if (def.kind == K::dns_server_list && !is_dns_server(v)) {
                         *err = "'" + v + "' is not IP, IP:PORT or [V6]:PORT";
                         return false;

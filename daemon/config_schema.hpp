@@ -19,8 +19,9 @@ enum class ValueKind {
     boolean,
     integer,  // bounded by min/max
     string,
-    ip_or_empty,  // an IP literal or ""
-    duration,     // bounded by min/max milliseconds
+    ip_or_empty,        // an IP literal or ""
+    dns_name_or_empty,  // a host name, "." (the root) or ""
+    duration,           // bounded by min/max milliseconds
     rate,
     choice,  // one of `choices` ("a|b|c")
     log_level,
@@ -49,6 +50,7 @@ struct KeyDef {
 };
 
 inline constexpr std::string_view kBuiltinNeverProbe = "builtin:never-probe";
+inline constexpr std::string_view kBuiltinNeverProbeMx = "builtin:never-probe-mx";
 
 std::span<const KeyDef> config_schema();
 const KeyDef* find_key(std::string_view key);

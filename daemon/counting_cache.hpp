@@ -46,6 +46,16 @@ class CountingCache : public VerdictCache {
     void erase(const std::string& domain, const std::string& address) override {
         inner_.erase(domain, address);
     }
+    void store_not_accept_all(const std::string& domain, WallClock::time_point at) override {
+        inner_.store_not_accept_all(domain, at);
+    }
+    std::optional<bool> not_accept_all(const std::string& domain,
+                                       std::function<void(bool)> done) override {
+        return inner_.not_accept_all(domain, std::move(done));
+    }
+    void note_failed_refresh(const std::string& domain, const std::string& address) override {
+        inner_.note_failed_refresh(domain, address);
+    }
 
   private:
     VerdictCache& inner_;

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "callout/random_local_part.hpp"
 #include "daemon/cache_control.hpp"
 #include "daemon/components.hpp"
 #include "daemon/config_values.hpp"
@@ -26,7 +27,7 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 }
 
 Daemon::~Daemon() {
-    stop_engine();
+    stop_engine(false);
     // Close whatever is still open so the loop can be closed cleanly.
     uv_walk(
         &loop_,
@@ -42,17 +43,33 @@ Daemon::~Daemon() {
     uv_loop_close(&loop_);
 }
 
-void Daemon::stop_engine() {
+void Daemon::stop_engine(bool settle_redis) {
     // Probes still running hold handles that would keep the loop alive past the shutdown bound;
     // their verdicts are lost, which only costs a repeat probe after the restart.
     if (decider_) decider_->set_verifier(nullptr);
     if (verifier_) log_stats();
     stats_timer_.reset();
     rates_timer_.reset();
-    verifier_.reset();
-    callout_.reset();
+    verifier_.reset();  // releases the budgets of the probes it cancels ...
+    callout_.reset();   // ... and the MX slots they hold
     mx_budget_.reset();
     counting_cache_.reset();
+    auto now = std::chrono::steady_clock::now();
+    close_redis(settle_redis ? now + config_.redis.timeout : now);
+}
+
+// The releases just queued must reach Redis: otherwise the other nodes see those addresses in
+// flight, and answer in_progress for them, until the markers expire. Their replies are waited
+// for, at most redis.timeout (each command's own deadline), before the client is closed.
+void Daemon::close_redis(std::chrono::steady_clock::time_point deadline) {
+    if (redis_ && redis_->is_connected() && redis_->in_flight() > 0 &&
+        std::chrono::steady_clock::now() < deadline) {
+        if (!redis_settle_) redis_settle_ = std::make_unique<UvTimer>(&loop_);
+        redis_settle_->start(std::chrono::milliseconds(1),
+                             [this, deadline] { close_redis(deadline); });
+        return;
+    }
+    redis_settle_.reset();  // (may be the timer running this: UvTimer allows that)
     redis_budget_.reset();
     redis_cache_.reset();
     redis_.reset();
@@ -66,6 +83,7 @@ void Daemon::log_stats() {
         .field("denied_client", static_cast<long long>(c.denied_client))
         .field("denied_global", static_cast<long long>(c.denied_global))
         .field("denied_mx", static_cast<long long>(c.denied_mx))
+        .field("denied_provider", static_cast<long long>(c.denied_provider))
         .field("joined", static_cast<long long>(c.joined))
         .field("cache_hits", static_cast<long long>(c.cache_hits))
         .field("probes_running", static_cast<long long>(verifier_->probes_in_flight()))
@@ -145,6 +163,20 @@ bool Daemon::start_engine() {
         return false;
     }
     callout_->set_target_budget(mx_budget_.get());
+    // One line per change of the canary's state; the first check runs now.
+    callout_->set_canary_listener(
+        [canary = config_.dns.canary](bool healthy, const std::string& reason) {
+            LogLine(healthy ? LogLevel::notice : LogLevel::warning, "dns-canary")
+                .field("name", canary)
+                .field("state", healthy ? "healthy" : "failing")
+                .field("reason", reason)
+                .field("effect", healthy ? "nxdomain answers are believed"
+                                         : "nxdomain answers are tempfail dns-unhealthy");
+        });
+    callout_->check_dns_canary();
+    // Read on every callout, so a SIGHUP that changes policy.skip_mx_hosts applies at once.
+    callout_->set_mx_host_filter(
+        [this](std::string_view host) { return decider_->settings().skip_mx_hosts.matches(host); });
     verifier_ = std::make_unique<CalloutVerifier>(
         &loop_, *cache, *callout_, *budget, config_.server.reply_timeout,
         [this](const SenderAddress& sender, const CalloutReport& r, bool refresh) {
@@ -153,13 +185,17 @@ bool Daemon::start_engine() {
             line.field("sender", sender.address())
                 .field("class", to_string(r.verdict.cls))
                 .field("reason", r.verdict.reason)
-                .field("mx", r.attempts.empty() ? std::string("-") : r.attempts.back().mx_host)
+                .field("scope", to_string(r.verdict.scope))
+                .field("mx", !r.attempts.empty()     ? r.attempts.back().mx_host
+                             : !r.skipped_mx.empty() ? r.skipped_mx  // the skip_mx_hosts match
+                                                     : std::string("-"))
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
                 .field("refused", static_cast<long long>(r.refused.size()))
                 .field("ms", static_cast<long long>(r.elapsed.count()));
             if (refresh) line.field("refresh", "yes");
         });
+    verifier_->set_client_ipv6_prefix(static_cast<int>(config_.limits.client_ipv6_prefix));
     decider_->set_verifier(verifier_.get());
     stats_timer_ = std::make_unique<UvTimer>(&loop_);
     stats_timer_->start(std::chrono::minutes(1), [this] { log_stats(); });
@@ -212,6 +248,7 @@ MetricsSnapshot Daemon::snapshot() const {
     if (callout_) {
         s.probes_in_flight = callout_->in_flight();
         s.dns_queries = callout_->dns_stats().queries;
+        s.dns_canary_ok = callout_->dns_canary_state();
     }
     if (verifier_) {
         const auto& c = verifier_->counters();
@@ -219,7 +256,7 @@ MetricsSnapshot Daemon::snapshot() const {
         s.budget_denials[static_cast<size_t>(BudgetLabel::client)] = c.denied_client;
         s.budget_denials[static_cast<size_t>(BudgetLabel::global)] = c.denied_global;
         s.budget_denials[static_cast<size_t>(BudgetLabel::mx)] = c.denied_mx;
-        // BudgetLabel::provider stays 0 until a provider budget exists.
+        s.budget_denials[static_cast<size_t>(BudgetLabel::provider)] = c.denied_provider;
     }
     if (cache_) s.cache_entries = cache_->size();
     s.policy_connections = server_->connection_count();
@@ -284,9 +321,12 @@ bool Daemon::start_redis(std::string& error) {
     redis_->register_script("release", std::string(redis_schema::kReleaseScript));
     redis_->register_script("store", std::string(redis_schema::kStoreScript));
     redis_->register_script("admit_mx", std::string(redis_schema::kAdmitMxScript));
+    redis_->register_script("random_secret", std::string(redis_schema::kRandomSecretScript));
+    redis_->register_script("refresh_failed", std::string(redis_schema::kRefreshFailedScript));
     // One line per change of state: shared mode, or degraded (answering from this node alone).
     redis_->set_state_callback([this](const RedisStateChange& c) {
         if (c.connected) ++redis_ups_;
+        if (c.connected && c.link == RedisLink::commands) adopt_cluster_secret();
         LogLine(c.connected ? LogLevel::notice : LogLevel::warning, "redis")
             .field("link", to_string(c.link))
             .field("state", c.connected ? "up" : "down")
@@ -302,9 +342,26 @@ bool Daemon::start_redis(std::string& error) {
     gethostname(host, sizeof host - 1);
     std::string node = std::string(host) + ":" + std::to_string(getpid());
     redis_budget_ = std::make_unique<RedisProbeBudget>(*redis_, *budget_, budget_limits(config_),
-                                                       lifetime, node);
+                                                       lifetime, node, config_.redis.nodes);
     redis_->start();
     return true;
+}
+
+// Every node asks a domain the same random local part, so a greylisting server sees one
+// triplet whichever node retries: the first node to connect stores a fresh secret in Redis, and
+// every node adopts whatever is stored (until then, and without Redis, this host's own secret).
+void Daemon::adopt_cluster_secret() {
+    std::string key(redis_schema::kRandomSecretKey);
+    std::string candidate = fresh_random_secret();
+    redis_->eval("random_secret", {key}, {candidate}, [this](RedisResult r) {
+        if (!r.ok() || !r.reply.is_string() || r.reply.text().empty()) {
+            LogLine(LogLevel::warning, "random-secret")
+                .field("reason", r.ok() ? std::string("empty reply") : r.error)
+                .field("effect", "this host's own secret stays in use");
+            return;
+        }
+        if (callout_) callout_->set_random_secret(r.reply.text());
+    });
 }
 
 bool Daemon::drop_privileges() {
@@ -370,7 +427,10 @@ void Daemon::reload_config() {
     }
     Config next = std::get<Config>(std::move(result));
     Log::configure(next.log);
-    if (verifier_) verifier_->set_reply_timeout(next.server.reply_timeout);
+    if (verifier_) {
+        verifier_->set_reply_timeout(next.server.reply_timeout);
+        verifier_->set_client_ipv6_prefix(static_cast<int>(next.limits.client_ipv6_prefix));
+    }
     if (cache_) cache_->set_ttls(cache_ttls(next));
     if (budget_) budget_->set_limits(budget_limits(next));
     if (redis_cache_) redis_cache_->set_ttls(cache_ttls(next));
@@ -378,10 +438,11 @@ void Daemon::reload_config() {
     if (mx_budget_) mx_budget_->set_backoff(next.limits.backoff_ttl);
     auto engine_options = [](const Config& c) {
         auto o = callout_options(c, {});
-        return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.probe.port,
+        return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.dns_canary, o.probe.port,
                           o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
                           o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
-                          o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url);
+                          o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url,
+                          c.redis.nodes);
     };
     if (engine_options(next) != engine_options(config_)) {
         LogLine(LogLevel::warning, "reload")
@@ -438,7 +499,7 @@ void Daemon::finish_shutdown() {
     server_->close_all();
     if (metrics_listener_) metrics_listener_->close();
     if (control_) control_->close();
-    stop_engine();
+    stop_engine(true);
 }
 
 }  // namespace calloutd

@@ -3,6 +3,7 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <memory>
 
 #include "callout/callout.hpp"
@@ -41,7 +42,11 @@ class Daemon {
     bool drop_privileges();
     bool start_engine();
     bool start_redis(std::string& error);
-    void stop_engine();
+    void adopt_cluster_secret();
+    // `settle_redis`: let the commands queued while stopping (probe and MX slot releases) reach
+    // Redis first; false when the loop no longer runs.
+    void stop_engine(bool settle_redis);
+    void close_redis(std::chrono::steady_clock::time_point deadline);
     void log_stats();
     bool start_observability();
     void tick_rates();
@@ -63,6 +68,7 @@ class Daemon {
     std::unique_ptr<RedisProbeBudget> redis_budget_;
     uint64_t redis_ups_ = 0;
     std::unique_ptr<CountingCache> counting_cache_;
+    std::unique_ptr<UvTimer> redis_settle_;
     std::unique_ptr<MxBudget> mx_budget_;
     std::unique_ptr<Callout> callout_;
     std::unique_ptr<UvTimer> stats_timer_;

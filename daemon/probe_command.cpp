@@ -53,9 +53,11 @@ int run_probe_command(const Config& config, const std::string& address, std::FIL
                          parsed.address->domain.c_str());
             callout->start(*parsed.address, [&](CalloutReport r) {
                 print_report(out, r);
-                std::fprintf(out, "class=%s reason=\"%s\" ms=%lld\n",
+                std::fprintf(out, "class=%s reason=\"%s\" scope=%s ms=%lld\n",
                              std::string(to_string(r.verdict.cls)).c_str(),
-                             r.verdict.reason.c_str(), static_cast<long long>(r.elapsed.count()));
+                             r.verdict.reason.c_str(),
+                             std::string(to_string(r.verdict.scope)).c_str(),
+                             static_cast<long long>(r.elapsed.count()));
                 if (r.verdict.cls == VerdictClass::valid) exit_code = 0;
                 if (r.verdict.cls == VerdictClass::invalid ||
                     r.verdict.cls == VerdictClass::no_mail_domain) {

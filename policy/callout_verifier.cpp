@@ -1,6 +1,11 @@
 // Verification pipeline for one sender: syntax -> cache -> single-flight probe -> verdict.
 #include "policy/callout_verifier.hpp"
 
+#include <set>
+
+#include "callout/ip_net.hpp"
+#include "callout/tagged_sender.hpp"
+
 namespace calloutd {
 
 namespace {
@@ -14,6 +19,19 @@ std::string decisive_reply(const CalloutReport& report) {
     std::string text = std::to_string(r->code) + " " + r->text();
     if (text.size() > 200) text.resize(200);
     return text;
+}
+
+// What a tagged sender may take from its key: a valid verdict or a domain fact.
+std::optional<CacheHit> valid_only(std::optional<CacheHit> hit) {
+    if (hit && !hit->domain_fact && hit->verdict.cls != VerdictClass::valid) return std::nullopt;
+    return hit;
+}
+
+// Whether a probe's verdict about one address may answer a request about another address with
+// the same key (another tag of the same mailbox): only evidence that is not about the tag.
+bool speaks_for_every_tag(const Verdict& v) {
+    return v.cls == VerdictClass::valid || v.cls == VerdictClass::rate_limited ||
+           v.scope == EvidenceScope::domain;
 }
 
 }  // namespace
@@ -34,11 +52,22 @@ CalloutVerifier::CalloutVerifier(uv_loop_t* loop, VerdictCache& cache, Callout& 
 
 CalloutVerifier::~CalloutVerifier() {
     *alive_ = false;
-    for (auto& [address, flight] : flights_) {
+    // The cache may outlive us (the daemon lets the releases below reach Redis first).
+    cache_.set_listener({});
+    for (auto& [key, flight] : flights_) {
         if (flight.remote) continue;
         callout_.cancel(flight.handle);
-        budget_.release_probe(flight.sender.domain, address, flight.token);
+        budget_.release_probe(flight.sender.domain, key, flight.token);
     }
+}
+
+std::string CalloutVerifier::client_key(const std::string& client_address) const {
+    if (client_address.empty()) return "unknown";
+    auto ip = IpAddress::parse(client_address);
+    if (!ip) return client_address;
+    IpAddress a = ip->unmapped();
+    if (a.is_v4()) return a.to_string();
+    return Cidr(a.masked(client_ipv6_prefix_), client_ipv6_prefix_).to_string();
 }
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyRequest& req,
@@ -48,74 +77,118 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
         // Never probed: nothing from this sender string may reach the SMTP wire.
         return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
     }
-    const SenderAddress& sender = *parsed.address;
-    std::string client = req.client_address.empty() ? "unknown" : req.client_address;
-    std::string address = sender.address();
-    if (auto now = cache_.peek(sender.domain, address)) {
-        return after_lookup(sender, client, std::move(*now), done);
+    std::string key = sender_key(*parsed.address).key;
+    Asked asked{std::move(*parsed.address), std::move(key), req.client_address};
+    std::string address = asked.sender.address();
+    // The common case answers from memory at once: a hit, or a miss of an untagged sender.
+    if (auto now = cache_.peek(asked.sender.domain, address);
+        now && (*now || asked.key == address)) {
+        return after_lookup(asked, std::move(*now), done);
     }
     std::weak_ptr<bool> alive = alive_;
-    cache_.lookup(sender.domain, address,
-                  [this, alive, sender, client, done](std::optional<CacheHit> hit) mutable {
+    auto found = find(asked.sender.domain, address, asked.key,
+                      [this, alive, asked, done](std::optional<CacheHit> hit) mutable {
+                          if (alive.expired()) return;
+                          auto answer = after_lookup(asked, std::move(hit), done);
+                          if (answer) done(std::move(answer->verdict), answer->source);
+                      });
+    if (found) return after_lookup(asked, std::move(*found), done);
+    return std::nullopt;
+}
+
+// The cached answer for one sender: a domain fact or the verdict of the address as given, then,
+// for a tagged sender, a valid verdict kept under its key (find_by_key).
+VerdictCache::Immediate CalloutVerifier::find(const std::string& domain, const std::string& address,
+                                              const std::string& key,
+                                              VerdictCache::LookupDone done) {
+    if (auto now = cache_.peek(domain, address)) {
+        if (*now || key == address) return now;
+        return find_by_key(domain, key, std::move(done));
+    }
+    std::weak_ptr<bool> alive = alive_;
+    cache_.lookup(domain, address,
+                  [this, alive, domain, address, key, done](std::optional<CacheHit> hit) mutable {
                       if (alive.expired()) return;
-                      auto answer = after_lookup(sender, client, std::move(hit), done);
-                      if (answer) done(std::move(answer->verdict), answer->source);
+                      if (hit || key == address) {
+                          done(std::move(hit));
+                          return;
+                      }
+                      // From a lookup callback, so answering at once is not synchronous.
+                      if (auto now = find_by_key(domain, key, done)) done(std::move(*now));
                   });
     return std::nullopt;
 }
 
-std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const SenderAddress& sender,
-                                                                       const std::string& client,
+// Anything but a valid verdict (or a domain fact) under a tagged sender's key may be about
+// another tag, or for BATV about the untagged address, and is not taken.
+VerdictCache::Immediate CalloutVerifier::find_by_key(const std::string& domain,
+                                                     const std::string& key,
+                                                     VerdictCache::LookupDone done) {
+    if (auto now = cache_.peek(domain, key)) {
+        return VerdictCache::Immediate(std::in_place, valid_only(std::move(*now)));
+    }
+    std::weak_ptr<bool> alive = alive_;
+    cache_.lookup(domain, key, [alive, done = std::move(done)](std::optional<CacheHit> hit) {
+        if (!alive.expired()) done(valid_only(std::move(hit)));
+    });
+    return std::nullopt;
+}
+
+std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Asked& asked,
                                                                        std::optional<CacheHit> hit,
                                                                        Done& done) {
     if (hit) {
         ++counters_.cache_hits;
         // Serve the cached positive and re-probe it in the background (refresh-ahead).
-        if (hit->refresh_due && !flights_.contains(sender.address())) refresh(sender, client);
+        if (hit->refresh_due && !flights_.contains(asked.key)) refresh(asked);
         return Immediate{{hit->verdict.cls, hit->verdict.reason}, DecisionSource::cache};
     }
     // Joining a running probe costs no budget.
-    if (auto it = flights_.find(sender.address()); it != flights_.end()) {
+    if (auto it = flights_.find(asked.key); it != flights_.end()) {
         ++counters_.joined;
-        add_waiter(it->second, std::move(done));
+        add_waiter(it->second, asked.sender.address(), std::move(done));
         return std::nullopt;
     }
-    // Admission comes before any DNS query or connection.
+    // Admission comes before any DNS query or connection. For a tagged sender the verdict
+    // under its key may be about another tag, so it is no reason to refuse the probe.
     std::weak_ptr<bool> alive = alive_;
-    auto decision = budget_.admit_probe(sender.domain, sender.address(), client, false,
-                                        [this, alive, sender, done](BudgetDecision d) mutable {
-                                            if (alive.expired()) return;
-                                            auto answer = after_admission(sender, d, done);
-                                            if (answer)
-                                                done(std::move(answer->verdict), answer->source);
-                                        });
+    auto decision =
+        budget_.admit_probe(asked.sender.domain, asked.key, client_key(asked.client),
+                            asked.tagged(), [this, alive, asked, done](BudgetDecision d) mutable {
+                                if (alive.expired()) return;
+                                auto answer = after_admission(asked, d, done);
+                                if (answer) done(std::move(answer->verdict), answer->source);
+                            });
     if (!decision) return std::nullopt;
-    return after_admission(sender, *decision, done);
+    return after_admission(asked, *decision, done);
 }
 
-std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(
-    const SenderAddress& sender, BudgetDecision d, Done& done) {
+std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(const Asked& asked,
+                                                                          BudgetDecision d,
+                                                                          Done& done) {
     if (d.cached) {
         // Stored by another node between our cache lookup and the admission.
         ++counters_.cache_hits;
         return Immediate{{d.cached->cls, d.cached->reason}, DecisionSource::cache};
     }
+    std::string address = asked.sender.address();
     if (d.in_flight_elsewhere) {
-        // Another node probes this address: wait for its verdict within our reply budget.
+        // Another node probes this key: wait for its verdict within our reply budget.
         ++counters_.joined;
-        auto it = flights_.find(sender.address());
-        Flight& flight = it != flights_.end() ? it->second : flights_[sender.address()];
+        auto it = flights_.find(asked.key);
+        Flight& flight = it != flights_.end() ? it->second : flights_[asked.key];
         bool first_waiter = it == flights_.end();
         if (first_waiter) {
-            flight.sender = sender;
+            flight.sender = asked.sender;
+            flight.key = asked.key;
             flight.remote = true;
         }
-        add_waiter(flight, std::move(done));
+        add_waiter(flight, address, std::move(done));
         // The prober's "stored" message travels on the pub/sub connection and can be handled
         // before this admission reply, when no flight was registered to receive it: look once
         // more, or this request would wait out the whole reply budget for nothing. (Runs from
         // the admission's Redis callback, so a hit answering at once is not a synchronous call.)
-        if (first_waiter) on_stored_elsewhere(sender.domain, sender.address());
+        if (first_waiter) on_stored_elsewhere(asked.sender.domain, address);
         return std::nullopt;
     }
     if (!d.admitted) {
@@ -124,60 +197,74 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(
                          DecisionSource::limit};
     }
     ++counters_.admitted;
-    auto it = flights_.find(sender.address());
+    auto it = flights_.find(asked.key);
     if (it != flights_.end() && !it->second.remote) {
         // Another request started the probe while our admission was pending.
-        budget_.release_probe(sender.domain, sender.address(), d.token);
-        add_waiter(it->second, std::move(done));
+        budget_.release_probe(asked.sender.domain, asked.key, d.token);
+        add_waiter(it->second, address, std::move(done));
         return std::nullopt;
     }
-    add_waiter(start_flight(sender, false, d.token), std::move(done));
+    add_waiter(start_flight(asked, false, d.token), address, std::move(done));
     return std::nullopt;
 }
 
-void CalloutVerifier::refresh(const SenderAddress& sender, const std::string& client) {
+void CalloutVerifier::refresh(const Asked& asked) {
     // A refresh is a real probe and spends budget; over budget, the cached verdict is enough.
     std::weak_ptr<bool> alive = alive_;
-    auto start = [this, alive, sender](BudgetDecision d) {
+    auto start = [this, alive, asked](BudgetDecision d) {
         if (alive.expired()) return;
         if (!d.admitted) {
             if (d.denied()) count_denial(d.denied_by);
             return;
         }
         ++counters_.admitted;
-        if (flights_.contains(sender.address())) {
-            budget_.release_probe(sender.domain, sender.address(), d.token);
+        if (flights_.contains(asked.key)) {
+            budget_.release_probe(asked.sender.domain, asked.key, d.token);
             return;
         }
-        start_flight(sender, true, d.token);
+        start_flight(asked, true, d.token);
     };
-    if (auto d = budget_.admit_probe(sender.domain, sender.address(), client, true, start)) {
+    if (auto d = budget_.admit_probe(asked.sender.domain, asked.key, client_key(asked.client), true,
+                                     start)) {
         start(*d);
     }
 }
 
 void CalloutVerifier::on_stored_elsewhere(const std::string& domain, const std::string& address) {
-    auto it = flights_.find(address);
+    // Published under the address stored: a key, or an address as given; flights go by key.
+    AddressParse parsed = parse_sender(address);
+    std::string key = parsed ? sender_key(*parsed.address).key : address;
+    auto it = flights_.find(key);
     if (it == flights_.end() || !it->second.remote) return;
-    auto finish = [this, address](std::optional<CacheHit> hit) {
-        auto f = flights_.find(address);
-        if (f == flights_.end() || !f->second.remote || !hit) return;
-        Flight flight = std::move(f->second);
-        flights_.erase(f);
-        Verdict v{hit->verdict.cls, hit->verdict.reason};
-        for (auto& w : flight.waiters) {
-            w.budget.reset();
-            w.done(v, DecisionSource::cache);
-        }
-    };
-    if (auto now = cache_.peek(domain, address)) {
-        finish(std::move(*now));
-        return;
+    // Each waiter asked about its own address: answer those the cache answers now.
+    std::set<std::string> asked;
+    for (const auto& w : it->second.waiters) asked.insert(w.address);
+    for (const auto& one : asked) {
+        auto answer = [this, key, one](std::optional<CacheHit> hit) {
+            answer_remote(key, one, std::move(hit));
+        };
+        if (auto now = find(domain, one, key, answer)) answer(std::move(*now));
     }
-    std::weak_ptr<bool> alive = alive_;
-    cache_.lookup(domain, address, [alive, finish](std::optional<CacheHit> hit) {
-        if (!alive.expired()) finish(std::move(hit));
-    });
+}
+
+void CalloutVerifier::answer_remote(const std::string& key, const std::string& address,
+                                    std::optional<CacheHit> hit) {
+    if (!hit) return;
+    auto f = flights_.find(key);
+    if (f == flights_.end() || !f->second.remote) return;
+    std::list<Waiter> answered;
+    auto& waiters = f->second.waiters;
+    for (auto w = waiters.begin(); w != waiters.end();) {
+        auto next = std::next(w);
+        if (w->address == address) answered.splice(answered.end(), waiters, w);
+        w = next;
+    }
+    if (waiters.empty()) flights_.erase(f);
+    Verdict v{hit->verdict.cls, hit->verdict.reason};
+    for (auto& w : answered) {
+        w.budget.reset();
+        w.done(v, DecisionSource::cache);
+    }
 }
 
 void CalloutVerifier::count_denial(BudgetKind kind) {
@@ -194,34 +281,91 @@ void CalloutVerifier::count_denial(BudgetKind kind) {
         case BudgetKind::mx:
             ++counters_.denied_mx;
             break;
+        case BudgetKind::provider:
+            ++counters_.denied_provider;
+            break;
     }
 }
 
-void CalloutVerifier::add_waiter(Flight& flight, Done done) {
+void CalloutVerifier::add_waiter(Flight& flight, const std::string& address, Done done) {
     Waiter& w = flight.waiters.emplace_back();
     w.id = next_waiter_++;
+    w.address = address;
     w.done = std::move(done);
     w.budget = std::make_unique<UvTimer>(loop_);
-    w.budget->start(reply_timeout_, [this, address = flight.sender.address(), id = w.id] {
-        on_budget_spent(address, id);
-    });
+    w.budget->start(reply_timeout_,
+                    [this, key = flight.key, id = w.id] { on_budget_spent(key, id); });
 }
 
-CalloutVerifier::Flight& CalloutVerifier::start_flight(const SenderAddress& sender, bool refresh,
+CalloutVerifier::Flight& CalloutVerifier::start_flight(const Asked& asked, bool refresh,
                                                        std::string token) {
-    Flight& flight = flights_[sender.address()];
-    flight.sender = sender;
+    Flight& flight = flights_[asked.key];
+    flight.sender = asked.sender;
+    flight.key = asked.key;
+    flight.id = next_flight_++;
     flight.refresh = refresh;
     flight.remote = false;
     flight.token = std::move(token);
-    flight.handle = callout_.start(sender, [this, address = sender.address()](CalloutReport r) {
-        on_report(address, std::move(r));
-    });
+    // Whether a recent probe saw the domain refuse its random local part as unknown: then a 2xx
+    // counts even if this probe cannot repeat the check (the random local part is greylisted).
+    std::weak_ptr<bool> alive = alive_;
+    auto known = cache_.not_accept_all(asked.sender.domain,
+                                       [this, alive, key = asked.key, id = flight.id](bool yes) {
+                                           if (!alive.expired()) start_callout(key, id, yes);
+                                       });
+    if (known) start_callout(asked.key, flight.id, *known);
     return flight;
 }
 
-void CalloutVerifier::on_budget_spent(const std::string& address, uint64_t waiter_id) {
-    auto it = flights_.find(address);
+void CalloutVerifier::start_callout(const std::string& key, uint64_t flight_id,
+                                    bool not_accept_all) {
+    auto it = flights_.find(key);
+    if (it == flights_.end() || it->second.remote || it->second.id != flight_id) return;
+    ClassifyContext ctx;
+    ctx.domain_not_accept_all = not_accept_all;
+    it->second.handle = callout_.start(
+        it->second.sender, [this, key](CalloutReport r) { on_report(key, std::move(r)); }, ctx);
+}
+
+// Keeps each piece of evidence at its scope: the verdict under the address or (domain-scoped)
+// the domain, and what the probe learnt about the domain on the way as domain facts.
+void CalloutVerifier::store_report(const Flight& flight, const CalloutReport& report) {
+    const std::string& domain = flight.sender.domain;
+    const std::string address = flight.sender.address();
+    const Verdict& v = report.verdict;
+    CachedVerdict cached{v.cls, v.reason, WallClock::now(), decisive_reply(report), false, v.scope};
+    // `valid` speaks for every tag of the mailbox and is kept under the key; anything else
+    // about the address only under the address as probed.
+    cache_.store(domain, cached.cls == VerdictClass::valid ? flight.key : address, cached);
+    if (report.pushback) {
+        // The server pushed back at the connection level and nothing else decided the probe:
+        // leave the whole domain alone for limits.backoff_ttl.
+        CachedVerdict fact{VerdictClass::policy_blocked,
+                           "backoff: " + v.reason,
+                           cached.probed_at,
+                           cached.remote_reply,
+                           true,
+                           EvidenceScope::domain};
+        cache_.store(domain, address, fact);
+    } else if (report.random.deferred && v.scope != EvidenceScope::domain) {
+        // The random local part is greylisted: no sender of this domain can be `valid` until the
+        // greylist delay has passed, so the others wait (cache.tempfail_ttl) without a probe.
+        const Verdict& d = *report.random.deferred;
+        cache_.store(domain, address,
+                     CachedVerdict{d.cls, d.reason, cached.probed_at, {}, false, d.scope});
+    }
+    if (report.random.refused_as_unknown) cache_.store_not_accept_all(domain, cached.probed_at);
+    if (flight.refresh) {
+        // A refresh that did not take the place of the valid verdict under the key failed:
+        // the stale valid is still served, and the next refresh waits cache.tempfail_ttl.
+        bool replaced = replaces_valid(cached) &&
+                        (flight.key == address || cached.cls != VerdictClass::invalid);
+        if (!replaced) cache_.note_failed_refresh(domain, flight.key);
+    }
+}
+
+void CalloutVerifier::on_budget_spent(const std::string& key, uint64_t waiter_id) {
+    auto it = flights_.find(key);
     if (it == flights_.end()) return;
     auto& waiters = it->second.waiters;
     for (auto w = waiters.begin(); w != waiters.end(); ++w) {
@@ -235,28 +379,33 @@ void CalloutVerifier::on_budget_spent(const std::string& address, uint64_t waite
     }
 }
 
-void CalloutVerifier::on_report(const std::string& address, CalloutReport report) {
-    auto it = flights_.find(address);
+void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
+    auto it = flights_.find(key);
     if (it == flights_.end()) return;
     Flight flight = std::move(it->second);
     flights_.erase(it);
+    const std::string& domain = flight.sender.domain;
+    std::string address = flight.sender.address();
 
-    if (report.verdict.cls == VerdictClass::rate_limited) ++counters_.denied_mx;
-    CachedVerdict cached{report.verdict.cls, report.verdict.reason, WallClock::now(),
-                         decisive_reply(report)};
-    cache_.store(flight.sender.domain, address, cached);
-    if (report.pushback) {
-        // The target asked us to go away: remember that for the whole domain for a while.
-        CachedVerdict fact{VerdictClass::policy_blocked, "backoff: " + report.verdict.reason,
-                           cached.probed_at, cached.remote_reply, true};
-        cache_.store(flight.sender.domain, address, fact);
+    if (report.verdict.cls == VerdictClass::rate_limited) {
+        count_denial(report.verdict.reason == to_string(BudgetKind::provider) ? BudgetKind::provider
+                                                                              : BudgetKind::mx);
     }
+    store_report(flight, report);
     // Released after the verdict is stored, so no other node probes in between.
-    budget_.release_probe(flight.sender.domain, address, flight.token);
+    budget_.release_probe(domain, key, flight.token);
     if (observer_) observer_(flight.sender, report, flight.refresh);
+    // A skip-mx ending sent no probe: logged as a skip, like the skip rules.
+    DecisionSource source =
+        report.verdict.cls == VerdictClass::skipped ? DecisionSource::skip : DecisionSource::probe;
     for (auto& w : flight.waiters) {
         w.budget.reset();
-        w.done(report.verdict, DecisionSource::probe);
+        if (w.address == address || speaks_for_every_tag(report.verdict)) {
+            w.done(report.verdict, source);
+        } else {
+            // The verdict may be about the probed tag only; the retry probes this address.
+            w.done({VerdictClass::in_progress, "probe-running"}, DecisionSource::probe);
+        }
     }
 }
 

@@ -1,4 +1,10 @@
 // Sender verification: cache, single-flight probes, answer budget with in_progress.
+//
+// A sender is known by two names: the address as given, which is what the probe asks for, and
+// its key (callout/tagged_sender.hpp: the canonical address of a BATV, SRS or VERP sender, else
+// the address itself). Single flight, the in-flight marker and a `valid` verdict use the key, so
+// every message of one tagged mailbox shares them; any other verdict stays with the address as
+// given, because it may be about that one tag.
 #pragma once
 
 #include <uv.h>
@@ -33,6 +39,7 @@ class CalloutVerifier : public SenderVerifier {
         uint64_t denied_client = 0;
         uint64_t denied_global = 0;
         uint64_t denied_mx = 0;
+        uint64_t denied_provider = 0;
         uint64_t joined = 0;  // requests that shared a running probe
         uint64_t cache_hits = 0;
     };
@@ -45,47 +52,71 @@ class CalloutVerifier : public SenderVerifier {
 
     std::optional<Immediate> verify(const PolicyRequest& req, Done done) override;
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
+    // limits.client_ipv6_prefix: IPv6 clients share one client budget per network of this
+    // size (a client that rotates addresses inside its /64 is still one client).
+    void set_client_ipv6_prefix(int bits) { client_ipv6_prefix_ = bits; }
+    // The client budget key for a client address: IPv4 by address, IPv6 by network.
+    std::string client_key(const std::string& client_address) const;
     size_t probes_in_flight() const { return flights_.size(); }
     const Counters& counters() const { return counters_; }
 
   private:
+    // One request's sender: the address to probe, its key, and the client who asked.
+    struct Asked {
+        SenderAddress sender;
+        std::string key;
+        std::string client;  // client_address as the MTA sent it
+        bool tagged() const { return key != sender.address(); }
+    };
     // A request waiting for a probe; answered in_progress when its reply budget runs out.
     struct Waiter {
         uint64_t id = 0;
+        std::string address;  // the address it asked about
         Done done;
         std::unique_ptr<UvTimer> budget;
     };
-    // One probe per address at a time; every concurrent request for it joins as a waiter.
+    // One probe per key at a time; every concurrent request for it joins as a waiter.
     struct Flight {
-        SenderAddress sender;
-        Callout::Handle handle = 0;
+        SenderAddress sender;        // the address probed
+        std::string key;             // what flights_ is keyed by (canonical for tagged senders)
+        uint64_t id = 0;             // tells a flight from a later one for the same key
+        Callout::Handle handle = 0;  // 0 until the callout starts
         bool refresh = false;
         bool remote = false;  // probed by another node; we only wait for its verdict
         std::string token;    // budget admission, released when the verdict is stored
         std::list<Waiter> waiters;
     };
 
-    std::optional<Immediate> after_lookup(const SenderAddress& sender, const std::string& client,
-                                          std::optional<CacheHit> hit, Done& done);
-    std::optional<Immediate> after_admission(const SenderAddress& sender, BudgetDecision d,
-                                             Done& done);
-    void add_waiter(Flight& flight, Done done);
-    void refresh(const SenderAddress& sender, const std::string& client);
-    Flight& start_flight(const SenderAddress& sender, bool refresh, std::string token);
+    VerdictCache::Immediate find(const std::string& domain, const std::string& address,
+                                 const std::string& key, VerdictCache::LookupDone done);
+    VerdictCache::Immediate find_by_key(const std::string& domain, const std::string& key,
+                                        VerdictCache::LookupDone done);
+    std::optional<Immediate> after_lookup(const Asked& asked, std::optional<CacheHit> hit,
+                                          Done& done);
+    std::optional<Immediate> after_admission(const Asked& asked, BudgetDecision d, Done& done);
+    void add_waiter(Flight& flight, const std::string& address, Done done);
+    void refresh(const Asked& asked);
+    Flight& start_flight(const Asked& asked, bool refresh, std::string token);
+    void start_callout(const std::string& key, uint64_t flight_id, bool not_accept_all);
+    void store_report(const Flight& flight, const CalloutReport& report);
     void on_stored_elsewhere(const std::string& domain, const std::string& address);
+    void answer_remote(const std::string& key, const std::string& address,
+                       std::optional<CacheHit> hit);
     void count_denial(BudgetKind kind);
-    void on_report(const std::string& address, CalloutReport report);
-    void on_budget_spent(const std::string& address, uint64_t waiter_id);
+    void on_report(const std::string& key, CalloutReport report);
+    void on_budget_spent(const std::string& key, uint64_t waiter_id);
 
     uv_loop_t* loop_;
     VerdictCache& cache_;
     Callout& callout_;
     ProbeBudget& budget_;
     std::chrono::milliseconds reply_timeout_;
+    int client_ipv6_prefix_ = 64;
     Counters counters_;
     ProbeObserver observer_;
     std::unordered_map<std::string, Flight> flights_;
     uint64_t next_waiter_ = 1;
+    uint64_t next_flight_ = 1;
     // Guards callbacks that outlive this object (async cache lookups).
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -1,14 +1,43 @@
 // Domain list parsing and suffix matching.
 #include "policy/domain_list.hpp"
+#include "callout/address.hpp"
 #include "callout/ascii.hpp"
 
 namespace calloutd {
 
-// Defined in the generated never_probe_list.cpp (from etc/never-probe.list).
+// Defined in the generated never_probe_list.cpp (from etc/never-probe.list and
+// etc/never-probe-mx.list).
 extern const char kNeverProbeList[];
+extern const char kNeverProbeMxList[];
 
 std::string_view builtin_never_probe_list() {
     return kNeverProbeList;
+}
+
+std::string_view builtin_never_probe_mx_list() {
+    return kNeverProbeMxList;
+}
+
+std::optional<std::string_view> builtin_list(std::string_view entry) {
+    if (entry == "builtin:never-probe") return builtin_never_probe_list();
+    if (entry == "builtin:never-probe-mx") return builtin_never_probe_mx_list();
+    return std::nullopt;
+}
+
+std::optional<std::string> list_domain(std::string_view entry) {
+    if (!entry.empty() && entry.back() == '.') entry.remove_suffix(1);
+    bool ascii = true;
+    for (char c : entry) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
+    if (ascii) {
+        // Plain ASCII maps to its lower case under UTS-46; '_' stays tolerated in lists.
+        std::string domain = ascii_lower(entry);
+        if (!is_domain_name(domain)) return std::nullopt;
+        if (domain.find("xn--") != std::string::npos && !parse_domain(domain)) return std::nullopt;
+        return domain;
+    }
+    DomainParse d = parse_domain(entry);
+    if (!d) return std::nullopt;
+    return d.domain;
 }
 
 bool is_domain_name(std::string_view s) {
@@ -38,14 +67,15 @@ std::optional<std::vector<std::string>> parse_domain_list(std::string_view text,
             line.remove_suffix(1);
         }
         if (line.empty()) continue;
-        std::string domain = ascii_lower(line);
-        if (!is_domain_name(domain)) {
+        auto domain = list_domain(line);
+        if (!domain) {
             if (error != nullptr) {
-                *error = "line " + std::to_string(line_no) + ": '" + domain + "' is not a domain";
+                *error = "line " + std::to_string(line_no) + ": '" + std::string(line) +
+                         "' is not a domain";
             }
             return std::nullopt;
         }
-        out.push_back(std::move(domain));
+        out.push_back(std::move(*domain));
     }
     return out;
 }

@@ -19,6 +19,9 @@ struct PolicySettings {
     CidrSet trusted_networks;
     DomainSet own_domains;   // each matches the domain and its subdomains
     DomainSet skip_domains;  // "builtin:never-probe" and "file:" lists already expanded
+    // MX host-name suffixes never connected to (checked after the MX lookup): the domain is
+    // answered skipped/skip-mx and that is cached as a domain fact.
+    DomainSet skip_mx_hosts;
     bool dry_run = false;
     ActionTable actions;
 };

@@ -1,17 +1,16 @@
 // Skip rules, evaluated in the order an admin expects to read them in the log.
 #include "policy/skip_rules.hpp"
-#include "callout/ascii.hpp"
 
 #include <algorithm>
 
 namespace calloutd {
 
-std::string sender_domain(std::string_view sender) {
+DomainParse sender_domain(std::string_view sender) {
     auto at = sender.rfind('@');
-    if (at == std::string_view::npos) return {};
-    std::string domain = ascii_lower(sender.substr(at + 1));
-    if (!domain.empty() && domain.back() == '.') domain.pop_back();
-    return domain;
+    if (at == std::string_view::npos) return {{}, "bad-address: missing @"};
+    std::string_view domain = sender.substr(at + 1);
+    if (!domain.empty() && domain.back() == '.') domain.remove_suffix(1);
+    return parse_domain(domain);
 }
 
 bool state_is_verified(const PolicyRequest& req, const PolicySettings& settings) {
@@ -31,9 +30,13 @@ std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings&
         auto ip = IpAddress::parse(req.client_address);
         if (ip && settings.trusted_networks.contains(*ip)) return skip("trusted-client");
     }
-    std::string domain = sender_domain(req.sender);
-    if (settings.own_domains.matches(domain)) return skip("own-domain");
-    if (settings.skip_domains.matches(domain)) return skip("skip-domain");
+    DomainParse domain = sender_domain(req.sender);
+    // A name that cannot be mapped could never be probed, and no list can be held against it.
+    if (domain.idna_failed()) return Verdict{VerdictClass::skipped, domain.refusal};
+    // Any other refusal (plain syntax) is the verifier's to report as bad-address.
+    if (!domain) return std::nullopt;
+    if (settings.own_domains.matches(domain.domain)) return skip("own-domain");
+    if (settings.skip_domains.matches(domain.domain)) return skip("skip-domain");
     return std::nullopt;
 }
 

@@ -5,18 +5,22 @@
 #include <string>
 #include <string_view>
 
+#include "callout/address.hpp"
 #include "callout/verdict.hpp"
 #include "policy/request.hpp"
 #include "policy/settings.hpp"
 
 namespace calloutd {
 
-// The lower-cased domain part of an envelope address ("" when there is no '@').
-std::string sender_domain(std::string_view sender);
+// The domain part of an envelope address as the probe would use it (callout/address.hpp
+// parse_domain: UTS-46 mapped A-labels, lower case; a trailing dot is dropped first). Refused
+// when there is no '@' or the domain is no name.
+DomainParse sender_domain(std::string_view sender);
 
 // The skipped verdict for a request that must not be verified, or nullopt to verify it.
-// Reasons: protocol-state, null-sender, sasl-authenticated, trusted-client, own-domain,
-// skip-domain.
+// Reasons: protocol-state, null-sender, sasl-authenticated, trusted-client, bad-domain: ...,
+// own-domain, skip-domain. Domain rules compare the normalised domain, never the raw text, so
+// no spelling (full-width letters, soft hyphens, U+3002 as a dot) slips past them.
 std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings& settings);
 // Only the protocol_state rule: it is checked before the one-verdict-per-message memo.
 bool state_is_verified(const PolicyRequest& req, const PolicySettings& settings);

@@ -1,6 +1,8 @@
-// In-memory verdict cache; keys are "d:<domain>" for domain facts and "a:<address>".
+// In-memory verdict cache; keys are "d:<domain>" for domain facts, "a:<address>", and
+// "n:<domain>" for the "not accept-all" fact.
 #include "storage/memory_cache.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -13,6 +15,9 @@ std::string domain_key(const std::string& domain) {
 std::string address_key(const std::string& address) {
     return "a:" + address;
 }
+std::string not_accept_all_key(const std::string& domain) {
+    return "n:" + domain;
+}
 }  // namespace
 
 MemoryVerdictCache::MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now now)
@@ -21,13 +26,18 @@ MemoryVerdictCache::MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now n
 std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
                                                  const std::string& address) {
     auto now = now_();
-    if (const CachedVerdict* fact = entries_.get(domain_key(domain), now)) {
-        return CacheHit{*fact, true, false};
-    }
-    if (const CachedVerdict* v = entries_.get(address_key(address), now)) {
-        bool refresh =
-            v->cls == VerdictClass::valid && now - v->probed_at >= ttls_.positive_refresh;
-        return CacheHit{*v, false, refresh};
+    const CachedVerdict* fact = entries_.get(domain_key(domain), now);
+    const CachedVerdict* v = entries_.get(address_key(address), now);
+    switch (which_answers(fact, v)) {
+        case CacheAnswer::domain_fact:
+            return CacheHit{*fact, true, false};
+        case CacheAnswer::address: {
+            // A domain fact (a back-off, say) means: leave the domain alone, refresh later.
+            bool refresh = fact == nullptr && refresh_due(*v, now, ttls_);
+            return CacheHit{*v, false, refresh};
+        }
+        case CacheAnswer::none:
+            break;
     }
     return std::nullopt;
 }
@@ -47,7 +57,8 @@ void MemoryVerdictCache::store(const std::string& domain, const std::string& add
     auto ttl = ttl_for(verdict, ttls_);
     if (ttl.count() <= 0) return;
     auto now = now_();
-    std::string key = is_domain_fact(verdict.cls) ? domain_key(domain) : address_key(address);
+    // Only domain-scoped evidence is kept under the domain (DESIGN.md "Evidence has a scope").
+    std::string key = is_domain_fact(verdict) ? domain_key(domain) : address_key(address);
     if (const CachedVerdict* current = entries_.get(key, now)) {
         if (!may_replace(*current, verdict)) return;
     }
@@ -55,8 +66,19 @@ void MemoryVerdictCache::store(const std::string& domain, const std::string& add
     entries_.put(key, verdict, verdict.probed_at + ttl);
 }
 
+void MemoryVerdictCache::note_failed_refresh(const std::string&, const std::string& address) {
+    auto now = now_();
+    CachedVerdict* v = entries_.get(address_key(address), now);
+    if (v != nullptr && v->cls == VerdictClass::valid) {
+        v->refresh_failed_at = std::max(v->refresh_failed_at, now);
+    }
+}
+
 void MemoryVerdictCache::erase(const std::string& domain, const std::string& address) {
-    if (!domain.empty()) entries_.erase(domain_key(domain));
+    if (!domain.empty()) {
+        entries_.erase(domain_key(domain));
+        entries_.erase(not_accept_all_key(domain));
+    }
     if (!address.empty()) entries_.erase(address_key(address));
 }
 
@@ -85,6 +107,7 @@ bool MemoryVerdictCache::erase_address(const std::string& address) {
 bool MemoryVerdictCache::erase_domain_fact(const std::string& domain) {
     bool live = domain_entry(domain).has_value();
     entries_.erase(domain_key(domain));
+    entries_.erase(not_accept_all_key(domain));
     return live;
 }
 
@@ -99,6 +122,18 @@ size_t MemoryVerdictCache::erase_addresses_of(const std::string& domain) {
             return true;
         });
     return live;
+}
+
+void MemoryVerdictCache::store_not_accept_all(const std::string& domain, WallClock::time_point at) {
+    if (ttls_.domain.count() <= 0) return;
+    CachedVerdict fact{VerdictClass::valid,  "random-local-part-refused", at, {}, false,
+                       EvidenceScope::domain};
+    entries_.put(not_accept_all_key(domain), fact, at + ttls_.domain);
+}
+
+std::optional<bool> MemoryVerdictCache::not_accept_all(const std::string& domain,
+                                                       std::function<void(bool)>) {
+    return entries_.get(not_accept_all_key(domain), now_()) != nullptr;
 }
 
 }  // namespace calloutd

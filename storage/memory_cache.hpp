@@ -20,6 +20,11 @@ class MemoryVerdictCache : public VerdictCache {
     void store(const std::string& domain, const std::string& address,
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;
+    void store_not_accept_all(const std::string& domain, WallClock::time_point at) override;
+    // Always answers now.
+    std::optional<bool> not_accept_all(const std::string& domain,
+                                       std::function<void(bool)> later) override;
+    void note_failed_refresh(const std::string& domain, const std::string& address) override;
 
     // Synchronous form for callers on the loop that know they have the memory backend.
     std::optional<CacheHit> find(const std::string& domain, const std::string& address);

@@ -1,6 +1,8 @@
 // In-memory probe budgets for a single node.
 #include "storage/probe_budget.hpp"
 
+#include <algorithm>
+
 namespace calloutd {
 
 std::string_view to_string(BudgetKind k) {
@@ -13,8 +15,30 @@ std::string_view to_string(BudgetKind k) {
             return "global";
         case BudgetKind::mx:
             return "mx";
+        case BudgetKind::provider:
+            return "provider";
     }
     return "global";
+}
+
+BudgetLimits node_share(const BudgetLimits& limits, int64_t nodes) {
+    if (nodes <= 1) return limits;
+    auto share = [nodes](int64_t n) {
+        return n <= 0 ? n : std::max<int64_t>(1, (n + nodes - 1) / nodes);
+    };
+    auto rate = [&](Rate r) {
+        if (!r.unlimited) r.count = static_cast<uint32_t>(share(r.count));
+        return r;
+    };
+    BudgetLimits out = limits;
+    out.domain_rate = rate(limits.domain_rate);
+    out.client_rate = rate(limits.client_rate);
+    out.global_rate = rate(limits.global_rate);
+    out.global_concurrency = share(limits.global_concurrency);
+    out.mx_rate = rate(limits.mx_rate);
+    out.mx_concurrency = share(limits.mx_concurrency);
+    out.provider_rate = rate(limits.provider_rate);
+    return out;
 }
 
 MemoryProbeBudget::MemoryProbeBudget(const BudgetLimits& limits, Now now, size_t max_keys)
@@ -24,7 +48,8 @@ MemoryProbeBudget::MemoryProbeBudget(const BudgetLimits& limits, Now now, size_t
       domains_(limits.domain_rate, max_keys),
       clients_(limits.client_rate, max_keys),
       global_(limits.global_rate, 1),
-      mx_(limits.mx_rate, max_keys) {}
+      mx_(limits.mx_rate, max_keys),
+      providers_(limits.provider_rate, max_keys) {}
 
 void MemoryProbeBudget::set_limits(const BudgetLimits& limits) {
     limits_ = limits;
@@ -32,6 +57,7 @@ void MemoryProbeBudget::set_limits(const BudgetLimits& limits) {
     clients_.set_rate(limits.client_rate);
     global_.set_rate(limits.global_rate);
     mx_.set_rate(limits.mx_rate);
+    providers_.set_rate(limits.provider_rate);
 }
 
 std::optional<BudgetDecision> MemoryProbeBudget::admit_probe(const std::string& domain,
@@ -62,7 +88,16 @@ void MemoryProbeBudget::release_probe(const std::string&, const std::string&, co
     if (running_ > 0) --running_;
 }
 
-std::optional<BudgetDecision> MemoryProbeBudget::admit_mx(const std::string& ip, Done) {
+void MemoryProbeBudget::record_probe(const std::string& domain, const std::string& client) {
+    auto now = now_();
+    domains_.record(domain, now);
+    clients_.record(client, now);
+    global_.record("", now);
+    ++running_;
+}
+
+std::optional<BudgetDecision> MemoryProbeBudget::admit_mx(const std::string& ip,
+                                                          const std::string& provider, Done) {
     auto now = now_();
     BudgetDecision deny;
     deny.admitted = false;
@@ -74,9 +109,19 @@ std::optional<BudgetDecision> MemoryProbeBudget::admit_mx(const std::string& ip,
     auto running = mx_running_.find(ip);
     if (running != mx_running_.end() && running->second >= limits_.mx_concurrency) return deny;
     if (!mx_.allows(ip, now)) return deny;
-    mx_.record(ip, now);
-    ++mx_running_[ip];
+    if (!providers_.allows(provider, now)) {
+        deny.denied_by = BudgetKind::provider;
+        return deny;
+    }
+    record_mx(ip, provider);
     return BudgetDecision{};
+}
+
+void MemoryProbeBudget::record_mx(const std::string& ip, const std::string& provider) {
+    auto now = now_();
+    mx_.record(ip, now);
+    providers_.record(provider, now);
+    ++mx_running_[ip];
 }
 
 void MemoryProbeBudget::release_mx(const std::string& ip) {
@@ -102,8 +147,8 @@ int64_t MemoryProbeBudget::mx_running(const std::string& ip) const {
 }
 
 size_t MemoryProbeBudget::tracked_keys() const {
-    return domains_.keys() + clients_.keys() + global_.keys() + mx_.keys() + mx_running_.size() +
-           mx_backoff_.size();
+    return domains_.keys() + clients_.keys() + global_.keys() + mx_.keys() + providers_.keys() +
+           mx_running_.size() + mx_backoff_.size();
 }
 
 }  // namespace calloutd

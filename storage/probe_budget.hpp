@@ -1,4 +1,5 @@
-// Probe budgets: per sender domain, per client, global, and per target MX IP.
+// Probe budgets: per sender domain, per client, global, per target MX IP and per provider (the
+// registrable domain of the MX host name).
 #pragma once
 
 #include <chrono>
@@ -15,7 +16,7 @@
 
 namespace calloutd {
 
-enum class BudgetKind { domain, client, global, mx };
+enum class BudgetKind { domain, client, global, mx, provider };
 std::string_view to_string(BudgetKind k);
 
 struct BudgetLimits {
@@ -25,7 +26,15 @@ struct BudgetLimits {
     int64_t global_concurrency = 0;
     Rate mx_rate;
     int64_t mx_concurrency = 0;
+    // Connections per provider, whatever the number of its MX IPs (unlimited unless set).
+    Rate provider_rate{0, std::chrono::milliseconds(0), true};
 };
+
+// The share of `limits` one node of `nodes` may spend on its own while the shared budgets are
+// out of reach (degraded mode): ceil(count / nodes) of every rate and concurrency, at least 1.
+// N nodes that all lose Redis therefore stay within N * ceil(rate / N) together, which is the
+// configured rate whenever N divides it.
+BudgetLimits node_share(const BudgetLimits& limits, int64_t nodes);
 
 struct BudgetDecision {
     bool admitted = true;
@@ -41,7 +50,8 @@ struct BudgetDecision {
 
 // Backends answer at once where they can (returned), else later via `done` (never from inside
 // the call). An admitted probe holds a global concurrency slot until release_probe(); an
-// admitted MX connection holds a slot for that IP until release_mx().
+// admitted MX connection holds a slot for that IP until release_mx(). `address` is the key the
+// probe is known by (the canonical key of a tagged sender, see callout/tagged_sender.hpp).
 class ProbeBudget {
   public:
     using Done = std::function<void(BudgetDecision)>;
@@ -54,7 +64,10 @@ class ProbeBudget {
                                                       Done done) = 0;
     virtual void release_probe(const std::string& domain, const std::string& address,
                                const std::string& token) = 0;
-    virtual std::optional<BudgetDecision> admit_mx(const std::string& ip, Done done) = 0;
+    // One connection to `ip`, an MX host of `provider` (the registrable domain of its name):
+    // per-IP back-off, concurrency and rate, then the provider's rate.
+    virtual std::optional<BudgetDecision> admit_mx(const std::string& ip,
+                                                   const std::string& provider, Done done) = 0;
     virtual void release_mx(const std::string& ip) = 0;
     // The target at `ip` pushed back (421, "too many connections", "blocked"): leave it alone.
     virtual void back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) = 0;
@@ -76,10 +89,17 @@ class MemoryProbeBudget : public ProbeBudget {
                                               Done done) override;
     void release_probe(const std::string& domain, const std::string& address,
                        const std::string& token) override;
-    std::optional<BudgetDecision> admit_mx(const std::string& ip, Done done) override;
+    std::optional<BudgetDecision> admit_mx(const std::string& ip, const std::string& provider,
+                                           Done done) override;
     void release_mx(const std::string& ip) override;
     void back_off_mx(const std::string& ip, std::chrono::milliseconds how_long) override;
     void set_limits(const BudgetLimits& limits) override;
+
+    // A probe or connection admitted elsewhere (by the cluster through Redis) is counted here
+    // too, without asking: the local windows then know everything this node spent, so falling
+    // back to them mid-window grants no fresh budget. Released like a local admission.
+    void record_probe(const std::string& domain, const std::string& client);
+    void record_mx(const std::string& ip, const std::string& provider);
 
     int64_t probes_running() const { return running_; }
     int64_t mx_running(const std::string& ip) const;
@@ -93,6 +113,7 @@ class MemoryProbeBudget : public ProbeBudget {
     SlidingWindows clients_;
     SlidingWindows global_;
     SlidingWindows mx_;
+    SlidingWindows providers_;
     int64_t running_ = 0;
     std::unordered_map<std::string, int64_t> mx_running_;
     std::unordered_map<std::string, Clock::time_point> mx_backoff_;

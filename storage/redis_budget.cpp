@@ -1,6 +1,8 @@
 // Cluster-wide probe admission through the scripts of storage/redis_schema.
 #include "storage/redis_budget.hpp"
 
+#include <algorithm>
+
 #include "storage/redis_schema.hpp"
 
 namespace calloutd {
@@ -27,16 +29,20 @@ std::optional<BudgetKind> kind_of(std::string_view s) {
 
 RedisProbeBudget::RedisProbeBudget(RedisClient& client, MemoryProbeBudget& local,
                                    const BudgetLimits& limits,
-                                   std::chrono::milliseconds probe_lifetime, std::string node_id)
+                                   std::chrono::milliseconds probe_lifetime, std::string node_id,
+                                   int64_t nodes)
     : client_(client),
       local_(local),
       limits_(limits),
       lifetime_(probe_lifetime),
-      node_id_(std::move(node_id)) {}
+      node_id_(std::move(node_id)),
+      nodes_(std::max<int64_t>(nodes, 1)) {
+    local_.set_limits(node_share(limits_, nodes_));
+}
 
 void RedisProbeBudget::set_limits(const BudgetLimits& limits) {
     limits_ = limits;
-    local_.set_limits(limits);
+    local_.set_limits(node_share(limits_, nodes_));
 }
 
 std::string RedisProbeBudget::next_token() {
@@ -92,6 +98,7 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
             const std::string& what = e[0].text();
             if (what == "admitted" && e.size() > 1) {
                 d.token = e[1].text();
+                local_.record_probe(domain, client);
             } else if (what == "cached" && e.size() > 2) {
                 d.admitted = false;
                 d.cached = redis_schema::decode(e[1].text());
@@ -114,9 +121,10 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
 
 void RedisProbeBudget::release_probe(const std::string& domain, const std::string& address,
                                      const std::string& token) {
+    // Every admitted probe, through Redis or not, holds a local running slot.
+    local_.release_probe(domain, address, token);
     std::string redis_token = token;
     if (token.empty() || token.starts_with(kLocal)) {
-        local_.release_probe(domain, address, token);
         // "local|TOKEN": admitted locally after Redis did not answer in time; Redis may have
         // run the admission anyway, so clear that marker too (harmless if it never ran).
         if (token.size() <= kLocal.size() + 1 || !client_.is_connected()) return;
@@ -130,39 +138,55 @@ void RedisProbeBudget::release_probe(const std::string& domain, const std::strin
                  });
 }
 
-BudgetDecision RedisProbeBudget::local_mx(const std::string& ip) {
+BudgetDecision RedisProbeBudget::local_mx(const std::string& ip, const std::string& provider,
+                                          const std::string& redis_token) {
     ++counters_.degraded;
-    BudgetDecision d = *local_.admit_mx(ip, {});
-    if (d.admitted) mx_tokens_[ip].push_back(std::string(kLocal));
+    BudgetDecision d = *local_.admit_mx(ip, provider, {});
+    if (d.admitted) {
+        std::string token(kLocal);
+        // Redis may still run the admission it did not answer in time: keep its token so the
+        // release also frees that slot (harmless if it never ran).
+        if (!redis_token.empty()) token += "|" + redis_token;
+        mx_tokens_[ip].push_back(std::move(token));
+    }
     return d;
 }
 
-std::optional<BudgetDecision> RedisProbeBudget::admit_mx(const std::string& ip, Done done) {
-    if (!client_.is_connected()) return local_mx(ip);
+std::optional<BudgetDecision> RedisProbeBudget::admit_mx(const std::string& ip,
+                                                         const std::string& provider, Done done) {
+    if (!client_.is_connected()) return local_mx(ip, provider, {});
     namespace rs = redis_schema;
     std::string token = next_token();
     std::vector<std::string> keys = {rs::mx_window_key(ip), rs::mx_running_key(ip),
-                                     rs::mx_backoff_key(ip)};
-    std::vector<std::string> args = {token, count_of(limits_.mx_rate), period_of(limits_.mx_rate),
+                                     rs::mx_backoff_key(ip), rs::provider_window_key(provider)};
+    std::vector<std::string> args = {token,
+                                     count_of(limits_.mx_rate),
+                                     period_of(limits_.mx_rate),
                                      std::to_string(limits_.mx_concurrency),
-                                     std::to_string(lifetime_.count())};
+                                     std::to_string(lifetime_.count()),
+                                     count_of(limits_.provider_rate),
+                                     period_of(limits_.provider_rate)};
     std::vector<std::string_view> kv(keys.begin(), keys.end());
     std::vector<std::string_view> av(args.begin(), args.end());
-    client_.eval("admit_mx", kv, av, [this, ip, done = std::move(done)](RedisResult r) {
-        const auto& e = r.reply.elements();
-        if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
-            done(local_mx(ip));
-            return;
-        }
-        BudgetDecision d;
-        if (e[0].text() == "admitted" && e.size() > 1) {
-            mx_tokens_[ip].push_back(e[1].text());
-        } else {
-            d.admitted = false;
-            d.denied_by = BudgetKind::mx;
-        }
-        done(d);
-    });
+    client_.eval("admit_mx", kv, av,
+                 [this, ip, provider, token, done = std::move(done)](RedisResult r) {
+                     const auto& e = r.reply.elements();
+                     if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
+                         done(local_mx(ip, provider, token));
+                         return;
+                     }
+                     BudgetDecision d;
+                     if (e[0].text() == "admitted" && e.size() > 1) {
+                         mx_tokens_[ip].push_back(e[1].text());
+                         local_.record_mx(ip, provider);
+                     } else {
+                         d.admitted = false;
+                         d.denied_by = e.size() > 1 && e[1].is_string() && e[1].text() == "provider"
+                                           ? BudgetKind::provider
+                                           : BudgetKind::mx;
+                     }
+                     done(d);
+                 });
     return std::nullopt;
 }
 
@@ -172,9 +196,11 @@ void RedisProbeBudget::release_mx(const std::string& ip) {
     std::string token = std::move(it->second.front());
     it->second.pop_front();
     if (it->second.empty()) mx_tokens_.erase(it);
-    if (token == kLocal) {
-        local_.release_mx(ip);
-        return;
+    // Every admitted connection, through Redis or not, holds a local slot.
+    local_.release_mx(ip);
+    if (token.starts_with(kLocal)) {
+        if (token.size() <= kLocal.size() + 1 || !client_.is_connected()) return;
+        token = token.substr(kLocal.size() + 1);
     }
     client_.command({"ZREM", redis_schema::mx_running_key(ip), token}, [this](RedisResult r) {
         if (!r.ok()) ++counters_.errors;

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "storage/lru_map.hpp"
 #include "storage/memory_cache.hpp"
@@ -23,21 +24,30 @@ class RedisVerdictCache : public VerdictCache {
         uint64_t store_errors = 0;
     };
 
+    using Now = std::function<WallClock::time_point()>;
+
     RedisVerdictCache(RedisClient& client, MemoryVerdictCache& local, CacheTtls ttls,
-                      std::chrono::milliseconds near_ttl, size_t near_entries = 10000);
+                      std::chrono::milliseconds near_ttl, size_t near_entries = 10000,
+                      Now now = WallClock::now);
 
     Immediate peek(const std::string& domain, const std::string& address) override;
     void lookup(const std::string& domain, const std::string& address, LookupDone done) override;
     void store(const std::string& domain, const std::string& address,
                const CachedVerdict& verdict) override;
     void erase(const std::string& domain, const std::string& address) override;
+    void note_failed_refresh(const std::string& domain, const std::string& address) override;
     void set_listener(StoredListener listener) override;
+    void store_not_accept_all(const std::string& domain, WallClock::time_point at) override;
+    std::optional<bool> not_accept_all(const std::string& domain,
+                                       std::function<void(bool)> later) override;
 
     void set_ttls(const CacheTtls& ttls);
     const Counters& counters() const { return counters_; }
 
   private:
     CacheHit hit_of(const CachedVerdict& v, bool domain_fact) const;
+    // Chooses between what is known of the domain and the address (which_answers()).
+    std::optional<CacheHit> answer(const CachedVerdict* fact, const CachedVerdict* address) const;
     void remember(const std::string& key, const CacheHit& hit);
 
     RedisClient& client_;
@@ -47,6 +57,7 @@ class RedisVerdictCache : public VerdictCache {
     LruMap<std::string, CacheHit, WallClock> near_;
     Counters counters_;
     StoredListener listener_;
+    Now now_;
 };
 
 }  // namespace calloutd

@@ -42,6 +42,9 @@ std::string address_key(std::string_view domain, std::string_view address) {
 std::string domain_fact_key(std::string_view domain) {
     return tagged(domain, "d", "");
 }
+std::string not_accept_all_key(std::string_view domain) {
+    return tagged(domain, "n", "");
+}
 std::string in_flight_key(std::string_view domain, std::string_view address) {
     return tagged(domain, "f", address);
 }
@@ -60,6 +63,9 @@ std::string mx_running_key(std::string_view ip) {
 std::string mx_backoff_key(std::string_view ip) {
     return "calloutd:mx:" + std::string(ip) + ":backoff";
 }
+std::string provider_window_key(std::string_view provider) {
+    return "calloutd:provider:" + std::string(provider) + ":w";
+}
 
 std::string encode(const CachedVerdict& v) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(v.probed_at.time_since_epoch())
@@ -69,11 +75,17 @@ std::string encode(const CachedVerdict& v) {
     out += '|';
     out += std::to_string(ms);
     out += '|';
-    out += v.backoff ? "b" : "";
+    out += v.backoff ? "b" : v.scope == EvidenceScope::domain ? "d" : "";
     out += '|';
     out += clean(v.reason, 200);
     out += '|';
     out += clean(v.remote_reply, 200);
+    if (v.refresh_failed_at.time_since_epoch().count() != 0) {
+        out += '|';
+        out += std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  v.refresh_failed_at.time_since_epoch())
+                                  .count());
+    }
     return out;
 }
 
@@ -84,6 +96,12 @@ std::optional<CachedVerdict> decode(std::string_view value) {
         if (bar == std::string_view::npos) return std::nullopt;
         f.push_back(value.substr(0, bar));
         value.remove_prefix(bar + 1);
+    }
+    // The remote reply never holds a '|': one more means the refresh-failed field follows.
+    std::string_view refresh_failed;
+    if (auto bar = value.find('|'); bar != std::string_view::npos) {
+        refresh_failed = value.substr(bar + 1);
+        value = value.substr(0, bar);
     }
     f.push_back(value);
     if (f[0] != "v1") return std::nullopt;
@@ -98,9 +116,17 @@ std::optional<CachedVerdict> decode(std::string_view value) {
     CachedVerdict v;
     v.cls = *cls;
     v.probed_at = WallClock::time_point(std::chrono::milliseconds(ms));
-    v.backoff = f[3] == "b";
+    v.backoff = f[3].find('b') != std::string_view::npos;
+    if (v.backoff || f[3].find('d') != std::string_view::npos) v.scope = EvidenceScope::domain;
     v.reason = std::string(f[4]);
     v.remote_reply = std::string(f[5]);
+    long long failed_ms = 0;
+    auto [fend, fec] = std::from_chars(refresh_failed.data(),
+                                       refresh_failed.data() + refresh_failed.size(), failed_ms);
+    if (!refresh_failed.empty() && fec == std::errc() &&
+        fend == refresh_failed.data() + refresh_failed.size()) {
+        v.refresh_failed_at = WallClock::time_point(std::chrono::milliseconds(failed_ms));
+    }
     return v;
 }
 
@@ -110,10 +136,12 @@ const std::string_view kAdmitScript = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[11] ~= '1' then
-  local v = redis.call('GET', KEYS[1])
-  if v then return {'cached', v, 'd'} end
-  v = redis.call('GET', KEYS[2])
-  if v then return {'cached', v, 'a'} end
+  local d = redis.call('GET', KEYS[1])
+  if d and not string.match(d, '^v1|[%w_]+|%d+|%a*[db]%a*|') then d = nil end
+  local a = redis.call('GET', KEYS[2])
+  if d and string.match(d, '^v1|no_mail_domain|') then return {'cached', d, 'd'} end
+  if a then return {'cached', a, 'a'} end
+  if d then return {'cached', d, 'd'} end
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'in_flight'} end
 local function full(key, count, period)
@@ -147,35 +175,64 @@ return 1
 )lua";
 
 const std::string_view kStoreScript = R"lua(
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local cls = string.match(cur, '^v1|([%w_]+)|')
-  local new = string.match(ARGV[1], '^v1|([%w_]+)|')
-  local definitive = {valid = true, invalid = true, accept_all = true,
-                      null_sender_rejected = true, policy_blocked = true, no_mail_domain = true}
-  if cls == 'valid' and not definitive[new] then return 0 end
+local new, flags = string.match(ARGV[1], '^v1|([%w_]+)|%d+|(%a*)|')
+if not new then return redis.error_reply('calloutd: bad verdict encoding') end
+local key = KEYS[2]
+if string.find(flags, '[db]') then
+  key = KEYS[1]
+else
+  local cur = redis.call('GET', key)
+  if cur then
+    local cls = string.match(cur, '^v1|([%w_]+)|')
+    if cls == 'valid' and new ~= 'valid' and new ~= 'invalid' then return 0 end
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 )lua";
 
+const std::string_view kRandomSecretScript = R"lua(
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+)lua";
+
+// Both windows are checked before either is written, so a connection the provider budget
+// refuses costs the MX IP nothing.
 const std::string_view kAdmitMxScript = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'denied', 'backoff'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'denied', 'concurrency'} end
-local count = tonumber(ARGV[2])
-if count > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-  if redis.call('ZCARD', KEYS[1]) >= count then return {'denied', 'rate'} end
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local function full(key, count, period)
+  if count <= 0 then return false end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
+  return redis.call('ZCARD', key) >= count
+end
+if full(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])) then return {'denied', 'rate'} end
+if full(KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[7])) then return {'denied', 'provider'} end
+local member = now .. ':' .. ARGV[1]
+for i, w in ipairs({{KEYS[1], ARGV[2], ARGV[3]}, {KEYS[4], ARGV[6], ARGV[7]}}) do
+  if tonumber(w[2]) > 0 then
+    redis.call('ZADD', w[1], now, member)
+    redis.call('PEXPIRE', w[1], w[3])
+  end
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {'admitted', ARGV[1]}
+)lua";
+
+// The first six fields are kept as they are and the attempt time replaces any older one.
+const std::string_view kRefreshFailedScript = R"lua(
+local cur = redis.call('GET', KEYS[1])
+if not cur or not string.match(cur, '^v1|valid|') then return 0 end
+local base = string.match(cur, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)')
+if not base then return 0 end
+redis.call('SET', KEYS[1], base .. '|' .. ARGV[1], 'KEEPTTL')
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
 )lua";
 
 }  // namespace calloutd::redis_schema

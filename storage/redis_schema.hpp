@@ -13,19 +13,29 @@ namespace calloutd::redis_schema {
 // keys in one slot: calloutd:{example.org}:a:alice@example.org.
 std::string address_key(std::string_view domain, std::string_view address);
 std::string domain_fact_key(std::string_view domain);
+// "The domain refused its random local part as unknown" (value "1", cache.domain_ttl).
+std::string not_accept_all_key(std::string_view domain);
 std::string in_flight_key(std::string_view domain, std::string_view address);
 std::string domain_window_key(std::string_view domain);
 std::string client_window_key(std::string_view client);
 std::string mx_window_key(std::string_view ip);
 std::string mx_running_key(std::string_view ip);
 std::string mx_backoff_key(std::string_view ip);
+// Connections per provider (registrable domain of the MX host name), whatever its MX IPs.
+std::string provider_window_key(std::string_view provider);
 inline constexpr std::string_view kGlobalWindowKey = "calloutd:global:w";
 inline constexpr std::string_view kRunningKey = "calloutd:global:running";
 // Published with "<domain> <address>" whenever a verdict is stored.
 inline constexpr std::string_view kStoredChannel = "calloutd:stored";
+// The cluster's key of the random local parts: created once by the first node (SET NX), read
+// by every node, so all nodes ask a domain the same random local part all day.
+inline constexpr std::string_view kRandomSecretKey = "calloutd:random-secret";
 
-// "v1|<class>|<probed-at ms>|<flags>|<reason>|<remote reply>"; '|' and control bytes in the
-// free-text fields are replaced, so the value stays one line and splits unambiguously.
+// "v1|<class>|<probed-at ms>|<flags>|<reason>|<remote reply>[|<refresh failed at ms>]"; '|'
+// and control bytes in the free-text fields are replaced, so the value stays one line and
+// splits unambiguously. Flags: "d" domain-scoped (a domain fact), "b" a back-off record
+// (domain-scoped too), "" otherwise. The last field exists only after a failed refresh (older
+// readers take it for part of the remote reply, which is harmless).
 std::string encode(const CachedVerdict& v);
 std::optional<CachedVerdict> decode(std::string_view value);
 
@@ -34,15 +44,24 @@ std::optional<CachedVerdict> decode(std::string_view value);
 // ARGV: token, marker ttl ms, domain count, domain period ms, client count, client period ms,
 //       global count, global period ms, global concurrency, probe lifetime ms, refresh (0/1).
 // A count of 0 means unlimited. Returns {"cached", value, "d"|"a"}, {"in_flight"},
-// {"denied", kind} or {"admitted", token}.
+// {"denied", kind} or {"admitted", token}. Cache precedence as which_answers(); a value under
+// the domain key without a domain flag (written before evidence scopes) is ignored.
 extern const std::string_view kAdmitScript;
 // KEYS: running set, in-flight marker. ARGV: token.
 extern const std::string_view kReleaseScript;
-// KEYS: key to store under. ARGV: encoded value, ttl ms, channel, message.
-// Keeps a live valid verdict when the new one is not definitive (a failed refresh).
+// KEYS: domain fact, address verdict. ARGV: encoded value, ttl ms, channel, message.
+// The value's own flags choose the key: only domain-scoped evidence becomes a domain fact.
+// Keeps a live valid address verdict unless the new one is valid or invalid (a failed refresh).
 extern const std::string_view kStoreScript;
-// KEYS: mx window, mx running set, mx back-off. ARGV: token, count, period ms, concurrency,
-// lifetime ms. Returns {"admitted", token} or {"denied", why}.
+// KEYS: the random secret. ARGV: a candidate. Sets it unless one exists; returns the secret.
+extern const std::string_view kRandomSecretScript;
+// KEYS: mx window, mx running set, mx back-off, provider window. ARGV: token, count, period ms,
+// concurrency, lifetime ms, provider count, provider period ms. Returns {"admitted", token} or
+// {"denied", why} with why one of backoff, concurrency, rate, provider.
 extern const std::string_view kAdmitMxScript;
+// KEYS: address verdict. ARGV: time of the failed refresh (ms), channel, message. Records the
+// attempt in a live valid verdict (keeping its TTL), so no node refreshes it again before
+// cache.tempfail_ttl has passed; returns 0 when there is no valid verdict to keep.
+extern const std::string_view kRefreshFailedScript;
 
 }  // namespace calloutd::redis_schema

@@ -39,6 +39,8 @@ bool SlidingWindows::allows(const std::string& key, Clock::time_point now) {
 
 void SlidingWindows::record(const std::string& key, Clock::time_point now) {
     if (rate_.unlimited) return;
+    // Events recorded without asking (admitted elsewhere) must not pile up idle keys either.
+    sweep(now);
     auto it = windows_.find(key);
     if (it == windows_.end()) {
         recency_.push_front(key);

@@ -24,7 +24,8 @@ class SlidingWindows {
 
     // True when one more event for `key` at `now` stays within the rate.
     bool allows(const std::string& key, Clock::time_point now);
-    // Records an event (call only after allows() said yes).
+    // Records an event: after allows() said yes, or for an event admitted elsewhere that must
+    // count against this window all the same.
     void record(const std::string& key, Clock::time_point now);
     // Forget everything (limits changed).
     void set_rate(Rate rate) { rate_ = rate; }

@@ -2,14 +2,20 @@
 // single-flight, reply budget, refresh-ahead, failed refresh, teardown mid-probe.
 #include "policy/callout_verifier.hpp"
 
+#include "callout/random_local_part.hpp"
 #include "policy/mx_budget.hpp"
 
 #include <gtest/gtest.h>
 
 #include "storage/memory_cache.hpp"
 #include "storage/probe_budget.hpp"
+#include "storage/redis_budget.hpp"
+#include "storage/redis_cache.hpp"
+#include "storage/redis_client.hpp"
+#include "storage/redis_schema.hpp"
 #include "support/dnsmasq.hpp"
 #include "support/fake_smtp.hpp"
+#include "support/redis_server.hpp"
 
 namespace calloutd {
 namespace {
@@ -57,7 +63,7 @@ class VerifierTest : public ::testing::Test {
         o.probe.command_timeout = 2s;
         o.probe.probe_timeout = 8s;
         o.allow_networks = CidrSet({*Cidr::parse("127.0.0.0/8")});
-        o.seed = 42;
+        o.random_secret = "verifier-test";
         std::string error;
         callout_ = Callout::create(&loop_, o, error);
         ASSERT_TRUE(callout_) << error;
@@ -90,11 +96,12 @@ class VerifierTest : public ::testing::Test {
     };
 
     // Asks for `sender`; an immediate answer is filled in at once.
-    std::shared_ptr<Answer> ask(const std::string& sender) {
+    std::shared_ptr<Answer> ask(const std::string& sender) { return ask(*verifier_, sender); }
+    std::shared_ptr<Answer> ask(CalloutVerifier& verifier, const std::string& sender) {
         auto a = std::make_shared<Answer>();
         PolicyRequest req;
         req.sender = sender;
-        auto now = verifier_->verify(req, [a](Verdict v, DecisionSource s) {
+        auto now = verifier.verify(req, [a](Verdict v, DecisionSource s) {
             a->done = true;
             a->verdict = std::move(v);
             a->source = s;
@@ -133,6 +140,54 @@ TEST_F(VerifierTest, MissProbesOnceThenAnswersFromCache) {
     EXPECT_EQ(again->verdict.cls, VerdictClass::valid);
     EXPECT_EQ(again->source, DecisionSource::cache);
     EXPECT_EQ(smtp_->connections_accepted(), 1u);
+}
+
+// A 2xx counts only after the random local part was refused as unknown, in the same probe or in
+// a recent one (the "not accept-all" domain fact). The engine's secret is fixed here, so today's
+// random local part is known and the target can treat it specially.
+TEST_F(VerifierTest, ACachedNotAcceptAllFactLetsA2xxCountWhileTheRandomLocalPartIsGreylisted) {
+    const std::string random = stable_random_local_part("verifier-test", "verify.test",
+                                                        utc_day(std::chrono::system_clock::now())) +
+                               "@verify.test";
+    ASSERT_EQ(callout_->random_local_part_for("verify.test") + "@verify.test", random);
+
+    // Refused as unknown in the same probe: valid, and the domain is known not accept-all.
+    auto alice = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return alice->done; }));
+    EXPECT_EQ(alice->verdict.cls, VerdictClass::valid) << alice->verdict.reason;
+    EXPECT_EQ(cache_.not_accept_all("verify.test", {}), std::optional<bool>(true));
+    ASSERT_EQ(smtp_->count_commands("RCPT TO:<" + random + ">"), 1u);
+
+    // Now the target greylists the random local part: a 2xx still counts, thanks to the fact.
+    smtp_.reset();
+    FakeSmtpScript grey = target_script();
+    grey.recipients[random] = "450 4.7.1 Greylisted, please try again later";
+    grey.recipients["carol"] = "250 2.1.5 Ok";
+    grey.recipients["dave"] = "250 2.1.5 Ok";
+    smtp_ = std::make_unique<FakeSmtpServer>(grey, kTargetIp, 0);
+    verifier_.reset();
+    callout_.reset();
+    make_engine(2s);
+    auto carol = ask("carol@verify.test");
+    ASSERT_TRUE(run_until([&] { return carol->done; }));
+    EXPECT_EQ(carol->verdict.cls, VerdictClass::valid) << carol->verdict.reason;
+    EXPECT_NE(carol->verdict.reason.find("domain known not accept-all"), std::string::npos)
+        << carol->verdict.reason;
+    // The greylisted random local part is a tempfail domain fact meanwhile.
+    auto hot = ask("erin@verify.test");
+    ASSERT_TRUE(hot->done);
+    EXPECT_EQ(hot->verdict.cls, VerdictClass::tempfail);
+    EXPECT_EQ(hot->source, DecisionSource::cache);
+
+    // Without the fact the same 2xx is only "accept-all-unknown", and nothing positive is kept.
+    cache_.erase("verify.test", "");
+    auto dave = ask("dave@verify.test");
+    ASSERT_TRUE(run_until([&] { return dave->done; }));
+    EXPECT_EQ(dave->verdict.cls, VerdictClass::tempfail) << dave->verdict.reason;
+    EXPECT_TRUE(dave->verdict.reason.starts_with("accept-all-unknown: ")) << dave->verdict.reason;
+    auto cached = cache_.find("verify.test", "dave@verify.test");
+    ASSERT_TRUE(cached);
+    EXPECT_EQ(cached->verdict.cls, VerdictClass::tempfail);
 }
 
 TEST_F(VerifierTest, ConcurrentRequestsShareOneProbe) {
@@ -208,6 +263,97 @@ TEST_F(VerifierTest, RefreshAheadServesThenReprobesAndAFailedRefreshKeepsThePosi
     EXPECT_EQ(hit->verdict.cls, VerdictClass::valid);
 }
 
+// Postgrey's wording: a temporary failure that does not ask us to go away (no back-off).
+constexpr const char* kGreylisted =
+    "450 4.2.0 <alice@verify.test>: Recipient address rejected: Greylisted, see "
+    "http://postgrey.schweikert.ch/help/verify.test.html";
+
+// An MX that greylists `<>` for good: a valid address due for refresh is served from the cache
+// by every request, and re-probed once per cache.tempfail_ttl (10 min), not once per request.
+TEST_F(VerifierTest, AFailingRefreshIsTriedOncePerTempfailTtl) {
+    auto first = ask("alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return first->done; }));
+    ASSERT_EQ(first->verdict.cls, VerdictClass::valid);
+    uint16_t port = smtp_->port();
+    smtp_.reset();
+    FakeSmtpScript greylist = target_script();
+    greylist.recipients["alice"] = kGreylisted;
+    smtp_ = std::make_unique<FakeSmtpServer>(greylist, kTargetIp, port);
+    ASSERT_TRUE(smtp_->ok()) << smtp_->error();
+
+    now_ += 8 * 24h;  // older than cache.positive_refresh
+    // 100 requests 30 s apart: 50 minutes of refresh window, five tempfail TTLs.
+    for (int i = 0; i < 100; ++i) {
+        auto a = ask("alice@verify.test");
+        ASSERT_TRUE(a->done) << i;
+        EXPECT_EQ(a->verdict.cls, VerdictClass::valid) << i;
+        EXPECT_EQ(a->source, DecisionSource::cache) << i;
+        ASSERT_TRUE(run_until([&] { return verifier_->probes_in_flight() == 0; }));
+        now_ += 30s;
+    }
+    EXPECT_EQ(smtp_->connections_accepted(), 5u);
+    EXPECT_EQ(smtp_->count_commands("RCPT TO:<alice@verify.test>"), 5u);
+    auto hit = cache_.find("verify.test", "alice@verify.test");
+    ASSERT_TRUE(hit);
+    EXPECT_EQ(hit->verdict.cls, VerdictClass::valid);
+    EXPECT_NE(hit->verdict.refresh_failed_at, WallClock::time_point{});
+}
+
+// Two tags of one mailbox asked at once share one probe when its answer (valid) speaks for
+// every tag; an answer that may be about the tag (invalid) is not handed to the other tag.
+TEST_F(VerifierTest, TagsOfOneMailboxShareAProbeButNotARejection) {
+    smtp_.reset();
+    FakeSmtpScript s = target_script();
+    s.recipients["prvs=1111aaaaaa=alice"] = test::FakeReply::slow("250 2.1.5 Ok", 100ms);
+    // (Whatever the server means by it, the answer is about this tagged address.)
+    s.recipients["prvs=3333cccccc=bob"] = test::FakeReply::slow(
+        "550 5.1.1 <x>: Recipient address rejected: User unknown in virtual mailbox table", 100ms);
+    smtp_ = std::make_unique<FakeSmtpServer>(s, kTargetIp, 0);
+    verifier_.reset();
+    callout_.reset();
+    make_engine(2s);
+
+    auto a1 = ask("prvs=1111aaaaaa=alice@verify.test");
+    auto a2 = ask("prvs=2222bbbbbb=alice@verify.test");  // joins: same key
+    ASSERT_TRUE(run_until([&] { return a1->done && a2->done; }));
+    EXPECT_EQ(a1->verdict.cls, VerdictClass::valid) << a1->verdict.reason;
+    EXPECT_EQ(a2->verdict.cls, VerdictClass::valid) << a2->verdict.reason;
+    EXPECT_EQ(smtp_->connections_accepted(), 1u);
+    auto a3 = ask("prvs=5555eeeeee=alice@verify.test");
+    ASSERT_TRUE(a3->done);
+    EXPECT_EQ(a3->source, DecisionSource::cache);
+    EXPECT_EQ(a3->verdict.cls, VerdictClass::valid);
+
+    auto b1 = ask("prvs=3333cccccc=bob@verify.test");
+    auto b2 = ask("prvs=4444dddddd=bob@verify.test");
+    ASSERT_TRUE(run_until([&] { return b1->done && b2->done; }));
+    ASSERT_EQ(b1->verdict.cls, VerdictClass::invalid) << b1->verdict.reason;
+    EXPECT_EQ(b2->verdict.cls, VerdictClass::in_progress) << "another tag's rejection";
+    EXPECT_EQ(smtp_->connections_accepted(), 2u);
+    // The retry of the second tag probes its own address; the first stays rejected from cache.
+    auto b3 = ask("prvs=4444dddddd=bob@verify.test");
+    ASSERT_TRUE(run_until([&] { return b3->done; }));
+    EXPECT_EQ(b3->source, DecisionSource::probe);
+    EXPECT_EQ(smtp_->connections_accepted(), 3u);
+    EXPECT_EQ(smtp_->count_commands("RCPT TO:<prvs=4444dddddd=bob@verify.test>"), 1u);
+    auto b4 = ask("prvs=3333cccccc=bob@verify.test");
+    ASSERT_TRUE(b4->done);
+    EXPECT_EQ(b4->verdict.cls, VerdictClass::invalid);
+    EXPECT_EQ(b4->source, DecisionSource::cache);
+}
+
+TEST_F(VerifierTest, ClientBudgetKeysIpv6ByNetwork) {
+    EXPECT_EQ(verifier_->client_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+    EXPECT_EQ(verifier_->client_key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+    EXPECT_EQ(verifier_->client_key("2001:db8:1:3::1"), "2001:db8:1:3::/64");
+    EXPECT_EQ(verifier_->client_key("192.0.2.7"), "192.0.2.7");
+    EXPECT_EQ(verifier_->client_key("::ffff:192.0.2.7"), "192.0.2.7");
+    EXPECT_EQ(verifier_->client_key(""), "unknown");
+    EXPECT_EQ(verifier_->client_key("unknown"), "unknown");
+    verifier_->set_client_ipv6_prefix(48);
+    EXPECT_EQ(verifier_->client_key("2001:db8:1:2::1"), "2001:db8:1::/48");
+}
+
 TEST_F(VerifierTest, OnlyRealProbesSpendBudgetAndDenialsAreImmediate) {
     budget_.set_limits(
         BudgetLimits{Rate{2, 60s, false}, kUnlimited, kUnlimited, 1000, kUnlimited, 1000});
@@ -269,7 +415,7 @@ TEST_F(VerifierTest, TargetThatPushesBackIsLeftAlone) {
     ASSERT_TRUE(b->done);
     EXPECT_EQ(b->verdict.cls, VerdictClass::policy_blocked);
     EXPECT_EQ(b->source, DecisionSource::cache);
-    EXPECT_FALSE(budget_.admit_mx(kTargetIp, {})->admitted);
+    EXPECT_FALSE(budget_.admit_mx(kTargetIp, "verify.test", {})->admitted);
     EXPECT_EQ(smtp_->connections_accepted(), 1u);
     callout_->set_target_budget(nullptr);
 }
@@ -288,6 +434,114 @@ TEST_F(VerifierTest, TeardownMidProbeIsClean) {
     callout_.reset();
     run_until([] { return false; }, 200ms);
     EXPECT_FALSE(a->done);  // cancelled: no late callback into a dead verifier
+}
+
+// The same verifier as the daemon runs it in cluster mode: Redis cache and budgets, two nodes
+// sharing one real redis-server, the cache clock injected.
+class RedisVerifierTest : public VerifierTest {
+  protected:
+    struct Node {
+        std::unique_ptr<RedisClient> client;
+        std::unique_ptr<MemoryVerdictCache> local;
+        std::unique_ptr<MemoryProbeBudget> local_budget;
+        std::unique_ptr<RedisVerdictCache> cache;
+        std::unique_ptr<RedisProbeBudget> budget;
+        std::unique_ptr<CalloutVerifier> verifier;
+    };
+
+    std::unique_ptr<Node> make_node(const std::string& id) {
+        auto n = std::make_unique<Node>();
+        RedisOptions o;
+        o.url = redis_.url();
+        o.command_timeout = 1s;
+        std::string error;
+        n->client = RedisClient::create(&loop_, o, error);
+        EXPECT_TRUE(n->client) << error;
+        if (!n->client) return nullptr;
+        namespace rs = redis_schema;
+        n->client->register_script("admit", std::string(rs::kAdmitScript));
+        n->client->register_script("release", std::string(rs::kReleaseScript));
+        n->client->register_script("store", std::string(rs::kStoreScript));
+        n->client->register_script("admit_mx", std::string(rs::kAdmitMxScript));
+        n->client->register_script("refresh_failed", std::string(rs::kRefreshFailedScript));
+        n->client->start();
+        EXPECT_TRUE(run_until([&] { return n->client->is_connected(); }));
+        auto clock = [this] { return now_; };
+        n->local = std::make_unique<MemoryVerdictCache>(1000, kTtls, clock);
+        n->local_budget = std::make_unique<MemoryProbeBudget>(kLimits);
+        // near_cache_ttl 0: every lookup asks Redis, so the nodes share everything.
+        n->cache =
+            std::make_unique<RedisVerdictCache>(*n->client, *n->local, kTtls, 0ms, 1000, clock);
+        n->budget =
+            std::make_unique<RedisProbeBudget>(*n->client, *n->local_budget, kLimits, 10s, id);
+        n->verifier =
+            std::make_unique<CalloutVerifier>(&loop_, *n->cache, *callout_, *n->budget, 2s);
+        return n;
+    }
+    // Every probe finished and every Redis command of both nodes answered.
+    bool settle(const std::vector<Node*>& nodes) {
+        return run_until([&] {
+            for (Node* n : nodes) {
+                if (n->verifier->probes_in_flight() != 0 || n->client->in_flight() != 0) {
+                    return false;
+                }
+            }
+            return true;
+        });
+    }
+    void TearDown() override {
+        a_.reset();
+        b_.reset();
+        VerifierTest::TearDown();
+    }
+
+    static constexpr CacheTtls kTtls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h, 1h};
+    static constexpr BudgetLimits kLimits{kUnlimited, kUnlimited, kUnlimited,
+                                          1000,       kUnlimited, 1000};
+    test::RedisServer redis_;
+    std::unique_ptr<Node> a_;
+    std::unique_ptr<Node> b_;
+};
+
+// The failed refresh is recorded in Redis, so neither node re-probes before
+// cache.tempfail_ttl, whichever node the requests go to.
+TEST_F(RedisVerifierTest, AFailingRefreshIsTriedOncePerTempfailTtlAcrossNodes) {
+    a_ = make_node("a");
+    b_ = make_node("b");
+    ASSERT_TRUE(a_ && b_);
+    auto first = ask(*a_->verifier, "alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return first->done; }));
+    ASSERT_EQ(first->verdict.cls, VerdictClass::valid);
+    ASSERT_TRUE(settle({a_.get(), b_.get()}));
+    auto shared = ask(*b_->verifier, "alice@verify.test");
+    ASSERT_TRUE(run_until([&] { return shared->done; }));
+    EXPECT_EQ(shared->source, DecisionSource::cache);
+    ASSERT_EQ(smtp_->connections_accepted(), 1u);
+
+    uint16_t port = smtp_->port();
+    smtp_.reset();
+    FakeSmtpScript greylist = target_script();
+    greylist.recipients["alice"] = kGreylisted;
+    smtp_ = std::make_unique<FakeSmtpServer>(greylist, kTargetIp, port);
+    ASSERT_TRUE(smtp_->ok()) << smtp_->error();
+
+    now_ += 8 * 24h;
+    for (int i = 0; i < 100; ++i) {
+        Node& n = i % 2 == 0 ? *a_ : *b_;
+        auto a = ask(*n.verifier, "alice@verify.test");
+        ASSERT_TRUE(run_until([&] { return a->done; })) << i;
+        EXPECT_EQ(a->verdict.cls, VerdictClass::valid) << i;
+        EXPECT_EQ(a->source, DecisionSource::cache) << i;
+        ASSERT_TRUE(settle({a_.get(), b_.get()})) << i;
+        now_ += 30s;
+    }
+    EXPECT_EQ(smtp_->connections_accepted(), 5u);
+    auto stored = redis_schema::decode(
+        redis_.command({"GET", redis_schema::address_key("verify.test", "alice@verify.test")})
+            .text());
+    ASSERT_TRUE(stored);
+    EXPECT_EQ(stored->cls, VerdictClass::valid);
+    EXPECT_NE(stored->refresh_failed_at, WallClock::time_point{});
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "storage/redis_budget.hpp"
+#include "storage/redis_cache.hpp"
 #include "storage/redis_client.hpp"
 #include "storage/redis_schema.hpp"
 #include "support/callout_world.hpp"
@@ -29,11 +31,14 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 // One target per scenario (callout_world.hpp uses .21-.41, list_washing_test .61-.68).
-constexpr const char* kForgedIp = "127.0.0.71";  // forged.test: single flight
-constexpr const char* kBudgetIp = "127.0.0.72";  // budget.test: shared domain budget
-constexpr const char* kKillIp = "127.0.0.73";    // kill.test: Redis killed and restarted
-constexpr const char* kPauseIp = "127.0.0.74";   // pause.test: Redis paused and resumed
-constexpr const char* kRaceIp = "127.0.0.77";    // race.test: fast probes raced by three nodes
+constexpr const char* kForgedIp = "127.0.0.71";    // forged.test: single flight
+constexpr const char* kBudgetIp = "127.0.0.72";    // budget.test: shared domain budget
+constexpr const char* kKillIp = "127.0.0.73";      // kill.test: Redis killed and restarted
+constexpr const char* kPauseIp = "127.0.0.74";     // pause.test: Redis paused and resumed
+constexpr const char* kRaceIp = "127.0.0.77";      // race.test: fast probes raced by three nodes
+constexpr const char* kStallIp = "127.0.0.78";     // stall.test: Redis stalls mid-window
+constexpr const char* kDegradeIp = "127.0.0.79";   // degrade.test: three nodes without Redis
+constexpr const char* kShutdownIp = "127.0.0.80";  // shutdown.test: SIGTERM during probes
 
 constexpr const char* kInvalid = "REJECT 5.1.7";
 constexpr const char* kInProgress = "DEFER_IF_PERMIT";
@@ -46,16 +51,14 @@ constexpr auto kSlack = 500ms;  // scheduling on a shared 2-core machine
 DnsmasqZones cluster_zones() {
     DnsmasqZones z;
     z.local_domains = {"test"};
-    z.mx = {{"forged.test", "mx.forged.test", 10},
-            {"budget.test", "mx.budget.test", 10},
-            {"kill.test", "mx.kill.test", 10},
-            {"pause.test", "mx.pause.test", 10},
-            {"race.test", "mx.race.test", 10}};
-    z.hosts = {{"mx.forged.test", {kForgedIp}},
-               {"mx.budget.test", {kBudgetIp}},
-               {"mx.kill.test", {kKillIp}},
-               {"mx.pause.test", {kPauseIp}},
-               {"mx.race.test", {kRaceIp}}};
+    z.mx = {{"forged.test", "mx.forged.test", 10},   {"budget.test", "mx.budget.test", 10},
+            {"kill.test", "mx.kill.test", 10},       {"pause.test", "mx.pause.test", 10},
+            {"race.test", "mx.race.test", 10},       {"stall.test", "mx.stall.test", 10},
+            {"degrade.test", "mx.degrade.test", 10}, {"shutdown.test", "mx.shutdown.test", 10}};
+    z.hosts = {{"mx.forged.test", {kForgedIp}},   {"mx.budget.test", {kBudgetIp}},
+               {"mx.kill.test", {kKillIp}},       {"mx.pause.test", {kPauseIp}},
+               {"mx.race.test", {kRaceIp}},       {"mx.stall.test", {kStallIp}},
+               {"mx.degrade.test", {kDegradeIp}}, {"mx.shutdown.test", {kShutdownIp}}};
     return z;
 }
 
@@ -74,11 +77,17 @@ class Cluster : public ::testing::Test {
         // callout.port is one port for every MX: all targets share it.
         for (int attempt = 0; attempt < 5 && targets_.empty(); ++attempt) {
             uint16_t port = 0;
-            for (const char* ip : {kForgedIp, kBudgetIp, kKillIp, kPauseIp, kRaceIp}) {
+            for (const char* ip : {kForgedIp, kBudgetIp, kKillIp, kPauseIp, kRaceIp, kStallIp,
+                                   kDegradeIp, kShutdownIp}) {
                 FakeSmtpScript script = knows_alice_and_bob();
                 // The forged sender's probe lasts long enough for every node to ask meanwhile.
                 if (ip == std::string(kForgedIp)) {
                     script.recipients["forger"] = FakeReply::slow("550 5.1.1 no such user", 400ms);
+                }
+                // Probes still running when their node is told to stop.
+                for (int i = 0; ip == std::string(kShutdownIp) && i < 5; ++i) {
+                    script.recipients["slow" + std::to_string(i)] =
+                        FakeReply::slow("550 5.1.1 no such user", 4s);
                 }
                 auto s = std::make_unique<FakeSmtpServer>(script, ip, port);
                 if (!s->ok()) {
@@ -96,8 +105,10 @@ class Cluster : public ::testing::Test {
         dnsmasq_.reset();
     }
     void SetUp() override {
-        ASSERT_EQ(targets_.size(), 5u) << "fake SMTP targets could not be bound";
-        redis_ = std::make_unique<RedisServer>();
+        ASSERT_EQ(targets_.size(), 8u) << "fake SMTP targets could not be bound";
+        RedisServerOptions o;
+        o.debug_command = true;  // DEBUG SLEEP: a Redis that stalls
+        redis_ = std::make_unique<RedisServer>(o);
     }
     void TearDown() override {
         if (HasFailure()) {
@@ -124,9 +135,15 @@ class Cluster : public ::testing::Test {
         throw std::logic_error("no target");
     }
 
-    // Three nodes on the test's Redis with the same configuration.
-    void start_nodes(const std::string& domain_rate) {
+    // `count` nodes (three unless said) on the test's Redis with the same configuration;
+    // `redis_extra` adds lines to [redis]; `slow_targets` lets a probe wait 6 s for a reply.
+    void start_nodes(const std::string& domain_rate, const std::string& redis_extra = "",
+                     int count = kNodes, bool slow_targets = false) {
         CalloutConfig c;
+        if (slow_targets) {
+            c.command_timeout = "6s";
+            c.probe_timeout = "8s";
+        }
         c.dns_server = dnsmasq_->server();  // never the system resolver
         c.smtp_port = targets_.front()->port();
         c.reply_timeout = "2s";
@@ -134,10 +151,12 @@ class Cluster : public ::testing::Test {
         c.sections = "[limits]\ndomain_rate = \"" + domain_rate +
                      "\"\nclient_rate = \"unlimited\"\nglobal_rate = \"unlimited\"\n"
                      "global_concurrency = 10000\nmx_rate = \"unlimited\"\nmx_concurrency = 100\n"
+                     "provider_rate = \"unlimited\"\n"
                      "[actions]\nrate_limited = \"" +
                      std::string(kRateLimited) + "\"\ntempfail = \"" + kTempfail +
-                     "\"\n[redis]\nurl = \"" + redis_->url() + "\"\ntimeout = \"250ms\"\n";
-        for (int i = 0; i < kNodes; ++i) {
+                     "\"\n[redis]\nurl = \"" + redis_->url() + "\"\ntimeout = \"250ms\"\n" +
+                     redis_extra;
+        for (int i = 0; i < count; ++i) {
             nodes_.push_back(
                 std::make_unique<DaemonProcess>("cluster" + std::to_string(i), callout_config(c)));
             ASSERT_TRUE(nodes_.back()->started()) << nodes_.back()->log();
@@ -463,6 +482,135 @@ TEST_F(Cluster, PausedRedisKeepsRepliesWithinBudgetAndSharedModeResumes) {
     EXPECT_EQ(t.connections_accepted(), before + 1) << "node 3 probed again";
 }
 
+// --- Degraded mode stays within the budgets -----------------------------------------------------
+
+// The node's local windows count what it spent through Redis, so a stall in the middle of the
+// window grants no fresh budget: 12 forged senders through Redis, then Redis stalls (DEBUG
+// SLEEP), 12 more decided locally: at most domain_rate connections in all.
+TEST_F(Cluster, OneNodeThatLosesRedisMidWindowStaysWithinTheDomainRate) {
+    start_nodes("10/1m", "", 1);
+    FakeSmtpServer& t = target(kStallIp);
+    size_t limited = 0;
+    for (int k = 0; k < 12; ++k) {
+        std::string sender = "before" + std::to_string(k) + "@stall.test";
+        auto action = final_action(0, sender, "S" + std::to_string(k));
+        ASSERT_TRUE(action) << sender;
+        if (*action == kRateLimited) ++limited;
+    }
+    ASSERT_EQ(t.connections_accepted(), 10u) << "the shared window admitted domain_rate probes";
+    EXPECT_EQ(limited, 2u);
+
+    redis_->debug_sleep(5s);
+    auto stalled = Clock::now();
+    for (int k = 0; k < 12; ++k) {
+        std::string sender = "during" + std::to_string(k) + "@stall.test";
+        auto action = final_action(0, sender, "SD" + std::to_string(k));
+        ASSERT_TRUE(action) << sender;
+        EXPECT_EQ(*action, kRateLimited) << sender;
+    }
+    auto spent = Clock::now() - stalled;
+    std::this_thread::sleep_for(200ms);
+    std::cout << "[ figures  ] 24 forged senders, Redis stalled after 12: "
+              << t.connections_accepted() << " connections (domain_rate 10/1m)\n";
+    EXPECT_EQ(t.connections_accepted(), 10u);
+    EXPECT_LT(spent, 5s) << "the second half was decided while Redis slept";
+    EXPECT_TRUE(wait_count(*nodes_[0], "redis link=commands state=down", 1, 3s))
+        << "the node noticed the stall";
+    EXPECT_GE(total(" limit=domain"), 14u);
+}
+
+// N nodes that lose Redis together, with redis.nodes = N, share the rate instead of each
+// spending all of it.
+TEST_F(Cluster, ThreeNodesWithoutRedisStayWithinTheDomainRate) {
+    start_nodes("9/1m", "nodes = 3\n");
+    redis_->kill();
+    for (const auto& n : nodes_) {
+        EXPECT_TRUE(wait_count(*n, "redis link=commands state=down", 1, 5s)) << "no state=down";
+    }
+    constexpr int kSenders = 30;
+    std::vector<PolicyClient> clients;
+    for (int i = 0; i < kNodes; ++i) clients.push_back(PolicyClient::inet("127.0.0.1", port(i)));
+    for (int k = 0; k < kSenders; ++k) {
+        std::string id = "G" + std::to_string(k);
+        ASSERT_TRUE(clients[static_cast<size_t>(k % kNodes)].send(
+            policy_request("user" + std::to_string(k) + "@degrade.test", "203.0.113.5", id, id)));
+    }
+    size_t limited = 0;
+    for (int k = 0; k < kSenders; ++k) {
+        auto action = clients[static_cast<size_t>(k % kNodes)].read_action(kReplyTimeout + kSlack);
+        ASSERT_TRUE(action) << "request " << k << " unanswered";
+        if (*action == kRateLimited) ++limited;
+    }
+    std::this_thread::sleep_for(200ms);
+    size_t seen = target(kDegradeIp).connections_accepted();
+    std::cout << "[ figures  ] " << kSenders << " senders over " << kNodes
+              << " nodes without Redis, domain_rate 9/1m, redis.nodes 3: " << seen
+              << " connections, " << limited << " rate_limited\n";
+    EXPECT_GT(seen, 0u);
+    EXPECT_LE(seen, 9u);
+    EXPECT_EQ(limited, kSenders - seen);
+}
+
+// --- Shutdown releases what it cancels -----------------------------------------------------------
+
+// SIGTERM during probes: the release scripts reach Redis before the node exits, so another node
+// probes those addresses at once instead of waiting for stale in-flight markers.
+TEST_F(Cluster, AfterSigtermDuringProbesAnotherNodeProbesThoseAddressesAtOnce) {
+    start_nodes("100/1m", "", 2, true);
+    FakeSmtpServer& t = target(kShutdownIp);
+    constexpr int kSlow = 5;
+    std::vector<PolicyClient> clients;
+    for (int i = 0; i < kSlow; ++i) {
+        clients.push_back(PolicyClient::inet("127.0.0.1", port(0)));
+        std::string id = "K" + std::to_string(i);
+        ASSERT_TRUE(clients.back().send(
+            policy_request("slow" + std::to_string(i) + "@shutdown.test", "198.51.100.7", id, id)));
+    }
+    for (auto& c : clients) {
+        auto action = c.read_action(kReplyTimeout + kSlack);
+        ASSERT_TRUE(action);
+        EXPECT_TRUE(action->starts_with(kInProgress)) << *action;
+    }
+    auto marker = [](int i) {
+        std::string a = "slow" + std::to_string(i) + "@shutdown.test";
+        return redis_schema::in_flight_key("shutdown.test", a);
+    };
+    for (int i = 0; i < kSlow; ++i) {
+        ASSERT_EQ(redis_->command({"EXISTS", marker(i)}).as_integer(), 1) << "probe " << i;
+    }
+    ASSERT_EQ(t.connections_accepted(), static_cast<size_t>(kSlow));
+
+    clients.clear();  // answered: nothing left for the drain to wait for
+    auto stopping = Clock::now();
+    nodes_[0]->signal(SIGTERM);
+    ASSERT_GE(nodes_[0]->wait_exit(10s), 0) << "calloutd did not exit on SIGTERM";
+    std::cout
+        << "[ figures  ] node 1 exited "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - stopping).count()
+        << " ms after SIGTERM with " << kSlow << " probes running\n";
+    for (int i = 0; i < kSlow; ++i) {
+        EXPECT_EQ(redis_->command({"EXISTS", marker(i)}).as_integer(), 0)
+            << "stale in-flight marker for probe " << i;
+    }
+    EXPECT_EQ(redis_->command({"ZCARD", std::string(redis_schema::kRunningKey)}).as_integer(), 0);
+
+    for (int i = 0; i < kSlow; ++i) {
+        clients.push_back(PolicyClient::inet("127.0.0.1", port(1)));
+        std::string id = "K2-" + std::to_string(i);
+        clients.back().send(
+            policy_request("slow" + std::to_string(i) + "@shutdown.test", "198.51.100.7", id, id));
+    }
+    for (auto deadline = Clock::now() + 3s;
+         Clock::now() < deadline && t.connections_accepted() < 2u * kSlow;
+         std::this_thread::sleep_for(20ms)) {
+    }
+    EXPECT_EQ(t.connections_accepted(), 2u * kSlow) << "node 2 waited for markers of a dead node";
+    for (auto& c : clients) EXPECT_TRUE(c.read_action(kReplyTimeout + kSlack));
+    for (int i = 0; i < kSlow; ++i) {
+        EXPECT_EQ(t.count_commands("RCPT TO:<slow" + std::to_string(i) + "@shutdown.test>"), 2u);
+    }
+}
+
 // --- e. The scripts themselves, through RedisClient as the daemon registers them -------------
 
 namespace rs = redis_schema;
@@ -499,6 +647,8 @@ class ClusterScripts : public ::testing::Test {
         client_->register_script("release", std::string(rs::kReleaseScript));
         client_->register_script("store", std::string(rs::kStoreScript));
         client_->register_script("admit_mx", std::string(rs::kAdmitMxScript));
+        client_->register_script("random_secret", std::string(rs::kRandomSecretScript));
+        client_->register_script("refresh_failed", std::string(rs::kRefreshFailedScript));
         client_->start();
         ASSERT_TRUE(run_until([this] { return client_->is_connected(); }));
     }
@@ -558,15 +708,19 @@ class ClusterScripts : public ::testing::Test {
                     {std::string(rs::kRunningKey), rs::in_flight_key(a.domain, a.address)},
                     {a.token});
     }
-    RedisReply store(const std::string& key, const CachedVerdict& v, const std::string& message) {
-        return eval("store", {key},
+    // The script picks the key (domain fact or address) from the verdict's scope.
+    RedisReply store(const Admission& a, const CachedVerdict& v, const std::string& message) {
+        return eval("store", {rs::domain_fact_key(a.domain), rs::address_key(a.domain, a.address)},
                     {rs::encode(v), "60000", std::string(rs::kStoredChannel), message});
     }
     RedisReply admit_mx(const std::string& ip, const std::string& token, long long count,
-                        long long concurrency) {
+                        long long concurrency, const std::string& provider = "p.test",
+                        long long provider_count = 0) {
         return eval("admit_mx",
-                    {rs::mx_window_key(ip), rs::mx_running_key(ip), rs::mx_backoff_key(ip)},
-                    {token, std::to_string(count), "60000", std::to_string(concurrency), "10000"});
+                    {rs::mx_window_key(ip), rs::mx_running_key(ip), rs::mx_backoff_key(ip),
+                     rs::provider_window_key(provider)},
+                    {token, std::to_string(count), "60000", std::to_string(concurrency), "10000",
+                     std::to_string(provider_count), "60000"});
     }
     long long integer(const std::vector<std::string>& args) {
         return server_.command(args).as_integer();
@@ -615,7 +769,7 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     Admission a;
     a.domain_count = 1;
     CachedVerdict v = verdict(VerdictClass::valid, "rcpt-accepted");
-    EXPECT_EQ(flat(store(rs::address_key(a.domain, a.address), v, "s.test a@s.test")), "1");
+    EXPECT_EQ(flat(store(a, v, "s.test a@s.test")), "1");
     EXPECT_TRUE(run_until([&] { return published; })) << "store publishes on calloutd:stored";
     RedisReply r = admit(a);
     ASSERT_EQ(r.elements().size(), 3u) << flat(r);
@@ -628,9 +782,10 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     EXPECT_EQ(integer({"EXISTS", rs::in_flight_key(a.domain, a.address)}), 0);
 
     // A failed refresh never replaces the live positive; a definitive answer does.
-    EXPECT_EQ(flat(store(rs::address_key(a.domain, a.address),
-                         verdict(VerdictClass::tempfail, "timeout"), "s.test a@s.test")),
-              "0");
+    EXPECT_EQ(flat(store(a, verdict(VerdictClass::tempfail, "timeout"), "s.test a@s.test")), "0");
+    EXPECT_EQ(flat(store(a, verdict(VerdictClass::policy_blocked, "policy"), "s.test a@s.test")),
+              "0")
+        << "one mailbox's policy reply is no definitive answer";
     EXPECT_EQ(
         rs::decode(server_.command({"GET", rs::address_key(a.domain, a.address)}).text())->cls,
         VerdictClass::valid);
@@ -641,9 +796,10 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     EXPECT_EQ(flat(admit(refresh)), "admitted,node:1");
     release(refresh);
 
-    // A domain fact answers for every address of the domain, ahead of the address verdict.
-    store(rs::domain_fact_key(a.domain), verdict(VerdictClass::accept_all, "random-accepted"),
-          "s.test ");
+    // A domain fact answers for every address of the domain that has no verdict of its own.
+    CachedVerdict fact = verdict(VerdictClass::accept_all, "random-local-part-accepted");
+    fact.scope = EvidenceScope::domain;
+    store(a, fact, "s.test ");
     Admission b = a;
     b.address = "b@s.test";
     r = admit(b);
@@ -651,6 +807,98 @@ TEST_F(ClusterScripts, CachedAddressAndDomainFactAnswerBeforeAnyBudget) {
     EXPECT_EQ(r.elements()[0].text(), "cached");
     EXPECT_EQ(r.elements()[2].text(), "d");
     EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::accept_all);
+    // The address's own verdict still answers for it.
+    r = admit(a);
+    EXPECT_EQ(r.elements()[2].text(), "a") << flat(r);
+}
+
+// DESIGN.md "Evidence has a scope", enforced by the scripts themselves: the store script keeps
+// a value under the domain only when it is domain-scoped, and admission ignores a domain-key
+// value without that flag (one mailbox's policy reply written before scopes existed).
+TEST_F(ClusterScripts, OnlyDomainScopedEvidenceBecomesADomainFact) {
+    Admission a;
+    a.domain = "scope.test";
+    a.address = "restricted@scope.test";
+    CachedVerdict one = verdict(VerdictClass::policy_blocked, "vendor:m365-restricted-recipient");
+    EXPECT_EQ(flat(store(a, one, "scope.test restricted@scope.test")), "1");
+    EXPECT_EQ(integer({"EXISTS", rs::domain_fact_key(a.domain)}), 0);
+    EXPECT_EQ(integer({"EXISTS", rs::address_key(a.domain, a.address)}), 1);
+    Admission other = a;
+    other.address = "other@scope.test";
+    other.token = "node:2";
+    EXPECT_EQ(flat(admit(other)), "admitted,node:2") << "the other address is still probed";
+    release(other);
+
+    // A legacy value under the domain key (no scope flag) speaks for no one.
+    server_.command({"SET", rs::domain_fact_key(a.domain), "v1|policy_blocked|0||policy 550|"});
+    EXPECT_EQ(flat(admit(other)), "admitted,node:2");
+    release(other);
+
+    // The same refusal for the random local part: a domain fact, for every address...
+    CachedVerdict refused = verdict(VerdictClass::policy_blocked, "probes-refused: policy");
+    refused.scope = EvidenceScope::domain;
+    EXPECT_EQ(flat(store(a, refused, "scope.test restricted@scope.test")), "1");
+    RedisReply r = admit(other);
+    ASSERT_EQ(r.elements().size(), 3u) << flat(r);
+    EXPECT_EQ(r.elements()[2].text(), "d");
+    // ... but never over an address's own answer, unless the domain has no mail at all.
+    Admission known = a;
+    known.address = "gone@scope.test";
+    store(known, verdict(VerdictClass::invalid, "user-unknown"), "scope.test gone@scope.test");
+    r = admit(known);
+    EXPECT_EQ(r.elements()[2].text(), "a") << flat(r);
+    EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::invalid);
+    CachedVerdict nx = verdict(VerdictClass::no_mail_domain, "dns nxdomain");
+    nx.scope = EvidenceScope::domain;
+    store(a, nx, "scope.test ");
+    r = admit(known);
+    EXPECT_EQ(r.elements()[2].text(), "d") << flat(r);
+    EXPECT_EQ(rs::decode(r.elements()[1].text())->cls, VerdictClass::no_mail_domain);
+}
+
+// The Redis cache backend keeps each verdict at its scope and shares the "not accept-all" fact:
+// a node that never probed the domain learns it from Redis.
+TEST_F(ClusterScripts, RedisCacheKeepsScopesAndSharesTheNotAcceptAllFact) {
+    const CacheTtls ttls{31 * 24h, 3 * 24h, 10min, 24h, 7 * 24h, 1h};
+    MemoryVerdictCache local_a(100, ttls);
+    MemoryVerdictCache local_b(100, ttls);
+    RedisVerdictCache a(*client_, local_a, ttls, 0ms);
+    RedisVerdictCache b(*client_, local_b, ttls, 0ms);  // another node, same Redis
+
+    auto lookup = [&](RedisVerdictCache& cache, const std::string& address) {
+        std::optional<std::optional<CacheHit>> got;
+        cache.lookup("n.test", address, [&](std::optional<CacheHit> h) { got = std::move(h); });
+        EXPECT_TRUE(run_until([&] { return got.has_value(); }));
+        return got.value_or(std::nullopt);
+    };
+
+    a.store("n.test", "restricted@n.test",
+            verdict(VerdictClass::policy_blocked, "vendor:m365-restricted-recipient"));
+    run_for(100ms);
+    EXPECT_FALSE(lookup(b, "other@n.test")) << "one mailbox's reply is no domain fact";
+    auto own = lookup(b, "restricted@n.test");
+    ASSERT_TRUE(own);
+    EXPECT_EQ(own->verdict.cls, VerdictClass::policy_blocked);
+    EXPECT_FALSE(own->domain_fact);
+
+    std::optional<bool> known = b.not_accept_all("n.test", [&](bool v) { known = v; });
+    EXPECT_FALSE(known.has_value()) << "asks Redis";
+    ASSERT_TRUE(run_until([&] { return known.has_value(); }));
+    EXPECT_FALSE(*known);
+    a.store_not_accept_all("n.test", WallClock::now());
+    EXPECT_EQ(a.not_accept_all("n.test", {}), std::optional<bool>(true)) << "known locally";
+    run_for(100ms);
+    known.reset();
+    EXPECT_FALSE(b.not_accept_all("n.test", [&](bool v) { known = v; }).has_value());
+    ASSERT_TRUE(run_until([&] { return known.has_value(); }));
+    EXPECT_TRUE(*known) << "learnt from Redis";
+    EXPECT_GT(integer({"PTTL", rs::not_accept_all_key("n.test")}), 23 * 3600 * 1000);
+}
+
+TEST_F(ClusterScripts, RandomSecretIsCreatedOnceAndShared) {
+    std::string key(rs::kRandomSecretKey);
+    EXPECT_EQ(flat(eval("random_secret", {key}, {"first"})), "first");
+    EXPECT_EQ(flat(eval("random_secret", {key}, {"second"})), "first") << "the first one stays";
 }
 
 TEST_F(ClusterScripts, OverBudgetPerDomainClientGlobalAndConcurrency) {
@@ -728,6 +976,100 @@ TEST_F(ClusterScripts, MxAdmissionConcurrencyRateAndBackoff) {
     EXPECT_EQ(flat(admit_mx("192.0.2.25", "m4", 2, 1)), "denied,rate");
     server_.command({"SET", rs::mx_backoff_key("192.0.2.26"), "1", "PX", "60000"});
     EXPECT_EQ(flat(admit_mx("192.0.2.26", "m5", 2, 1)), "denied,backoff");
+}
+
+// One provider, five MX IPs: the provider window binds across them, and a connection it
+// refuses spends nothing at the IP.
+TEST_F(ClusterScripts, MxAdmissionProviderRateSpansItsIps) {
+    int admitted = 0;
+    for (int i = 0; i < 20; ++i) {
+        std::string ip = "192.0.2." + std::to_string(40 + i % 5);
+        std::string token = "p" + std::to_string(i);
+        std::string r = flat(admit_mx(ip, token, 100, 100, "bigprovider.test", 3));
+        if (r == "admitted," + token) {
+            ++admitted;
+        } else {
+            EXPECT_EQ(r, "denied,provider");
+        }
+    }
+    EXPECT_EQ(admitted, 3);
+    EXPECT_EQ(integer({"ZCARD", rs::provider_window_key("bigprovider.test")}), 3);
+    long long at_ips = 0;
+    for (int i = 0; i < 5; ++i) {
+        at_ips += integer({"ZCARD", rs::mx_window_key("192.0.2." + std::to_string(40 + i))});
+    }
+    EXPECT_EQ(at_ips, 3) << "a refused connection must not count at its IP";
+    EXPECT_EQ(flat(admit_mx("192.0.2.40", "q1", 100, 100, "other.test", 3)), "admitted,q1");
+}
+
+// A failed refresh is recorded in the live valid verdict, keeping its TTL, and announced.
+TEST_F(ClusterScripts, RefreshFailedMarksALiveValidAndKeepsItsTtl) {
+    std::string key = rs::address_key("s.test", "a@s.test");
+    CachedVerdict v = verdict(VerdictClass::valid, "rcpt-accepted");
+    ASSERT_EQ(flat(store(Admission{}, v, "s.test a@s.test")), "1");
+    long long ttl_before = integer({"PTTL", key});
+    auto mark = [&](const std::string& k, long long ms) {
+        return flat(eval("refresh_failed", {k},
+                         {std::to_string(ms), std::string(rs::kStoredChannel), "s.test a@s.test"}));
+    };
+    EXPECT_EQ(mark(key, 1764317400456), "1");
+    auto back = rs::decode(server_.command({"GET", key}).text());
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->cls, VerdictClass::valid);
+    EXPECT_EQ(back->reason, "rcpt-accepted");
+    EXPECT_EQ(back->refresh_failed_at,
+              WallClock::time_point(std::chrono::milliseconds(1764317400456)));
+    long long ttl_after = integer({"PTTL", key});
+    EXPECT_GT(ttl_after, 0);
+    EXPECT_LE(ttl_after, ttl_before);
+    EXPECT_GT(ttl_after, ttl_before - 5000) << "the TTL is kept, not reset or dropped";
+    EXPECT_EQ(mark(key, 1764317500000), "1");  // a later failure replaces the earlier time
+    EXPECT_EQ(rs::decode(server_.command({"GET", key}).text())->refresh_failed_at,
+              WallClock::time_point(std::chrono::milliseconds(1764317500000)));
+    // Nothing to mark: no verdict, or one that is not valid.
+    EXPECT_EQ(mark(rs::address_key("s.test", "none@s.test"), 1), "0");
+    std::string bad = rs::address_key("s.test", "b@s.test");
+    Admission b;
+    b.address = "b@s.test";
+    store(b, verdict(VerdictClass::invalid, "unknown"), "s.test b@s.test");
+    EXPECT_EQ(mark(bad, 1), "0");
+    EXPECT_EQ(rs::decode(server_.command({"GET", bad}).text())->refresh_failed_at,
+              WallClock::time_point{});
+}
+
+// An MX slot granted locally because Redis did not answer in time keeps the Redis token: when
+// Redis runs that admission late, the release frees the slot there too instead of leaving it
+// taken cluster-wide for the probe lifetime.
+TEST_F(ClusterScripts, MxSlotAdmittedLateByRedisIsReleasedWithTheLocalOne) {
+    static constexpr Rate kUnlimited{0, std::chrono::milliseconds(0), true};
+    BudgetLimits limits{kUnlimited, kUnlimited, kUnlimited, 100, kUnlimited, 5};
+    MemoryProbeBudget local(limits);
+    RedisProbeBudget budget(*client_, local, limits, 10000ms, "late");
+    const std::string ip = "192.0.2.60";
+    auto running = [&] { return integer({"ZCARD", rs::mx_running_key(ip)}); };
+
+    server_.pause();
+    std::optional<BudgetDecision> decided;
+    ASSERT_FALSE(budget.admit_mx(ip, "p.test", [&](BudgetDecision d) { decided = d; }));
+    ASSERT_TRUE(run_until([&] { return decided.has_value(); }, 3s));
+    EXPECT_TRUE(decided->admitted) << "decided locally after redis.timeout";
+    EXPECT_EQ(local.mx_running(ip), 1);
+    server_.resume();
+    ASSERT_TRUE(run_until([this] { return client_->is_connected(); }, 10s));
+    // Redis read the admission before it stopped answering, and runs it now.
+    for (auto deadline = std::chrono::steady_clock::now() + 3s;
+         running() == 0 && std::chrono::steady_clock::now() < deadline;) {
+        run_for(20ms);
+    }
+    ASSERT_EQ(running(), 1) << "the late admission took a slot in Redis";
+
+    budget.release_mx(ip);
+    EXPECT_EQ(local.mx_running(ip), 0);
+    for (auto deadline = std::chrono::steady_clock::now() + 3s;
+         running() != 0 && std::chrono::steady_clock::now() < deadline;) {
+        run_for(20ms);
+    }
+    EXPECT_EQ(running(), 0) << "the release freed the slot Redis granted late";
 }
 
 TEST_F(ClusterScripts, ScriptFlushIsAnsweredByTransparentReload) {

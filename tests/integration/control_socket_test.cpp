@@ -90,8 +90,8 @@ TEST_F(ControlSocket, StatusSummarisesTheRunningDaemon) {
     for (const char* want :
          {"calloutd " CALLOUTD_VERSION ", pid ", "mode: memory (no redis.url)",
           "requests over the last ", "probes in flight: 0", "budget denials since start: domain=0",
-          "provider=0", "cache entries (this node): 1", "policy connections open: 0",
-          "dns canary: n/a"}) {
+          "provider=0", "cache entries (this node): 2", "policy connections open: 0",
+          "dns canary: ok"}) {
         EXPECT_NE(r.out.find(want), std::string::npos) << want;
     }
     // Two valid answers and one skip within the window.

@@ -143,8 +143,8 @@ TEST(Deploy, CmakeInstallPutsEverythingInItsPlace) {
     std::string dest = make_temp_dir("install");
     std::string cmd = "DESTDIR=" + dest + " cmake --install " + build_dir + " >/dev/null";
     ASSERT_EQ(std::system(cmd.c_str()), 0);
-    for (const char* f : {"calloutd", "calloutd.toml", "never-probe.list", "calloutd.8",
-                          "calloutd.toml.5", "calloutd.service"}) {
+    for (const char* f : {"calloutd", "calloutd.toml", "never-probe.list", "never-probe-mx.list",
+                          "calloutd.8", "calloutd.toml.5", "calloutd.service"}) {
         EXPECT_EQ(find_named(dest, f).size(), 1u) << f;
     }
     auto units = find_named(dest, "calloutd.service");

@@ -8,11 +8,14 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "callout/dns_canary.hpp"
 #include "callout/dns_resolver.hpp"
 #include "support/dnsmasq.hpp"
 #include "support/fake_dns.hpp"
+#include "support/text.hpp"
 
 namespace calloutd {
 namespace {
@@ -465,6 +468,71 @@ TEST_F(DnsResolverTest, IPv6ServerAddress) {
     auto r = make(o);
     MxResolution res = resolve(*r, "mx.test");
     EXPECT_EQ(res.status, Status::tempfail);
+}
+
+// --- The DNS health canary ----------------------------------------------------------------
+
+TEST_F(DnsResolverTest, CheckNameTellsAWorkingResolverFromABrokenOne) {
+    auto r = make(local_options());
+    auto check = [&](DnsResolver& resolver, const std::string& name) {
+        std::optional<NameCheck> out;
+        resolver.check_name(name, [&](NameCheck c) { out = std::move(c); });
+        EXPECT_FALSE(out.has_value()) << "never answered from inside check_name()";
+        EXPECT_TRUE(run_until([&] { return out.has_value(); })) << name;
+        return out.value_or(NameCheck{});
+    };
+    NameCheck canary = check(*r, test::kDnsCanaryName);
+    EXPECT_TRUE(canary.resolves);
+    EXPECT_EQ(canary.reason, "a");
+    NameCheck v6 = check(*r, "v6only.test");
+    EXPECT_TRUE(v6.resolves);
+    EXPECT_EQ(v6.reason, "aaaa");
+    EXPECT_EQ(check(*r, "no-such-name.test").reason, "nxdomain");
+    EXPECT_FALSE(check(*r, "noaddr.test").resolves);
+    EXPECT_EQ(check(*r, "noaddr.test").reason, "nodata");
+    // The offline dnsmasq has no root to offer: refused, so not a working Internet resolver.
+    NameCheck root = check(*r, ".");
+    EXPECT_FALSE(root.resolves);
+    EXPECT_EQ(root.reason, "refused");
+
+    DnsOptions broken;
+    broken.servers = {servfail_->server()};
+    broken.timeout = 300ms;
+    auto b = make(broken);
+    EXPECT_EQ(check(*b, test::kDnsCanaryName).reason, "servfail");
+}
+
+// At most one check per interval: a fresh state answers at once, a stale one starts one check
+// that every waiter shares; the listener hears changes only.
+TEST_F(DnsResolverTest, CanaryChecksAtMostOncePerInterval) {
+    auto r = make(local_options());
+    DnsCanary canary(*r, test::kDnsCanaryName, 300ms);
+    std::vector<std::string> changes;
+    canary.set_listener([&](bool healthy, const std::string& why) {
+        changes.push_back(std::string(healthy ? "healthy " : "failing ") + why);
+    });
+    EXPECT_FALSE(canary.fresh_state().has_value()) << "unknown before the first check";
+    int answered = 0;
+    for (int i = 0; i < 3; ++i) canary.after_check([&](bool ok) { answered += ok ? 1 : 0; });
+    ASSERT_TRUE(run_until([&] { return answered == 3; }));
+    EXPECT_EQ(canary.fresh_state(), std::optional<bool>(true));
+    EXPECT_EQ(changes, std::vector<std::string>{"healthy a"});
+    auto queries = [&] {
+        return test::occurrences(dnsmasq_->log(), std::string("query[A] ") + test::kDnsCanaryName);
+    };
+    EXPECT_EQ(queries(), 1u) << "three waiters, one query";
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(canary.fresh_state(), std::optional<bool>(true));
+    EXPECT_EQ(queries(), 1u);
+
+    std::this_thread::sleep_for(350ms);
+    uv_update_time(&loop_);
+    EXPECT_FALSE(canary.fresh_state().has_value()) << "stale: checked again";
+    ASSERT_TRUE(run_until([&] { return canary.fresh_state().has_value(); }));
+    EXPECT_EQ(queries(), 2u);
+    EXPECT_EQ(changes.size(), 1u) << "no change, no new line";
+
+    DnsCanary off(*r, "", 300ms);
+    EXPECT_EQ(off.fresh_state(), std::optional<bool>(true)) << "disabled: always believed";
 }
 
 }  // namespace

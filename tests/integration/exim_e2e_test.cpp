@@ -266,17 +266,23 @@ class EximE2E : public ::testing::Test {
     }
 
     // calloutd's decision lines for `sender`.
+    // The decision lines for `sender`, waiting up to 5 s for the first: the daemon writes its
+    // log after the reply, so Exim may have its answer before the line reaches the file.
     std::vector<std::string> decisions(const std::string& sender) const {
         std::vector<std::string> lines;
         if (!daemon_) return lines;
-        std::istringstream log(daemon_->log());
-        for (std::string line; std::getline(log, line);) {
-            if (line.find(" decision ") != std::string::npos &&
-                line.find(" sender=" + sender + " ") != std::string::npos) {
-                lines.push_back(line);
+        auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (true) {
+            std::istringstream log(daemon_->log());
+            for (std::string line; std::getline(log, line);) {
+                if (line.find(" decision ") != std::string::npos &&
+                    line.find(" sender=" + sender + " ") != std::string::npos) {
+                    lines.push_back(line);
+                }
             }
+            if (!lines.empty() || std::chrono::steady_clock::now() > deadline) return lines;
+            std::this_thread::sleep_for(20ms);
         }
-        return lines;
     }
 
     static inline std::string exim_;

@@ -115,7 +115,26 @@ TEST_F(ProbeCommand, InvalidAddressExitsOne) {
     EXPECT_TRUE(has(r, "RCPT TO:<nobody@shared.test>")) << dump(r);
     EXPECT_TRUE(has(r, "550 5.1.1 no such user")) << dump(r);
     EXPECT_TRUE(last_line(r).find("class=invalid") != std::string::npos) << dump(r);
+    EXPECT_TRUE(last_line(r).find(" scope=address ") != std::string::npos) << dump(r);
     EXPECT_TRUE(last_line(r).find("reason=") != std::string::npos) << dump(r);
+}
+
+// An offline resolver cannot resolve the root zone (the default canary): its NXDOMAIN is not
+// believed, and the output says which rule decided.
+TEST_F(ProbeCommand, NxdomainFromAResolverFailingTheCanaryIsTempfail) {
+    CalloutConfig c;
+    c.dns_server = dnsmasq_->server();
+    c.dns_canary = ".";
+    c.smtp_port = smtp_->port();
+    c.control_socket = "";  // `calloutd probe` talks to no daemon
+    std::ofstream(dir_ + "/calloutd.toml") << callout_config(c);
+    auto r = probe("alice@nx.test");
+    EXPECT_EQ(r.exit_code, 2) << dump(r);
+    EXPECT_TRUE(last_line(r).starts_with("class=tempfail reason=\"dns-unhealthy: nxdomain"))
+        << dump(r);
+    // A null MX is a record that exists: believed without the canary.
+    auto nullmx = probe("alice@nullmx.test");
+    EXPECT_EQ(nullmx.exit_code, 1) << dump(nullmx);
 }
 
 TEST_F(ProbeCommand, NoMailDomainExitsOne) {
@@ -123,6 +142,7 @@ TEST_F(ProbeCommand, NoMailDomainExitsOne) {
         auto r = probe(address);
         EXPECT_EQ(r.exit_code, 1) << dump(r);
         EXPECT_TRUE(has(r, "class=no_mail_domain")) << dump(r);
+        EXPECT_TRUE(has(r, " scope=domain ")) << dump(r);
     }
     EXPECT_EQ(smtp_->connections_accepted(), 0u);
 }

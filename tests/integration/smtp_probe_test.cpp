@@ -286,6 +286,31 @@ TEST(SmtpProbe, Reply421AtMailMovesToNextTarget) {
     EXPECT_EQ(run.at(1).rcpt->code, 250);
 }
 
+// Once a recipient is named, a 421 ends the probe: moving on would ask another MX about the
+// same address (the random local part's RCPT included).
+TEST(SmtpProbe, Reply421AtEitherRcptStopsTheProbe) {
+    for (const char* who : {"alice", "random"}) {
+        SCOPED_TRACE(who);
+        FakeSmtpScript s = only_alice();
+        if (std::string(who) == "alice") {
+            s.recipients["alice"] = "421 4.7.0 closing connection";
+        } else {
+            s.rcpt_default = "421 4.7.0 closing connection";
+        }
+        FakeSmtpServer primary(s, "127.0.0.11");
+        ASSERT_TRUE(primary.ok()) << primary.error();
+        auto secondary = sibling(only_alice(), "127.0.0.12", primary);
+        auto run = run_probe(options(primary.port()), {{"mx1.example.org", "127.0.0.11"},
+                                                       {"mx2.example.org", "127.0.0.12"}});
+        ASSERT_EQ(run.result.attempts.size(), 1u);
+        EXPECT_EQ(run.at(0).last_stage,
+                  std::string(who) == "alice" ? SmtpStage::rcpt : SmtpStage::random_rcpt);
+        ASSERT_TRUE(run.at(0).last_reply);
+        EXPECT_EQ(run.at(0).last_reply->code, 421);
+        EXPECT_EQ(secondary->connections_accepted(), 0u);
+    }
+}
+
 TEST(SmtpProbe, TarpitTimesOutWaitingForBanner) {
     FakeSmtpScript s;
     s.banner.reset();

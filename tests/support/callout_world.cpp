@@ -51,6 +51,9 @@ std::string callout_config(const CalloutConfig& c) {
            "\"]\n"
            "timeout = \"1s\"\n"
            "tries = 2\n"
+           "canary = \"" +
+           c.dns_canary +
+           "\"\n"
            "[callout]\n"
            "port = " +
            std::to_string(c.smtp_port) +

@@ -32,6 +32,7 @@ DnsmasqZones callout_test_zones(const std::string& servfail_upstream);
 
 struct CalloutConfig {
     std::string dns_server;  // "127.0.0.1:PORT" of the test dnsmasq; never the system resolver
+    std::string dns_canary = kDnsCanaryName;  // served by every test dnsmasq
     std::uint16_t smtp_port = 0;
     std::string reply_timeout = "5s";
     bool allow_loopback = true;  // callout.allow_networks = ["127.0.0.0/8"]

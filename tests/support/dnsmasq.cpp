@@ -116,6 +116,7 @@ bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why, std::uint1
     }
     for (const auto& t : zones.txt_only) args.push_back("--txt-record=" + t + ",calloutd-test");
     for (const auto& c : zones.cnames) args.push_back("--cname=" + c.alias + "," + c.target);
+    args.push_back(std::string("--host-record=") + kDnsCanaryName + ",192.0.2.53");
 
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

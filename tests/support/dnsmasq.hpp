@@ -39,6 +39,11 @@ struct DnsmasqZones {
     std::vector<Forward> forwards;
 };
 
+// Every test dnsmasq also serves this name (A 192.0.2.53, never connected to): the dns.canary
+// of test configurations. Without it the default canary (the root's NS set, which an offline
+// dnsmasq refuses) would turn every NXDOMAIN into tempfail dns-unhealthy.
+inline constexpr const char* kDnsCanaryName = "dns-canary.test";
+
 // Started in the constructor (throws std::runtime_error with the log if it does not answer),
 // stopped by PID in the destructor. Logs every query to log_path().
 class Dnsmasq {

@@ -75,7 +75,7 @@ void FakeDnsServer::serve() {
         std::size_t end = question_end(buf.data(), static_cast<std::size_t>(n));
         if (end == 0) continue;
         std::vector<unsigned char> reply(buf.begin(), buf.begin() + static_cast<long>(end));
-        int rcode = mode_ == Mode::servfail ? 2 : 5;
+        int rcode = mode_ == Mode::servfail ? 2 : mode_ == Mode::nxdomain ? 3 : 5;
         reply[2] = static_cast<unsigned char>(0x80 | (buf[2] & 0x79));  // QR, opcode, RD
         reply[3] = static_cast<unsigned char>(0x80 | rcode);            // RA, RCODE
         reply[4] = 0;

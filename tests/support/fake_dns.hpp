@@ -15,6 +15,7 @@ class FakeDnsServer {
         servfail,  // RCODE 2
         refused,   // RCODE 5
         silent,    // reads queries and never answers: the client times out
+        nxdomain,  // RCODE 3 to every name: a captive or broken resolver, a sandbox offline
     };
     explicit FakeDnsServer(Mode mode);  // throws std::runtime_error if it cannot bind
     ~FakeDnsServer();

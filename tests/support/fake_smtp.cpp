@@ -179,7 +179,7 @@ std::size_t FakeSmtpServer::count_commands(std::string_view prefix) const {
 }
 
 // What the script says to one command line.
-FakeReply FakeSmtpServer::answer(const std::string& line) const {
+FakeReply FakeSmtpServer::answer(const std::string& line) {
     auto end = line.find_first_of(" :");
     const std::string verb = upper(line.substr(0, end));
     if (verb == "RCPT") {
@@ -188,6 +188,8 @@ FakeReply FakeSmtpServer::answer(const std::string& line) const {
         std::string addr = lt != std::string::npos && gt != std::string::npos
                                ? lower(line.substr(lt + 1, gt - lt - 1))
                                : std::string();
+        if (script_.greylist_new_recipients && seen_recipients_.insert(addr).second)
+            return script_.greylist_reply;
         if (auto it = script_.recipients.find(addr); it != script_.recipients.end())
             return it->second;
         if (auto it = script_.recipients.find(addr.substr(0, addr.find('@')));

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -47,6 +48,10 @@ struct FakeSmtpScript {
     std::map<std::string, FakeReply> recipients;
     bool accept_all = false;  // every RCPT not in `recipients` gets 250
     FakeReply rcpt_default = "550 5.1.1 no such user";
+    // Per-recipient greylisting: the first RCPT for each address gets `greylist_reply`, every
+    // later one the scripted answer.
+    bool greylist_new_recipients = false;
+    FakeReply greylist_reply = "450 4.2.0 Recipient address rejected: Greylisted, try later";
 };
 
 class FakeSmtpServer {
@@ -79,7 +84,7 @@ class FakeSmtpServer {
     void run();
     void on_command(Conn& c, const std::string& line);
     void queue(Conn& c, const FakeReply& r);
-    FakeReply answer(const std::string& line) const;
+    FakeReply answer(const std::string& line);
 
     FakeSmtpScript script_;
     std::string ip_;
@@ -95,6 +100,7 @@ class FakeSmtpServer {
     std::atomic<std::size_t> max_concurrent_{0};
     mutable std::mutex mu_;
     std::vector<std::string> commands_;
+    std::set<std::string> seen_recipients_;  // greylisting state, server thread only
 };
 
 // A port on `ip` where nothing listens (bound once, then released), for "connection refused".

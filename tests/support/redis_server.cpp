@@ -114,6 +114,7 @@ bool RedisServer::start_once(std::string& why) {
         args.insert(args.end(), {"--unixsocket", unix_path(), "--unixsocketperm", "700"});
     }
     if (!options_.password.empty()) args.insert(args.end(), {"--requirepass", options_.password});
+    if (options_.debug_command) args.insert(args.end(), {"--enable-debug-command", "yes"});
     if (options_.replica_of != 0) {
         args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(options_.replica_of)});
     }
@@ -195,6 +196,33 @@ RedisReply RedisServer::command(const std::vector<std::string>& args, int db) co
         if (sel.is_error()) return sel;
     }
     return run(args);
+}
+
+void RedisServer::debug_sleep(std::chrono::milliseconds how_long) const {
+    timeval tv{1, 0};
+    ContextPtr c(redisConnectWithTimeout("127.0.0.1", port_, tv));
+    if (!c || c->err) return;
+    if (!options_.password.empty()) {
+        ReplyPtr auth(
+            static_cast<redisReply*>(redisCommand(c.get(), "AUTH %s", options_.password.c_str())));
+    }
+    // Sent without waiting for its reply, which only comes after the sleep.
+    std::string seconds = std::to_string(static_cast<double>(how_long.count()) / 1000.0);
+    redisAppendCommand(c.get(), "DEBUG SLEEP %s", seconds.c_str());
+    int done = 0;
+    while (done == 0) {
+        if (redisBufferWrite(c.get(), &done) != REDIS_OK) return;
+    }
+    // Wait until the server is busy sleeping (a PING from elsewhere times out), so the caller
+    // knows the stall has begun when this returns.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        timeval short_tv{0, 100000};
+        ContextPtr probe(redisConnectWithTimeout("127.0.0.1", port_, short_tv));
+        if (!probe || probe->err) break;
+        redisSetTimeout(probe.get(), short_tv);
+        ReplyPtr pong(static_cast<redisReply*>(redisCommand(probe.get(), "PING")));
+        if (!pong) break;  // no answer: asleep
+    }
 }
 
 void RedisServer::stop() {

@@ -21,6 +21,8 @@ struct RedisServerOptions {
     // at 127.0.0.1:sentinel_master_port, quorum 1, down after 500 ms, failover timeout 2 s.
     std::string sentinel_master_name = {};
     std::uint16_t sentinel_master_port = 0;
+    // --enable-debug-command yes, for debug_sleep() (Redis 7 refuses DEBUG by default).
+    bool debug_command = false;
 };
 
 // Started in the constructor (throws std::runtime_error with the log if PING does not work
@@ -50,6 +52,10 @@ class RedisServer {
     void resume();
     // Starts again on the same port and socket path (an empty data set: nothing persists).
     void restart();
+    // DEBUG SLEEP: the server stays reachable (connections are accepted, commands queue) but
+    // answers nothing for `how_long`. Returns once the command is on its way; needs
+    // RedisServerOptions::debug_command.
+    void debug_sleep(std::chrono::milliseconds how_long) const;
 
     // A blocking command over its own short-lived connection (test set-up and inspection);
     // a connection or protocol failure is returned as an error reply.

@@ -39,7 +39,13 @@ TEST(Address, Table) {
         {"user@bücher.example", "user@xn--bcher-kva.example", true},
         {"user@BÜCHER.example", "user@xn--bcher-kva.example", true},
         {"user@xn--bcher-kva.example", "user@xn--bcher-kva.example", true},
-        {"user@faß.de", "user@xn--fa-hia.de", true},     // non-transitional: ß is kept
+        {"user@faß.de", "user@xn--fa-hia.de", true},  // non-transitional: ß is kept
+        // UTS-46 mapping: how a resolver would read these spellings.
+        {"user@\uff47\uff4d\uff41\uff49\uff4c.com", "user@gmail.com", true},  // full-width
+        {"user@gm\u00adail.com", "user@gmail.com", true},                     // soft hyphen
+        {"user@gmail\u3002com", "user@gmail.com", true},                      // ideographic stop
+        {"user@\uff27\uff2d\uff21\uff29\uff2c\uff0e\uff23\uff2f\uff2d", "user@gmail.com",
+         true},                                          // full-width capitals and full stop
         {"jörg@example.org", "jörg@example.org", true},  // RFC 6531 UTF-8 local part
         {"\"jörg m\"@example.org", "\"jörg m\"@example.org", true},
         {"user@localhost", "user@localhost", true},  // syntax only; the target guard refuses 127/8
@@ -102,11 +108,11 @@ TEST(Address, Table) {
         {"user@my_host.example", "bad-address: character not allowed in domain", false},
         {"user@-a.example", "bad-address: hyphen", false},
         {"user@a-.example", "bad-address: hyphen", false},
-        {"user@xn--zz.example", "bad-address: invalid IDN domain", false},
-        {"user@\xe2\x98\x83.example", "bad-address: invalid IDN domain", false},  // ☃ disallowed
+        {"user@xn--zz.example", "bad-domain: invalid IDN domain", false},
+        {"user@\xe2\x98\x83.example", "bad-domain: invalid IDN domain", false},  // ☃ disallowed
         {"user@a\xe2\x80\x8d"
          "b.example",
-         "bad-address: invalid IDN domain", false},  // ZWJ
+         "bad-domain: invalid IDN domain", false},  // ZWJ
         {"user@b\xfc"
          "cher.example",
          "bad-address: invalid UTF-8 in domain", false},  // Latin-1
@@ -124,6 +130,33 @@ TEST(Address, Table) {
                 << "'";
         }
     }
+}
+
+// The skip rules, the lists and the probe share one normalisation, so a spelling that the probe
+// would send to gmail.com is the domain gmail.com for every rule too.
+TEST(Address, ParseDomainIsTheProbesNormalisation) {
+    for (const char* spelling : {"gmail.com", "GMAIL.com", "\uff47\uff4d\uff41\uff49\uff4c.com",
+                                 "gm\u00adail.com", "gmail\u3002com", "gmail\uff61com",
+                                 "\uff27\uff2d\uff21\uff29\uff2c\uff0e\uff23\uff2f\uff2d"}) {
+        DomainParse d = parse_domain(spelling);
+        ASSERT_TRUE(d) << spelling << ": " << d.refusal;
+        EXPECT_EQ(d.domain, "gmail.com") << spelling;
+        AddressParse a = parse_sender(std::string("x@") + spelling);
+        ASSERT_TRUE(a) << spelling;
+        EXPECT_EQ(a.address->domain, d.domain) << spelling;
+    }
+    EXPECT_EQ(parse_domain("B\u00fccher.example").domain, "xn--bcher-kva.example");
+    EXPECT_EQ(parse_domain("XN--BCHER-KVA.example").domain, "xn--bcher-kva.example");
+
+    DomainParse snowman = parse_domain("\u2603.example");
+    EXPECT_FALSE(snowman);
+    EXPECT_TRUE(snowman.idna_failed()) << snowman.refusal;
+    EXPECT_TRUE(snowman.domain.empty());
+    EXPECT_TRUE(parse_domain("xn--zz.example").idna_failed());
+    DomainParse syntax = parse_domain("a..example");
+    EXPECT_FALSE(syntax);
+    EXPECT_FALSE(syntax.idna_failed()) << syntax.refusal;
+    EXPECT_TRUE(syntax.refusal.starts_with("bad-address: ")) << syntax.refusal;
 }
 
 TEST(Address, SplitsLocalAndDomain) {

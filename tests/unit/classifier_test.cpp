@@ -184,7 +184,7 @@ std::vector<Case> cases() {
                    "try\n550-5.1.1 double-checking the recipient's email address for typos "
                    "or\n550-5.1.1 unnecessary spaces. Learn more at\n550 5.1.1  "
                    "https://support.google.com/mail/?p=NoSuchUser a1si1234567qkb.123 - gsmtp")),
-         V::invalid, "user-unknown 550 5.1.1"},
+         V::invalid, "google-no-such-user 550 5.1.1"},
         {"gmail unusual rate 421 at RCPT",
          at_rcpt(R("421-4.7.0 [192.0.2.7      15] Our system has detected an unusual rate "
                    "of\n421-4.7.0 unsolicited mail originating from your IP address. To protect "
@@ -266,8 +266,11 @@ std::vector<Case> cases() {
         {"plain 550 no such user", at_rcpt(R("550 No such user here")), V::invalid},
         {"plain 550 mailbox unavailable",
          at_rcpt(R("550 Requested action not taken: mailbox unavailable")), V::invalid},
-        {"plain 551 user not local",
-         at_rcpt(R("551 User not local; please try <bob@elsewhere.example>")), V::invalid},
+        {"551 with a forward-path: the user exists elsewhere",
+         at_rcpt(R("551 User not local; please try <bob@elsewhere.example>")), V::valid,
+         "user-not-local-forward-path 551 at RCPT"},
+        {"551 without a forward-path is never invalid", at_rcpt(R("551 5.1.1 User not local")),
+         V::policy_blocked, "user-not-local"},
         {"qmail 553 not in rcpthosts (#5.7.1)",
          at_rcpt(R("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")),
          V::policy_blocked},
@@ -450,17 +453,10 @@ TEST(Classifier, PolicyWordingIsNeverInvalid) {
                               "550 5.7.0 ", "530 5.7.0 ", "550 5.4.1 "};
     for (const char* p : prefixes) {
         for (const char* t : texts) {
-            // Skip the combinations where the wording is not about the prober but the code is
-            // 5.1.x with pure block-list wording we deliberately do not treat as overriding.
+            // Policy wording outranks the code, 5.1.x included: "550 5.1.1 Relaying denied"
+            // says nothing about a mailbox. When in doubt, not invalid.
             std::string wire = std::string(p) + t;
-            SmtpReply r = R(wire);
-            Verdict v = classify_attempt(at_rcpt(r));
-            bool five_one = r.enhanced.rfind("5.1.", 0) == 0;
-            if (five_one) {
-                // 5.1.x is overridden only by verification/blocking wording; a 5.1.1 that merely
-                // says "Relaying denied" or "Access denied" is still a mailbox answer.
-                continue;
-            }
+            Verdict v = classify_attempt(at_rcpt(R(wire)));
             EXPECT_NE(v.cls, VerdictClass::invalid) << wire << " → " << v.reason;
         }
     }
@@ -524,6 +520,333 @@ TEST(Classifier, WholeProbe) {
                              failed_at(SmtpStage::rcpt, StageEvent::timeout)});
     EXPECT_EQ(slow.cls, VerdictClass::tempfail);
     EXPECT_EQ(slow.reason, "timeout while waiting for RCPT reply");
+}
+
+// --- Vendor signatures: verbatim replies from public references --------------------------------
+
+struct VendorCase {
+    const char* vendor;
+    const char* wire;
+    VerdictClass expected;
+    const char* rule;  // the rule the reason must name
+};
+
+// Each row is a reply as the vendor documents or is documented to send it at RCPT time.
+std::vector<VendorCase> vendor_cases() {
+    using V = VerdictClass;
+    return {
+        // Microsoft 365 / Exchange Online:
+        // https://learn.microsoft.com/en-us/exchange/troubleshoot/email-delivery/ndr/non-delivery-reports-in-exchange-online
+        {"m365",
+         "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+         V::invalid, "vendor:m365-recipient-not-found"},
+        {"exchange", "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", V::invalid,
+         "vendor:m365-recipient-not-found"},
+        {"exchange", "550 5.1.1 RESOLVER.ADR.ExRecipNotFound; not found", V::invalid,
+         "vendor:m365-recipient-not-found"},
+        {"m365 restricted group", "550 5.7.1 RESOLVER.RST.AuthRequired; authentication required",
+         V::policy_blocked, "vendor:m365-restricted-recipient"},
+        {"m365 DBEB", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+         V::policy_blocked, "recipient-access-denied"},
+        // Outlook.com:
+        // https://www.spamresource.com/2023/09/microsoft-multiple-types-of-invalid.html
+        {"outlook.com",
+         "550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302). "
+         "[HE1EUR01FT020.eop-EUR01.prod.protection.outlook.com 2023-09-19T15:05:34.324Z "
+         "08DBB71928CA8F8E]",
+         V::invalid, "vendor:outlook-mailbox-unavailable"},
+        // Google Workspace / Gmail: https://support.google.com/a/answer/3726730
+        {"google",
+         "550 5.1.1 The email account that you tried to reach does not exist. Please try "
+         "double-checking the recipient's email address for typos or unnecessary spaces. For "
+         "more information, go to Send Gmail messages to the right people.",
+         V::invalid, "vendor:google-no-such-user"},
+        {"google", "550 5.2.1 The email account that you tried to reach is disabled.",
+         V::policy_blocked, "vendor:google-account-disabled"},
+        {"google", "550 5.7.1 [192.0.2.7] IP not in whitelist for RCPT domain - gsmtp",
+         V::policy_blocked, "policy"},
+        // Yahoo / AOL: https://help.yahoo.com/kb/mail-for-desktop/SLN3444.html
+        {"yahoo",
+         "554 delivery error: dd This user doesn't have a yahoo.com account (bob@yahoo.com) "
+         "[0] - mta1234.mail.gq1.yahoo.com",
+         V::invalid, "vendor:yahoo-no-such-account"},
+        {"yahoo",
+         "554 delivery error: dd Sorry your message to bob@yahoo.com cannot be delivered. This "
+         "mailbox is disabled (554.30). - mta1234.mail.gq1.yahoo.com",
+         V::policy_blocked, "vendor:yahoo-mailbox-disabled"},
+        {"yahoo", "451 VS1-IP Excessive unknown recipients - possible Open Relay (#4.1.8)",
+         V::tempfail, "deferred"},
+        // Yandex: https://yandex.com/support/mail/bounces/yandex.html
+        {"yandex", "550 5.7.1 No such user!", V::invalid, "vendor:yandex-no-such-user"},
+        {"yandex", "550 5.7.1 Policy rejection on the target address", V::policy_blocked,
+         "vendor:yandex-account-blocked"},
+        // Mail.ru: https://smtp.codes/550 (Mail.ru)
+        {"mail.ru",
+         "550 Message was not accepted -- invalid mailbox.  Local mailbox bob@mail.ru is "
+         "unavailable: user not found",
+         V::invalid, "vendor:mailru-user-not-found"},
+        {"mail.ru",
+         "550 Message was not accepted -- invalid mailbox.  Local mailbox bob@mail.ru is "
+         "unavailable: account is disabled",
+         V::policy_blocked, "vendor:mailru-account-disabled"},
+        // Zoho: https://smtp.codes/zoho
+        {"zoho", "550 5.1.1 <bob@zoho.com> User unknown", V::invalid, "user-unknown"},
+        {"zoho", "552 5.1.1 <bob@zoho.com> Mailbox delivery failure policy error",
+         V::policy_blocked, "vendor:zoho-delivery-policy"},
+        {"zoho", "541 5.4.1 Mail rejected by destination domain", V::policy_blocked,
+         "inconclusive"},
+        // Proofpoint Essentials: https://www.spambrella.com/faq/email-delivery-error-codes/
+        {"proofpoint",
+         "550 5.7.1 <bob@example.org>: Recipient address rejected: User email address is marked "
+         "as invalid",
+         V::invalid, "vendor:proofpoint-invalid-user"},
+        {"proofpoint", "550 5.7.1 Relay Access denied", V::policy_blocked, "policy"},
+        // Mimecast: https://community.mimecast.com/s/article/Mimecast-SMTP-Error-Codes-842605754
+        {"mimecast", "550 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369#550",
+         V::invalid, "user-unknown"},
+        {"mimecast",
+         "550 Administrative prohibition - envelope blocked - "
+         "https://community.mimecast.com/docs/DOC-1369#550",
+         V::policy_blocked, "unverifiable"},
+        // Barracuda: https://smtp.codes/550 (Barracuda)
+        {"barracuda",
+         "550 cuda_nsu 5.1.1 <bob@example.org> Recipient address rejected: User unknown",
+         V::invalid, "vendor:barracuda-no-such-user"},
+        {"barracuda", "550 No such user (bob@example.org)", V::invalid, "user-unknown"},
+        {"barracuda", "550 Blocked", V::policy_blocked, "unverifiable"},
+        // Cisco Secure Email (IronPort) LDAP accept:
+        // https://www.cisco.com/c/en/us/support/docs/security/email-security-appliance/118580-qa-esa-00.html
+        {"cisco", "550 #5.1.0 Address rejected.", V::invalid, "user-unknown 550 5.1.0"},
+        // AT&T: https://smtp.codes/550 (AT&T): an unknown user under a 5.2.1 code.
+        {"att", "550 5.2.1 <bob@prodigy.net>... Addressee unknown, relay=[192.0.2.7]", V::invalid,
+         "user-unknown-wording"},
+    };
+}
+
+TEST(Classifier, VendorSignatures) {
+    auto table = vendor_cases();
+    ASSERT_GE(table.size(), 25u);
+    for (const auto& c : table) {
+        Verdict v = classify_attempt(at_rcpt(R(c.wire)));
+        EXPECT_EQ(to_string(v.cls), to_string(c.expected))
+            << c.vendor << ": " << c.wire << " → " << v.reason;
+        EXPECT_TRUE(v.reason.starts_with(c.rule) || v.reason.find(c.rule) != std::string::npos)
+            << c.vendor << ": reason '" << v.reason << "' does not name " << c.rule;
+        EXPECT_EQ(v.scope, EvidenceScope::address) << c.vendor << ": one mailbox's reply";
+    }
+}
+
+// Wording outranks a wrong enhanced code in both directions; when in doubt, not invalid.
+TEST(Classifier, PhraseEvidenceOverridesTheEnhancedCode) {
+    struct {
+        const char* wire;
+        VerdictClass expected;
+        const char* rule;
+    } cases[] = {
+        // "No such user" wording under a policy, protocol or mailbox-status code: invalid.
+        {"550 5.7.1 <bob@example.org>: Recipient address rejected: User unknown",
+         VerdictClass::invalid, "user-unknown-wording"},
+        {"550 5.7.0 No such user here", VerdictClass::invalid, "user-unknown-wording"},
+        {"554 5.0.0 Mailbox does not exist", VerdictClass::invalid, "user-unknown-wording"},
+        {"550 5.5.1 Recipient not found", VerdictClass::invalid, "user-unknown-wording"},
+        // ... but not when it is about us, our sender or a disabled account.
+        {"550 5.7.1 Recipient verification failed: no such user", VerdictClass::policy_blocked,
+         "unverifiable"},
+        {"550 5.7.1 Sender domain does not exist", VerdictClass::null_sender_rejected,
+         "null-sender-rejected"},
+        {"550 5.7.1 User unknown or account disabled", VerdictClass::policy_blocked,
+         "mailbox-disabled"},
+        // Policy wording under a 5.1.x code: not invalid.
+        {"550 5.1.1 Relaying denied", VerdictClass::policy_blocked, "policy-wording"},
+        {"550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied",
+         VerdictClass::policy_blocked, "policy-wording"},
+        {"550 5.1.0 Address rejected: too many recipients from your host",
+         VerdictClass::policy_blocked, "policy-wording"},
+        // A genuine 5.1.1 stays invalid even when "relay" appears (Postfix relay table).
+        {"550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in relay "
+         "recipient table",
+         VerdictClass::invalid, "user-unknown 550 5.1.1"},
+    };
+    for (const auto& c : cases) {
+        Verdict v = classify_attempt(at_rcpt(R(c.wire)));
+        EXPECT_EQ(to_string(v.cls), to_string(c.expected)) << c.wire << " → " << v.reason;
+        EXPECT_TRUE(v.reason.starts_with(c.rule)) << c.wire << " → " << v.reason;
+    }
+}
+
+// --- Evidence scopes ---------------------------------------------------------------------------
+
+TEST(Classifier, OneMailboxRefusalIsAnAddressVerdict) {
+    const char* refusals[] = {
+        "550 5.7.1 RESOLVER.RST.AuthRequired; authentication required",
+        "550 5.2.1 The email account that you tried to reach is disabled.",
+        "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+        "550 5.7.1 Delivery not authorized, message refused",
+        "554 Transaction failed",
+        "550 4.1.1 inconsistent",
+        "550 5.1.4 Ambiguous destination address",
+    };
+    for (const char* wire : refusals) {
+        Verdict v = classify_attempt(at_rcpt(R(wire)));  // the random local part: 5.1.1
+        EXPECT_EQ(v.cls, VerdictClass::policy_blocked) << wire << " → " << v.reason;
+        EXPECT_EQ(v.scope, EvidenceScope::address) << wire << " → " << v.reason;
+    }
+}
+
+TEST(Classifier, SameRefusalForTheRandomLocalPartIsADomainFact) {
+    HostAttempt a = at_rcpt(R("550 5.7.1 Client host rejected: Access denied"));
+    a.random_rcpt = R("550 5.7.1 Client host rejected: Access denied");
+    Verdict v = classify_attempt(a);
+    EXPECT_EQ(v.cls, VerdictClass::policy_blocked) << v.reason;
+    EXPECT_EQ(v.scope, EvidenceScope::domain) << v.reason;
+    EXPECT_TRUE(v.reason.starts_with("probes-refused: ")) << v.reason;
+
+    // A different kind of refusal for the random local part does not widen the scope.
+    HostAttempt b = at_rcpt(R("550 5.7.1 RESOLVER.RST.AuthRequired; authentication required"));
+    b.random_rcpt = R("550 5.4.1 Recipient address rejected: Access denied. AS(201806281)");
+    EXPECT_EQ(classify_attempt(b).scope, EvidenceScope::address);
+
+    // <> refused for both (a delayed MAIL FROM restriction) is a domain fact too.
+    HostAttempt c = at_rcpt(R("553 5.1.8 <>: Sender address rejected: Domain not found"));
+    c.random_rcpt = R("553 5.1.8 <>: Sender address rejected: Domain not found");
+    Verdict cv = classify_attempt(c);
+    EXPECT_EQ(cv.cls, VerdictClass::null_sender_rejected);
+    EXPECT_EQ(cv.scope, EvidenceScope::domain);
+}
+
+TEST(Classifier, ScopeOfEachKindOfEvidence) {
+    using S = SmtpStage;
+    struct {
+        const char* name;
+        HostAttempt attempt;
+        EvidenceScope scope;
+    } cases[] = {
+        {"user unknown", at_rcpt(R("550 5.1.1 User unknown")), EvidenceScope::address},
+        {"mailbox full", at_rcpt(R("452 4.2.2 Mailbox full, quota limit exceeded")),
+         EvidenceScope::address},
+        {"421 at RCPT", at_rcpt(R("421 4.7.0 Try again later, closing connection")),
+         EvidenceScope::mx_host},
+        {"random accepted", ended_at(S::random_rcpt, R("250 2.1.5 Ok")), EvidenceScope::domain},
+        {"<> refused", ended_at(S::mail_from, R("550 5.7.1 Null sender not accepted")),
+         EvidenceScope::domain},
+        {"DNSBL at MAIL FROM",
+         ended_at(S::mail_from, R("554 5.7.1 blocked using zen.spamhaus.org")),
+         EvidenceScope::domain},
+        {"banner reject", ended_at(S::banner, R("554 5.7.1 Go away")), EvidenceScope::mx_host},
+        {"too many connections at EHLO",
+         ended_at(S::ehlo, R("450 4.7.1 Too many connections from your IP")),
+         EvidenceScope::mx_host},
+        {"rate limited at MAIL FROM",
+         ended_at(S::mail_from, R("451 4.7.1 Connection rate limit exceeded")),
+         EvidenceScope::mx_host},
+        {"bad HELO", ended_at(S::ehlo, R("550 Bad HELO - Host impersonating example.org")),
+         EvidenceScope::domain},
+    };
+    for (const auto& c : cases) {
+        Verdict v = classify_attempt(c.attempt);
+        EXPECT_EQ(to_string(v.scope), to_string(c.scope)) << c.name << " → " << v.reason;
+        EXPECT_EQ(pushes_back(c.attempt), c.scope == EvidenceScope::mx_host) << c.name;
+    }
+}
+
+// Only connection-level push-back backs off an MX host; mailbox-level wording never does.
+TEST(Classifier, PushBackIsConnectionLevelOnly) {
+    using S = SmtpStage;
+    struct {
+        SmtpStage stage;
+        const char* wire;
+        bool pushes;
+    } cases[] = {
+        {S::banner, "421 4.3.2 Service not available", true},
+        {S::banner, "554 5.7.1 Your IP is on our block list", true},
+        {S::ehlo, "421 4.7.0 Too many concurrent SMTP connections", true},
+        {S::mail_from, "450 4.7.0 Too many connections, slow down", true},
+        {S::mail_from, "451 4.7.1 You are being throttled", true},
+        {S::rcpt, "421 4.7.0 Closing connection", true},
+        {S::random_rcpt, "421 4.7.0 Closing connection", true},
+        // Mailbox-level wording at RCPT: never.
+        {S::rcpt, "452 4.2.2 <bob@example.org>: mailbox full, quota limit exceeded", false},
+        {S::rcpt,
+         "450 4.2.1 The user you are trying to contact is receiving mail at a rate that "
+         "prevents additional messages from being delivered",
+         false},
+        {S::rcpt, "550 5.7.1 Message blocked: over limit for this user", false},
+        {S::rcpt, "450 4.7.1 Too many connections", false},
+        // Blocks of us that are not about connections: a policy fact, not a back-off.
+        {S::mail_from, "554 5.7.1 Client host rejected: blocked using zen.spamhaus.org", false},
+        {S::mail_from, "550 5.7.1 Sender limit exceeded", false},
+    };
+    for (const auto& c : cases) {
+        HostAttempt a = c.stage == S::rcpt ? at_rcpt(R(c.wire)) : ended_at(c.stage, R(c.wire));
+        EXPECT_EQ(pushes_back(a), c.pushes) << stage_name(c.stage) << ": " << c.wire;
+    }
+}
+
+// --- Accept-all detection that greylisting cannot fool -----------------------------------------
+
+TEST(Classifier, RealAcceptedCountsOnlyAfterTheRandomLocalPartWasRefusedAsUnknown) {
+    const SmtpReply ok = R("250 2.1.5 Ok");
+    HostAttempt greylisted = at_rcpt(ok);
+    greylisted.random_rcpt = R("450 4.2.0 <x>: Recipient address rejected: Greylisted");
+    Verdict v = classify_attempt(greylisted);
+    EXPECT_EQ(v.cls, VerdictClass::tempfail) << v.reason;
+    EXPECT_TRUE(v.reason.starts_with("accept-all-unknown: ")) << v.reason;
+    EXPECT_EQ(v.scope, EvidenceScope::address);
+
+    // A cached "not accept-all" fact from an earlier refusal makes it definitive.
+    ClassifyContext known;
+    known.domain_not_accept_all = true;
+    Verdict k = classify_attempt(greylisted, known);
+    EXPECT_EQ(k.cls, VerdictClass::valid) << k.reason;
+    EXPECT_NE(k.reason.find("domain known not accept-all"), std::string::npos) << k.reason;
+
+    // A policy refusal of the random local part proves nothing about accept-all.
+    HostAttempt policy = at_rcpt(ok);
+    policy.random_rcpt = R("550 5.7.1 Access denied");
+    EXPECT_EQ(classify_attempt(policy).cls, VerdictClass::tempfail);
+    // A full catch-all mailbox neither.
+    HostAttempt full = at_rcpt(R("552 5.2.2 Mailbox full"));
+    full.random_rcpt = R("552 5.2.2 Mailbox full");
+    EXPECT_EQ(classify_attempt(full).cls, VerdictClass::tempfail);
+    // Exchange Online's directory block of the made-up address is a refusal as unknown.
+    HostAttempt dbeb = at_rcpt(ok);
+    dbeb.random_rcpt = R("550 5.4.1 Recipient address rejected: Access denied. AS(201806281)");
+    EXPECT_EQ(classify_attempt(dbeb).cls, VerdictClass::valid);
+    // So is Yandex's "No such user!" under 5.7.1.
+    HostAttempt yandex = at_rcpt(ok);
+    yandex.random_rcpt = R("550 5.7.1 No such user!");
+    EXPECT_EQ(classify_attempt(yandex).cls, VerdictClass::valid);
+    // The check switched off (callout.random_check = false): the operator trusts a 2xx.
+    Verdict off = classify_attempt(without_random(at_rcpt(ok)));
+    EXPECT_EQ(off.cls, VerdictClass::valid);
+    EXPECT_NE(off.reason.find("accept-all check off"), std::string::npos) << off.reason;
+}
+
+TEST(Classifier, RandomLocalPartEvidence) {
+    // Refused as unknown: the domain is not accept-all.
+    auto unknown = random_local_part_evidence({at_rcpt(R("250 2.1.5 Ok"))});
+    EXPECT_TRUE(unknown.refused_as_unknown);
+    EXPECT_FALSE(unknown.deferred);
+
+    // Greylisted: a tempfail domain fact, whatever the real address got.
+    HostAttempt grey = at_rcpt(R("550 5.1.1 User unknown"));
+    grey.random_rcpt = R("451 4.7.1 Greylisting in action, please come back later");
+    auto deferred = random_local_part_evidence({grey});
+    EXPECT_FALSE(deferred.refused_as_unknown);
+    ASSERT_TRUE(deferred.deferred);
+    EXPECT_EQ(deferred.deferred->cls, VerdictClass::tempfail);
+    EXPECT_EQ(deferred.deferred->scope, EvidenceScope::domain);
+    EXPECT_TRUE(deferred.deferred->reason.starts_with("random-local-part-greylisted 451 4.7.1"))
+        << deferred.deferred->reason;
+    // The real address's own answer still stands.
+    EXPECT_EQ(classify({grey}).cls, VerdictClass::invalid);
+
+    // A 421 is push-back, not greylisting; no check made, nothing learnt.
+    auto closing =
+        random_local_part_evidence({ended_at(SmtpStage::random_rcpt, R("421 4.7.0 Bye"))});
+    EXPECT_FALSE(closing.deferred);
+    EXPECT_FALSE(random_local_part_evidence({without_random(at_rcpt(R("250 ok")))}).deferred);
+    EXPECT_FALSE(random_local_part_evidence({}).refused_as_unknown);
 }
 
 }  // namespace

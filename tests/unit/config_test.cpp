@@ -110,11 +110,26 @@ TEST(ConfigSchema, EveryDefaultParsesAndKeysAreUnique) {
 }
 
 TEST(ConfigSchema, StableKeysFromDesignExist) {
-    for (const char* key :
-         {"server.listen", "server.reply_timeout", "dns.servers", "callout.port",
-          "callout.helo_name", "callout.allow_networks", "cache.positive_ttl", "cache.negative_ttl",
-          "cache.tempfail_ttl", "limits.domain_rate", "limits.client_rate", "limits.global_rate",
-          "limits.mx_rate", "limits.mx_concurrency", "redis.url", "policy.dry_run"}) {
+    for (const char* key : {"server.listen",
+                            "server.reply_timeout",
+                            "dns.servers",
+                            "callout.port",
+                            "callout.helo_name",
+                            "callout.allow_networks",
+                            "cache.positive_ttl",
+                            "cache.negative_ttl",
+                            "cache.tempfail_ttl",
+                            "limits.domain_rate",
+                            "limits.client_rate",
+                            "limits.global_rate",
+                            "limits.mx_rate",
+                            "limits.mx_concurrency",
+                            "redis.url",
+                            "policy.dry_run",
+                            "policy.skip_mx_hosts",
+                            "limits.provider_rate",
+                            "limits.client_ipv6_prefix",
+                            "redis.nodes"}) {
         EXPECT_NE(find_key(key), nullptr) << key;
     }
 }
@@ -225,6 +240,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "[redis]\nurl = \"redis://s/0\"\nmaster_name = \"m\"\n"
                   "sentinels = [\"sentinel.example:26379\"]\n",
                   "4:13", "IP:PORT or [V6]:PORT"},
+        ErrorCase{"bad_dns_canary", "[dns]\ncanary = \"not a name\"\n", "2:10",
+                  "is not a DNS name"},
         ErrorCase{"sentinels_without_master_name",
                   "[redis]\nurl = \"redis://s/0\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
                   "needs redis.master_name"},
@@ -323,6 +340,58 @@ TEST(DomainList, ShippedListParses) {
     auto list = parse_domain_list(builtin_never_probe_list(), &err);
     ASSERT_TRUE(list) << err;
     EXPECT_GE(list->size(), 20u);
+    auto mx = parse_domain_list(builtin_never_probe_mx_list(), &err);
+    ASSERT_TRUE(mx) << err;
+    EXPECT_GE(mx->size(), 10u);
+}
+
+// Entries are normalised when loaded, as the probe normalises a sender's domain.
+TEST(DomainList, EntriesAreNormalisedLikeTheProbesDomain) {
+    EXPECT_EQ(list_domain("Example.ORG"), "example.org");
+    EXPECT_EQ(list_domain("example.org."), "example.org");
+    EXPECT_EQ(list_domain("B\u00fccher.example"), "xn--bcher-kva.example");
+    EXPECT_EQ(list_domain("XN--BCHER-KVA.example"), "xn--bcher-kva.example");
+    EXPECT_EQ(list_domain("\uff47\uff4d\uff41\uff49\uff4c.com"), "gmail.com");
+    EXPECT_EQ(list_domain("gmail\u3002com"), "gmail.com");
+    EXPECT_EQ(list_domain("_dmarc.example.org"), "_dmarc.example.org");  // tolerated as before
+    EXPECT_FALSE(list_domain("\u2603.example"));
+    EXPECT_FALSE(list_domain("xn--zz.example"));
+    EXPECT_FALSE(list_domain("a..example"));
+    std::string err;
+    auto list = parse_domain_list("# c\nB\u00fccher.example\nxn--mnchen-3ya.example\n", &err);
+    ASSERT_TRUE(list) << err;
+    EXPECT_EQ(*list, (std::vector<std::string>{"xn--bcher-kva.example", "xn--mnchen-3ya.example"}));
+    EXPECT_FALSE(parse_domain_list("ok.example\n\u2603.example\n", &err));
+    EXPECT_NE(err.find("line 2"), std::string::npos) << err;
+}
+
+TEST(Config, ProbeEconomyKeys) {
+    Config d = load_ok("");
+    EXPECT_TRUE(d.policy.skip_mx_hosts.matches("aspmx.l.google.com"));
+    EXPECT_TRUE(d.policy.skip_mx_hosts.matches("example-com.mail.protection.outlook.com"));
+    EXPECT_FALSE(d.policy.skip_mx_hosts.matches("mx.example.org"));
+    EXPECT_EQ(d.limits.budgets.provider_rate, (Rate{60, std::chrono::minutes(1), false}));
+    EXPECT_EQ(d.limits.client_ipv6_prefix, 64);
+    EXPECT_EQ(d.redis.nodes, 1);
+
+    Config c = load_ok(
+        "[policy]\nown_domains = [\"B\u00fccher.example\"]\n"
+        "skip_mx_hosts = [\"mx.provider.example\", \"builtin:never-probe-mx\"]\n"
+        "[limits]\nprovider_rate = \"10/1m\"\nclient_ipv6_prefix = 56\n[redis]\nnodes = 3\n");
+    EXPECT_TRUE(c.policy.own_domains.matches("xn--bcher-kva.example"));
+    EXPECT_TRUE(c.policy.skip_mx_hosts.matches("in1.mx.provider.example"));
+    EXPECT_TRUE(c.policy.skip_mx_hosts.matches("aspmx.l.google.com"));
+    EXPECT_EQ(c.limits.budgets.provider_rate.count, 10u);
+    EXPECT_EQ(c.limits.client_ipv6_prefix, 56);
+    EXPECT_EQ(c.redis.nodes, 3);
+    Config none = load_ok("[policy]\nskip_mx_hosts = []\n");
+    EXPECT_FALSE(none.policy.skip_mx_hosts.matches("aspmx.l.google.com"));
+
+    auto errs = load_errors("[policy]\nskip_domains = [\"\u2603.example\"]\n");
+    ASSERT_EQ(errs.size(), 1u);
+    EXPECT_NE(errs[0].find("is not a domain name"), std::string::npos) << errs[0];
+    EXPECT_EQ(load_errors("[limits]\nclient_ipv6_prefix = 129\n").size(), 1u);
+    EXPECT_EQ(load_errors("[redis]\nnodes = 0\n").size(), 1u);
 }
 
 TEST(Config, CollectsSeveralErrors) {
@@ -376,7 +445,7 @@ TEST(SampleConfig, MatchesSchemaAndDocumentsEveryKey) {
     std::ifstream in(path);
     std::string line;
     std::string prev;
-    std::regex key_line(R"(^([a-z_]+)\s*=)");
+    std::regex key_line(R"(^([a-z0-9_]+)\s*=)");
     int keys = 0;
     while (std::getline(in, line)) {
         std::smatch m;

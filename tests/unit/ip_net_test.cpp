@@ -69,4 +69,13 @@ TEST(IpNet, CidrRejectsBadInput) {
     EXPECT_EQ(Cidr::parse("2001:db8::/32")->to_string(), "2001:db8::/32");
 }
 
+TEST(IpNet, MaskedKeepsTheNetworkBits) {
+    EXPECT_EQ(IpAddress::parse("2001:db8:1:2:aaaa:bbbb:cccc:dddd")->masked(64).to_string(),
+              "2001:db8:1:2::");
+    EXPECT_EQ(IpAddress::parse("2001:db8:1:2ff::1")->masked(56).to_string(), "2001:db8:1:200::");
+    EXPECT_EQ(IpAddress::parse("2001:db8::1")->masked(128).to_string(), "2001:db8::1");
+    EXPECT_EQ(IpAddress::parse("192.0.2.77")->masked(24).to_string(), "192.0.2.0");
+    EXPECT_EQ(IpAddress::parse("192.0.2.77")->masked(0).to_string(), "0.0.0.0");
+}
+
 }  // namespace calloutd

@@ -172,7 +172,9 @@ TEST(CacheControl, GetDelFlushOnTheMemoryCache) {
     cache.store("a.example", "alice@a.example", {VerdictClass::valid, "rcpt-ok", now, "250 ok"});
     cache.store("a.example", "bob@a.example", {VerdictClass::invalid, "user-unknown", now, ""});
     cache.store("b.example", "carol@b.example", {VerdictClass::valid, "rcpt-ok", now, ""});
-    cache.store("c.example", "x@c.example", {VerdictClass::accept_all, "random-accepted", now, ""});
+    cache.store(
+        "c.example", "x@c.example",
+        {VerdictClass::accept_all, "random-accepted", now, "", false, EvidenceScope::domain});
     auto ask = [&](ControlVerb v, std::string arg) { return cache_control(cache, {v, arg}, now); };
 
     auto r = ask(ControlVerb::cache_get, "alice@A.Example");

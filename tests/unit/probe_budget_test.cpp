@@ -146,7 +146,7 @@ TEST_F(Budget, DeniedProbesCostNothing) {
 }
 
 TEST_F(Budget, MxRateConcurrencyAndBackoff) {
-    auto mx = [&](const std::string& ip) { return budget.admit_mx(ip, {})->admitted; };
+    auto mx = [&](const std::string& ip) { return budget.admit_mx(ip, "p.example", {})->admitted; };
     EXPECT_TRUE(mx("192.0.2.25"));
     EXPECT_TRUE(mx("192.0.2.25"));
     EXPECT_FALSE(mx("192.0.2.25"));  // two at once
@@ -166,6 +166,73 @@ TEST_F(Budget, MxRateConcurrencyAndBackoff) {
     EXPECT_FALSE(mx("192.0.2.26"));
     now += 10min;
     EXPECT_TRUE(mx("192.0.2.26"));
+}
+
+// A provider with many MX IPs is one provider: its rate binds whatever IP a connection goes to,
+// and a connection it refuses costs the IP nothing.
+TEST_F(Budget, ProviderRateSpansAllItsMxIps) {
+    limits.mx_rate = Rate{100, 60s, false};
+    limits.mx_concurrency = 100;
+    limits.provider_rate = Rate{10, 60s, false};
+    budget.set_limits(limits);
+    int admitted = 0;
+    for (int i = 0; i < 100; ++i) {
+        std::string ip = "192.0.2." + std::to_string(10 + i % 5);
+        auto d = budget.admit_mx(ip, "bigprovider.example", {});
+        ASSERT_TRUE(d);
+        if (d->admitted) {
+            ++admitted;
+            budget.release_mx(ip);
+        } else {
+            EXPECT_EQ(d->denied_by, BudgetKind::provider);
+        }
+    }
+    EXPECT_EQ(admitted, 10);
+    EXPECT_TRUE(budget.admit_mx("192.0.2.10", "other.example", {})->admitted);
+    now += 60s;
+    EXPECT_TRUE(budget.admit_mx("192.0.2.11", "bigprovider.example", {})->admitted);
+}
+
+// Admissions granted elsewhere (Redis) count against the local windows and running slots, so
+// the local budget grants no fresh window when it has to decide alone.
+TEST_F(Budget, RecordedAdmissionsCountAgainstTheLocalWindows) {
+    for (int i = 0; i < 10; ++i) budget.record_probe("victim.example", "c" + std::to_string(i));
+    EXPECT_EQ(budget.probes_running(), 10);
+    for (int i = 0; i < 10; ++i) budget.release_probe("", "", "");
+    auto d = admit("victim.example", "c99");
+    EXPECT_FALSE(d.admitted);
+    EXPECT_EQ(d.denied_by, BudgetKind::domain);
+
+    budget.record_mx("192.0.2.30", "p.example");
+    budget.record_mx("192.0.2.30", "p.example");
+    EXPECT_EQ(budget.mx_running("192.0.2.30"), 2);
+    EXPECT_FALSE(budget.admit_mx("192.0.2.30", "p.example", {})->admitted);  // concurrency 2
+    budget.release_mx("192.0.2.30");
+    budget.release_mx("192.0.2.30");
+    budget.record_mx("192.0.2.30", "p.example");
+    budget.record_mx("192.0.2.30", "p.example");
+    budget.release_mx("192.0.2.30");
+    budget.release_mx("192.0.2.30");
+    EXPECT_FALSE(budget.admit_mx("192.0.2.30", "p.example", {})->admitted);  // 4 per minute
+}
+
+TEST(NodeShare, EachNodeGetsTheCeilingOfItsShare) {
+    BudgetLimits l{Rate{10, 60s, false}, Rate{60, 60s, false},
+                   Rate{0, 0ms, true},   200,
+                   Rate{30, 60s, false}, 2};
+    l.provider_rate = Rate{9, 60s, false};
+    BudgetLimits one = node_share(l, 1);
+    EXPECT_EQ(one.domain_rate, l.domain_rate);
+    BudgetLimits three = node_share(l, 3);
+    EXPECT_EQ(three.domain_rate.count, 4u);  // ceil(10 / 3)
+    EXPECT_EQ(three.domain_rate.period, 60s);
+    EXPECT_EQ(three.client_rate.count, 20u);
+    EXPECT_TRUE(three.global_rate.unlimited);
+    EXPECT_EQ(three.global_concurrency, 67);
+    EXPECT_EQ(three.mx_rate.count, 10u);
+    EXPECT_EQ(three.mx_concurrency, 1);  // never 0: a node alone may still probe
+    EXPECT_EQ(three.provider_rate.count, 3u);
+    EXPECT_EQ(node_share(l, 1000).domain_rate.count, 1u);
 }
 
 TEST_F(Budget, MemoryStaysBoundedUnderDistinctKeys) {

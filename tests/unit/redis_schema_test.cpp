@@ -15,6 +15,7 @@ TEST(RedisSchema, DomainKeysShareOneHashTag) {
     EXPECT_EQ(in_flight_key("example.org", "a@example.org"),
               "calloutd:{example.org}:f:a@example.org");
     EXPECT_EQ(domain_window_key("example.org"), "calloutd:{example.org}:w");
+    EXPECT_EQ(not_accept_all_key("example.org"), "calloutd:{example.org}:n");
 }
 
 TEST(RedisSchema, VerdictRoundTrips) {
@@ -30,9 +31,27 @@ TEST(RedisSchema, VerdictRoundTrips) {
     EXPECT_EQ(back->probed_at, v.probed_at);
     EXPECT_EQ(back->remote_reply, v.remote_reply);
     EXPECT_FALSE(back->backoff);
+    EXPECT_EQ(back->scope, EvidenceScope::address);
     v.backoff = true;
     v.cls = VerdictClass::policy_blocked;
     EXPECT_TRUE(decode(encode(v))->backoff);
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::domain) << "a back-off is domain-wide";
+}
+
+// The scope travels in the flags field: "d" domain fact, "b" back-off, "" one address (an
+// MX-host-scoped verdict is kept under the address, so it needs no flag of its own).
+TEST(RedisSchema, ScopeIsEncodedInTheFlags) {
+    CachedVerdict v;
+    v.cls = VerdictClass::policy_blocked;
+    v.reason = "probes-refused: policy 550 5.7.1 at RCPT";
+    v.scope = EvidenceScope::domain;
+    EXPECT_TRUE(encode(v).starts_with("v1|policy_blocked|0|d|")) << encode(v);
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::domain);
+    v.scope = EvidenceScope::address;
+    EXPECT_TRUE(encode(v).starts_with("v1|policy_blocked|0||")) << encode(v);
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::address);
+    v.scope = EvidenceScope::mx_host;
+    EXPECT_EQ(decode(encode(v))->scope, EvidenceScope::address);
 }
 
 TEST(RedisSchema, HostileTextCannotBreakTheEncoding) {
@@ -46,6 +65,26 @@ TEST(RedisSchema, HostileTextCannotBreakTheEncoding) {
     EXPECT_EQ(back->reason, "a b c");
     EXPECT_LE(back->remote_reply.size(), 200u);
     EXPECT_EQ(back->remote_reply.find('|'), std::string::npos);
+}
+
+// The time of a failed refresh travels with the verdict; values written before it existed
+// (six fields) still decode.
+TEST(RedisSchema, RefreshFailedAtRoundTrips) {
+    CachedVerdict v;
+    v.cls = VerdictClass::valid;
+    v.reason = "rcpt-accepted";
+    v.probed_at = WallClock::time_point(std::chrono::milliseconds(1764316800123));
+    v.remote_reply = "250 2.1.5 ok";
+    std::string plain = encode(v);
+    EXPECT_EQ(plain, "v1|valid|1764316800123||rcpt-accepted|250 2.1.5 ok");
+    EXPECT_EQ(decode(plain)->refresh_failed_at, WallClock::time_point{});
+    v.refresh_failed_at = WallClock::time_point(std::chrono::milliseconds(1764317400456));
+    auto back = decode(encode(v));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->refresh_failed_at, v.refresh_failed_at);
+    EXPECT_EQ(back->remote_reply, "250 2.1.5 ok");
+    EXPECT_EQ(decode(plain + "|junk")->remote_reply, "250 2.1.5 ok");
+    EXPECT_EQ(provider_window_key("google.com"), "calloutd:provider:google.com:w");
 }
 
 TEST(RedisSchema, RejectsGarbage) {
