@@ -125,6 +125,7 @@ std::optional<CachedVerdict> decode(std::string_view value) {
                                        refresh_failed.data() + refresh_failed.size(), failed_ms);
     if (!refresh_failed.empty() && fec == std::errc() &&
         fend == refresh_failed.data() + refresh_failed.size()) {
+        if (failed_ms < 0 || failed_ms > kMaxProbedAtMs) return std::nullopt;  // as above
         v.refresh_failed_at = WallClock::time_point(std::chrono::milliseconds(failed_ms));
     }
     return v;

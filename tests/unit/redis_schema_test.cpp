@@ -99,7 +99,8 @@ TEST(RedisSchema, RejectsGarbage) {
 TEST(RedisSchema, RejectsProbeTimesTheClockCannotHold) {
     for (const char* bad :
          {"v1|valid|9223372036855||||", "v1|valid|9223372036854775807|||", "v1|invalid|-1|||",
-          "v1|valid|-9223372036855|||", "v1|valid|99999999999999999999|||"}) {
+          "v1|valid|-9223372036855|||", "v1|valid|99999999999999999999|||",
+          "v1|valid|0||||9223372036855", "v1|valid|0||||-9223372036855"}) {
         EXPECT_FALSE(decode(bad)) << bad;
     }
     auto last = decode("v1|valid|9223372036854|||");
