@@ -1,6 +1,6 @@
-// Sender address parser (callout/address.hpp): quoted local parts, UTF-8, IDN. Whatever it
-// accepts is written into "RCPT TO:<...>", so it must be safe on the wire, within RFC 5321's
-// lengths, a lower-case A-label domain, and parse again to itself.
+// Sender address parser and domain normalisation (callout/address.hpp): quoted local parts,
+// UTF-8, IDN. Whatever it accepts is written into "RCPT TO:<...>", so it must be safe on the
+// wire, within RFC 5321's lengths, a lower-case A-label domain, and parse again to itself.
 #include <string>
 
 #include "callout/address.hpp"
@@ -41,8 +41,23 @@ void check_wire_safe(const calloutd::SenderAddress& a, const std::string& input)
 CALLOUTD_FUZZ_TARGET(address) {
     std::string input(reinterpret_cast<const char*>(data), size);
     auto parsed = calloutd::parse_sender(input);
+    // The one domain normalisation every decision uses: what it accepts is a lower-case LDH
+    // name that maps to itself.
+    auto domain = calloutd::parse_domain(input);
+    if (domain) {
+        calloutd::SenderAddress probe{"x", domain.domain};
+        check_wire_safe(probe, input);
+        auto again = calloutd::parse_domain(domain.domain);
+        FUZZ_CHECK(again && again.domain == domain.domain, domain.domain + " -> " + again.domain);
+    } else {
+        FUZZ_CHECK(
+            domain.refusal.starts_with("bad-address") || domain.refusal.starts_with("bad-domain"),
+            domain.refusal);
+    }
     if (!parsed) {
-        FUZZ_CHECK(parsed.refusal.starts_with("bad-address") || parsed.refusal == "address-literal",
+        FUZZ_CHECK(parsed.refusal.starts_with("bad-address") ||
+                       parsed.refusal.starts_with("bad-domain") ||
+                       parsed.refusal == "address-literal",
                    parsed.refusal);
         return 0;
     }

@@ -1,7 +1,9 @@
 // Classifier (callout/classifier.hpp): replies of any text at any stage, in one or several
 // host attempts. It may answer anything but the design's evidence rules: `invalid` only from
-// a 5xx to the real RCPT, `valid` only from a 2xx (or 552 mailbox full) to it, `accept_all`
-// only when the random local part was accepted, and never `invalid` when MX hosts disagree.
+// a 5xx to the real RCPT; `valid` only from a 2xx to it when the random local part was refused
+// (or the domain is known not to accept all), a mailbox full or a 551 forward-path;
+// `accept_all` only when the random local part was accepted; never `invalid` when MX hosts
+// disagree.
 #include <string>
 #include <vector>
 
@@ -35,17 +37,24 @@ std::string describe(const HostAttempt& a, const Verdict& v) {
            " -> " + std::string(to_string(v.cls)) + " " + v.reason;
 }
 
-void check_attempt(const HostAttempt& a, const Verdict& v) {
-    const std::string why = describe(a, v);
+void check_attempt(const HostAttempt& a, const Verdict& v, const ClassifyContext& ctx) {
+    const std::string why = describe(a, v) + (ctx.domain_not_accept_all ? " (not accept-all)" : "");
     FUZZ_CHECK(!v.reason.empty(), why);
     const SmtpReply* rcpt = reply_for(a, a.rcpt, SmtpStage::rcpt);
     const SmtpReply* random = reply_for(a, a.random_rcpt, SmtpStage::random_rcpt);
     if (v.cls == VerdictClass::invalid) FUZZ_CHECK(rcpt != nullptr && rcpt->code / 100 == 5, why);
     if (v.cls == VerdictClass::valid) {
-        // 2xx, or a permanent "mailbox full" (552, or 5.2.2 under any 5xx): the mailbox exists.
-        FUZZ_CHECK(rcpt != nullptr && (rcpt->code / 100 == 2 || rcpt->code == 552 ||
-                                       (rcpt->code / 100 == 5 && rcpt->enhanced == "5.2.2")),
-                   why);
+        // 2xx; a permanent "mailbox full" (552, or 5.2.2 under any 5xx); or 551 "user not
+        // local; please try <forward-path>": the mailbox exists.
+        FUZZ_CHECK(
+            rcpt != nullptr && (rcpt->code / 100 == 2 || rcpt->code == 552 || rcpt->code == 551 ||
+                                (rcpt->code / 100 == 5 && rcpt->enhanced == "5.2.2")),
+            why);
+        // A 2xx proves nothing unless the domain refuses what does not exist.
+        if (rcpt->code / 100 == 2) {
+            FUZZ_CHECK(ctx.domain_not_accept_all || (random != nullptr && random->code / 100 == 5),
+                       why);
+        }
     }
     if (v.cls == VerdictClass::accept_all) {
         FUZZ_CHECK(random != nullptr && random->code / 100 == 2, why);
@@ -67,6 +76,8 @@ CALLOUTD_FUZZ_TARGET(classifier) {
     std::string_view in(reinterpret_cast<const char*>(data), size);
     if (in.size() < 3) return 0;
     std::size_t attempts_wanted = 1 + static_cast<unsigned char>(in[0]) % 3;
+    ClassifyContext ctx;
+    ctx.domain_not_accept_all = (static_cast<unsigned char>(in[0]) & 0x80) != 0;
     std::string_view header = in.substr(1, std::min(in.size() - 1, 3 * attempts_wanted));
     SmtpReplyParser parser;
     parser.feed(in.substr(1 + header.size()));
@@ -83,16 +94,17 @@ CALLOUTD_FUZZ_TARGET(classifier) {
         if (which & 4) a.rcpt = parser.next();
         if (which & 8) a.last_reply = parser.next();
         if (which & 16) a.detail = "Connection refused";
-        Verdict v = classify_attempt(a);
-        check_attempt(a, v);
+        Verdict v = classify_attempt(a, ctx);
+        check_attempt(a, v, ctx);
         (void)pushes_back(a);
         attempts.push_back(std::move(a));
     }
-    Verdict all = classify(attempts);
+    Verdict all = classify(attempts, ctx);
     FUZZ_CHECK(!all.reason.empty(), all.reason);
+    (void)random_local_part_evidence(attempts);
     if (all.cls == VerdictClass::invalid) {
         for (const auto& a : attempts) {
-            Verdict one = classify_attempt(a);
+            Verdict one = classify_attempt(a, ctx);
             FUZZ_CHECK(one.cls != VerdictClass::valid && one.cls != VerdictClass::accept_all,
                        "MX hosts disagree but the probe says invalid: " + describe(a, one));
         }
