@@ -131,6 +131,57 @@ std::optional<CachedVerdict> decode(std::string_view value) {
     return v;
 }
 
+namespace {
+
+// The reply as the scripts build it: an array whose elements are all bulk strings.
+std::optional<std::vector<std::string_view>> string_array(const RedisReply& reply) {
+    if (!reply.is_array() || reply.elements().empty()) return std::nullopt;
+    std::vector<std::string_view> out;
+    for (const auto& e : reply.elements()) {
+        if (!e.is_string()) return std::nullopt;
+        out.emplace_back(e.text());
+    }
+    return out;
+}
+
+}  // namespace
+
+AdmitReply read_admit_reply(const RedisReply& reply, std::string_view token) {
+    AdmitReply r;
+    auto e = string_array(reply);
+    if (!e) return r;
+    const auto& f = *e;
+    if (f[0] == "admitted" && f.size() == 2 && f[1] == token) {
+        r.kind = AdmitReply::Kind::admitted;
+    } else if (f[0] == "cached" && f.size() == 3 && (f[2] == "d" || f[2] == "a")) {
+        r.kind = AdmitReply::Kind::cached;
+        r.cached = decode(f[1]);
+        r.cached_scope = std::string(f[2]);
+    } else if (f[0] == "in_flight" && f.size() == 1) {
+        r.kind = AdmitReply::Kind::in_flight;
+    } else if (f[0] == "denied" && f.size() == 2) {
+        if (f[1] == "domain") r.denied_by = BudgetKind::domain;
+        if (f[1] == "client") r.denied_by = BudgetKind::client;
+        if (f[1] == "global") r.denied_by = BudgetKind::global;
+        if (r.denied_by) r.kind = AdmitReply::Kind::denied;
+    }
+    return r;
+}
+
+AdmitReply read_admit_mx_reply(const RedisReply& reply, std::string_view token) {
+    AdmitReply r;
+    auto e = string_array(reply);
+    if (!e) return r;
+    const auto& f = *e;
+    if (f[0] == "admitted" && f.size() == 2 && f[1] == token) {
+        r.kind = AdmitReply::Kind::admitted;
+    } else if (f[0] == "denied" && f.size() == 2) {
+        r.kind = AdmitReply::Kind::denied;
+        r.denied_by = f[1] == "provider" ? BudgetKind::provider : BudgetKind::mx;
+    }
+    return r;
+}
+
 // Time comes from Redis TIME so every node uses one clock. Windows are sorted sets of event
 // times, trimmed to the period before counting (exact sliding windows, as in memory).
 const std::string_view kAdmitScript = R"lua(

@@ -47,6 +47,38 @@ void decode_all(const RedisReply& r) {
     for (const auto& e : r.elements()) decode_all(e);
 }
 
+// Every reply read as the admission scripts' results: only well-formed ones are believed.
+void read_as_script_results(const RedisReply& r) {
+    using calloutd::BudgetKind;
+    using Kind = calloutd::redis_schema::AdmitReply::Kind;
+    auto admit = calloutd::redis_schema::read_admit_reply(r, "node-1:42");
+    const std::string why = render(r);
+    switch (admit.kind) {
+        case Kind::admitted:
+            FUZZ_CHECK(r.elements().size() == 2 && r.elements()[1].text() == "node-1:42", why);
+            break;
+        case Kind::cached:
+            FUZZ_CHECK(admit.cached_scope == "a" || admit.cached_scope == "d", why);
+            break;
+        case Kind::denied:
+            FUZZ_CHECK(admit.denied_by == BudgetKind::domain ||
+                           admit.denied_by == BudgetKind::client ||
+                           admit.denied_by == BudgetKind::global,
+                       why);
+            break;
+        case Kind::in_flight:
+        case Kind::malformed:
+            break;
+    }
+    if (admit.kind != Kind::cached) FUZZ_CHECK(!admit.cached.has_value(), why);
+    auto mx = calloutd::redis_schema::read_admit_mx_reply(r, "node-2:7");
+    FUZZ_CHECK(mx.kind == Kind::admitted || mx.kind == Kind::denied || mx.kind == Kind::malformed,
+               why);
+    if (mx.kind == Kind::denied) {
+        FUZZ_CHECK(mx.denied_by == BudgetKind::mx || mx.denied_by == BudgetKind::provider, why);
+    }
+}
+
 // Replies in order, or "error: ..." where hiredis refuses the stream.
 std::vector<std::string> read_all(const std::vector<std::string_view>& chunks) {
     std::vector<std::string> out;
@@ -65,6 +97,7 @@ std::vector<std::string> read_all(const std::vector<std::string_view>& chunks) {
             RedisReply reply = RedisReply::from_hiredis(static_cast<redisReply*>(raw));
             freeReplyObject(raw);
             decode_all(reply);
+            read_as_script_results(reply);
             out.push_back(render(reply));
         }
     }
