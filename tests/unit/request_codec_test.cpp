@@ -211,7 +211,9 @@ TEST(Codec, InvalidUtf8IsAnsweredWithAWarning) {
         {"x-unknown=\xed\xa0\x80\n", "invalid UTF-8 in attribute 'x-unknown'"},  // surrogate
         {"client_name=\xc0\xaf\n", "invalid UTF-8 in attribute 'client_name'"},  // overlong
         {"na\xffme=v\n", "invalid UTF-8 in attribute 'na?me'"},
-        {"sender=j\xc3\xb6rg@b\xc3\xbc" "cher.example\n", ""},
+        {"sender=j\xc3\xb6rg@b\xc3\xbc"
+         "cher.example\n",
+         ""},
         {"helo_name=\xf0\x9f\x98\x80\n", ""},
     };
     for (const auto& [line, warning] : cases) {
