@@ -283,6 +283,8 @@ class PostfixE2e : public ::testing::Test {
         return out;
     }
     std::string decision(const std::string& sender) const {
+        // The reply leaves before the log lines of its loop turn are written: wait for them.
+        calloutd_->wait_for_log(" sender=" + sender + " client=", 2s);
         auto d = decisions(sender);
         return d.empty() ? "<no decision>" : d.back();
     }
