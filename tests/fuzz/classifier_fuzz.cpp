@@ -50,9 +50,14 @@ void check_attempt(const HostAttempt& a, const Verdict& v, const ClassifyContext
             rcpt != nullptr && (rcpt->code / 100 == 2 || rcpt->code == 552 || rcpt->code == 551 ||
                                 (rcpt->code / 100 == 5 && rcpt->enhanced == "5.2.2")),
             why);
-        // A 2xx proves nothing unless the domain refuses what does not exist.
+        // A 2xx proves nothing unless the domain refuses what does not exist: the random local
+        // part refused in this conversation, a cached fact saying so, or no random local part
+        // asked at all (callout.random_check = false, the operator's choice, said in the reason).
         if (rcpt->code / 100 == 2) {
-            FUZZ_CHECK(ctx.domain_not_accept_all || (random != nullptr && random->code / 100 == 5),
+            FUZZ_CHECK(ctx.domain_not_accept_all ||
+                           (random != nullptr && random->code / 100 == 5) ||
+                           (random == nullptr &&
+                            v.reason.find("accept-all check off") != std::string::npos),
                        why);
         }
     }

@@ -34,6 +34,7 @@ std::vector<std::string> run(const std::vector<std::string_view>& chunks, Reader
     RequestReader reader(limits);
     std::vector<std::string> out;
     PolicyRequest req;
+    bool failed = false;
     auto take = [&](RequestReader::Status st) {
         if (st == RequestReader::Status::request) {
             check_clean(req);
@@ -41,6 +42,7 @@ std::vector<std::string> run(const std::vector<std::string_view>& chunks, Reader
             return true;
         }
         if (st == RequestReader::Status::error) {
+            failed = true;
             out.push_back("error " + std::string(calloutd::to_string(reader.error_kind())) + " " +
                           reader.error());
         }
@@ -50,7 +52,7 @@ std::vector<std::string> run(const std::vector<std::string_view>& chunks, Reader
         reader.append(c);
         while (take(reader.next(req))) {
         }
-        if (!out.empty() && out.back().starts_with("error")) return out;
+        if (failed) return out;
         // What waits for the rest of a request is bounded by the request limit.
         FUZZ_CHECK(reader.pending_bytes() <= limits.max_request_bytes + c.size(),
                    std::to_string(reader.pending_bytes()));
