@@ -5,7 +5,8 @@
 // machine-readable line (requests= seconds= rps= p50_us= p99_us= p999_us= max_us= errors= ...)
 // and one human line starting with "# ". With --prime S it instead asks for every sender once,
 // re-asking while the answer is the in_progress action, until all have a verdict or S seconds
-// pass (used to fill the verdict cache before a measurement).
+// pass (used to fill the verdict cache before a measurement). With --requests N it sends exactly N
+// requests and stops when all are answered (per-request profiles: instructions, syscalls).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -49,8 +50,9 @@ struct Options {
     std::string senders = "1000";  // a count (generated userN@domain) or a file, one per line
     std::string domain = "bench.test";
     size_t pipeline = 1;
-    double timeout = 5;  // a reply slower than this is an error; the connection is replaced
-    double prime = 0;    // > 0: prime mode with this deadline in seconds
+    double timeout = 5;     // a reply slower than this is an error; the connection is replaced
+    double prime = 0;       // > 0: prime mode with this deadline in seconds
+    uint64_t requests = 0;  // > 0: send exactly this many requests, then stop (profiling runs)
     std::string in_progress = "DEFER_IF_PERMIT";  // action prefix of the in_progress class
     std::string client = "198.51.100.7";
 };
@@ -60,7 +62,7 @@ void usage() {
         stderr,
         "usage: policy_load --port P [--host IP] [--connections N] [--duration S] [--warmup S]\n"
         "                   [--senders FILE|COUNT] [--domain D] [--pipeline K] [--timeout S]\n"
-        "                   [--client IP] [--prime S] [--in-progress PREFIX]\n");
+        "                   [--client IP] [--prime S] [--in-progress PREFIX] [--requests N]\n");
 }
 
 bool parse_options(int argc, char** argv, Options& o) {
@@ -96,6 +98,8 @@ bool parse_options(int argc, char** argv, Options& o) {
             o.in_progress = v;
         } else if (a == "--client") {
             o.client = v;
+        } else if (a == "--requests") {
+            o.requests = std::strtoull(v, nullptr, 10);
         } else {
             std::fprintf(stderr, "policy_load: unknown option %s\n", argv[i - 1]);
             return false;
@@ -220,6 +224,7 @@ class Load {
     std::deque<std::pair<Clock::time_point, size_t>> again_;
     size_t primed_ = 0;
     uint64_t retries_ = 0;
+    uint64_t answered_ = 0;  // replies received (any window), for --requests
 };
 
 void Load::connect(Conn& c, Clock::time_point now) {
@@ -263,6 +268,7 @@ void Load::fail(Conn& c, Clock::time_point now, const char* why) {
 std::optional<size_t> Load::next_sender(Clock::time_point now) {
     if (o_.prime <= 0) {
         if (now >= end_ || senders_.empty()) return std::nullopt;
+        if (o_.requests > 0 && seq_ >= o_.requests) return std::nullopt;
         size_t i = rr_;
         rr_ = (rr_ + 1) % senders_.size();
         return i;
@@ -331,6 +337,7 @@ void Load::on_reply(Conn& c, std::string_view reply, Clock::time_point now) {
     }
     Pending p = c.pending.front();
     c.pending.pop_front();
+    ++answered_;
     std::string_view action;
     size_t pos = reply.find("action=");
     if (pos == 0 || (pos != std::string_view::npos && reply[pos - 1] == '\n')) {
@@ -409,6 +416,7 @@ int Load::run() {
         auto now = Clock::now();
         if (now >= end_) break;
         if (o_.prime > 0 && primed_ == senders_.size()) break;
+        if (o_.requests > 0 && answered_ + stats_.errors >= o_.requests) break;
         for (int i = 0; i < n; ++i) {
             auto& ev = events[static_cast<size_t>(i)];
             Conn& c = *static_cast<Conn*>(ev.data.ptr);
@@ -449,7 +457,8 @@ int Load::run() {
     }
     stopping_ = true;
     double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-    return o_.prime > 0 ? report_prime(seconds) : report_load(o_.duration);
+    if (o_.prime > 0) return report_prime(seconds);
+    return report_load(o_.requests > 0 ? seconds : o_.duration);
 }
 
 std::string actions_text(const Stats& s) {

@@ -136,6 +136,18 @@ std::optional<std::string> to_a_labels(const std::string& domain, std::string& w
     return result;
 }
 
+// The U-label form of a valid A-label domain; empty if libidn2 cannot convert it back.
+std::string to_u_labels(const std::string& a_labels) {
+    char* out = nullptr;
+    if (idn2_to_unicode_8z8z(a_labels.c_str(), &out, 0) != IDN2_OK) {
+        idn2_free(out);
+        return {};
+    }
+    std::string result(out);
+    idn2_free(out);
+    return result;
+}
+
 // Validates and normalises the domain into lower-case A-labels; returns the refusal or empty.
 // `idna` is set when the refusal comes from the IDNA mapping rather than plain syntax.
 std::string normalise_domain(std::string_view text, std::string& domain, bool& idna) {
@@ -216,6 +228,18 @@ std::string SenderAddress::address() const {
     return local + "@" + domain;
 }
 
+bool SenderAddress::needs_smtputf8() const {
+    for (char c : local) {
+        if (static_cast<unsigned char>(c) >= 0x80) return true;
+    }
+    return false;
+}
+
+std::string SenderAddress::wire_address() const {
+    if (needs_smtputf8() && !domain_unicode.empty()) return local + "@" + domain_unicode;
+    return address();
+}
+
 // Order: cheap global refusals (size, controls), local part, domain, final length.
 AddressParse parse_sender(std::string_view text) {
     if (text.empty()) return refuse("empty");
@@ -246,6 +270,15 @@ AddressParse parse_sender(std::string_view text) {
     addr.domain = std::move(domain.domain);
     if (addr.local.size() + 1 + addr.domain.size() > kMaxAddressOctets)
         return refuse("longer than 254 octets");
+    for (char c : domain_text) {
+        if (static_cast<unsigned char>(c) >= 0x80) {
+            addr.domain_unicode = to_u_labels(addr.domain);
+            // The U-label form is only ever an alternative: too long for a path, keep A-labels.
+            if (addr.local.size() + 1 + addr.domain_unicode.size() > kMaxAddressOctets)
+                addr.domain_unicode.clear();
+            break;
+        }
+    }
     return {std::move(addr), {}};
 }
 

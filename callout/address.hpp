@@ -12,8 +12,17 @@ namespace calloutd {
 struct SenderAddress {
     std::string local;   // wire form as written: dot-atom, or quoted string with its escapes
     std::string domain;  // A-label form, lower case, no trailing dot
-    // local@domain, exactly what goes between the angle brackets of RCPT TO.
+    // The domain as U-labels (lower case, NFC) when it was written with any; empty otherwise.
+    std::string domain_unicode;
+    // local@domain: the address's one name in caches, logs and budgets, and what goes between
+    // the angle brackets of RCPT TO for an ASCII local part (no SMTPUTF8 needed).
     std::string address() const;
+    // True when the local part is UTF-8: the address exists only under SMTPUTF8 (RFC 6531).
+    bool needs_smtputf8() const;
+    // What RCPT TO carries: address(), except that a UTF-8 local part keeps the domain in the
+    // form it was written in (U-labels if any), as the internationalised address it is; a
+    // server may know its domain only in that form.
+    std::string wire_address() const;
 };
 
 // Either an address or why it was refused: "bad-address: <why>", "bad-domain: <why>" (the

@@ -6,6 +6,7 @@
 #include "callout/ascii.hpp"
 #include "callout/classifier.hpp"
 #include "callout/random_local_part.hpp"
+#include "callout/tls_context.hpp"
 
 namespace calloutd {
 
@@ -23,6 +24,14 @@ std::unique_ptr<Callout> Callout::create(uv_loop_t* loop, CalloutOptions options
                                          std::string& error) {
     auto dns = DnsResolver::create(loop, options.dns, error);
     if (!dns) return nullptr;
+    // One SSL_CTX for every probe of this configuration.
+    if (options.probe.tls != TlsMode::none && !options.probe.tls_context) {
+        options.probe.tls_context = TlsContext::create(error);
+        if (!options.probe.tls_context) {
+            error = "TLS: " + error;
+            return nullptr;
+        }
+    }
     if (options.probe.helo_name.empty()) options.probe.helo_name = local_host_name();
     if (options.random_secret.empty()) options.random_secret = host_random_secret();
     return std::make_unique<Callout>(Key{}, loop, std::move(options), std::move(dns));
@@ -151,7 +160,7 @@ void Callout::on_mx(Handle h, MxResolution mx) {
             },
             [budget](const ProbeTarget& t) { budget->release(t); });
     }
-    op.probe->start(std::move(targets), op.sender.address(),
+    op.probe->start(std::move(targets), op.sender.wire_address(),
                     random_local_part_for(op.sender.domain),
                     [this, h](ProbeResult r) { on_probe(h, std::move(r)); });
 }

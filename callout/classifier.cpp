@@ -650,12 +650,21 @@ Verdict judge_mail_from_reject(const ReplyFacts& f, SmtpStage stage, bool first_
 std::string waiting_for(SmtpStage stage) {
     if (stage == SmtpStage::connect) return "connecting";
     if (stage == SmtpStage::banner) return "waiting for banner";
+    if (stage == SmtpStage::tls_handshake) return "doing the TLS handshake";
     return "waiting for " + std::string(stage_name(stage)) + " reply";
 }
 
-// A conversation that ended without a reply: always tempfail, naming the stage.
+// A conversation that ended without a reply: tempfail naming the stage, except that an address
+// the server cannot be asked about without SMTPUTF8 is `skipped` (never asked, so no claim).
 Verdict judge_event(const HostAttempt& a) {
     const std::string where = waiting_for(a.last_stage);
+    if (a.last_stage == SmtpStage::tls_handshake && a.event != StageEvent::deadline) {
+        std::string what =
+            a.event == StageEvent::protocol_error
+                ? a.detail
+                : std::string(event_name(a.event)) + (a.detail.empty() ? "" : ": " + a.detail);
+        return {VerdictClass::tempfail, "tls-failed: handshake " + what};
+    }
     switch (a.event) {
         case StageEvent::connect_failed:
             return {VerdictClass::tempfail,
@@ -670,6 +679,17 @@ Verdict judge_event(const HostAttempt& a) {
             return {VerdictClass::tempfail, "io error while " + where};
         case StageEvent::protocol_error:
             return {VerdictClass::tempfail, "protocol error while " + where};
+        case StageEvent::tls_unavailable:
+            // callout.tls = encrypt: MAIL FROM is never sent in plaintext. The scope is decided
+            // over all MX hosts in classify().
+            return {VerdictClass::tempfail,
+                    "tls-unavailable: " +
+                        (a.detail.empty()
+                             ? "STARTTLS not offered at " + std::string(stage_name(a.last_stage))
+                             : a.detail)};
+        case StageEvent::smtputf8_unsupported:
+            return {VerdictClass::skipped, "smtputf8-unsupported: UTF-8 address, no SMTPUTF8 at " +
+                                               std::string(stage_name(a.last_stage))};
         case StageEvent::reply:
             break;
     }
@@ -685,6 +705,10 @@ Verdict judge_final_reply(const HostAttempt& a, const ReplyFacts& f) {
     const SmtpStage stage = a.last_stage;
     if (is_unexpected_code(f.code) || is_positive(f.code))
         return verdict(VerdictClass::tempfail, "probe-incomplete", f, stage);
+    // Only callout.tls = encrypt ends at a refused STARTTLS ("454 4.7.0 TLS not available"): the
+    // server will not encrypt today, whatever its wording says.
+    if (stage == SmtpStage::starttls && f.code != 421)
+        return verdict(VerdictClass::tempfail, "starttls-rejected", f, stage);
     if (f.code < 500) return judge_temporary(f, stage);
     switch (stage) {
         case SmtpStage::banner:
@@ -702,6 +726,8 @@ Verdict judge_final_reply(const HostAttempt& a, const ReplyFacts& f) {
         case SmtpStage::rcpt:
             return judge_rcpt(f, stage);
         case SmtpStage::connect:
+        case SmtpStage::starttls:
+        case SmtpStage::tls_handshake:
         case SmtpStage::rset:
         case SmtpStage::quit:
             break;
@@ -746,6 +772,22 @@ Verdict gate_positive(Verdict v, const SmtpReply* random, const ClassifyContext&
             "accept-all-unknown: " + v.reason + "; random local part " + why.reason};
 }
 
+// "Must issue a STARTTLS command first" means something different depending on what happened to
+// TLS on that connection; the reason says which (callout.tls = none, a server that demands TLS
+// without offering it, the plaintext retry after a broken handshake).
+Verdict with_tls_context(Verdict v, const HostAttempt& a) {
+    if (rule_of(v.reason) != "starttls-required") return v;
+    if (a.plaintext_retry)
+        v.reason += "; plaintext retry after a failed TLS handshake";
+    else if (a.tls)
+        v.reason += "; inside TLS";
+    else if (a.starttls_offered)
+        v.reason += "; STARTTLS offered, not used";
+    else
+        v.reason += "; STARTTLS not offered";
+    return v;
+}
+
 // The conversation that decides a probe: the last one that reached a server.
 std::optional<size_t> decisive_index(const std::vector<HostAttempt>& attempts) {
     std::optional<size_t> decisive;
@@ -755,10 +797,8 @@ std::optional<size_t> decisive_index(const std::vector<HostAttempt>& attempts) {
     return decisive;
 }
 
-}  // namespace
-
 // Order: accept-all check, real RCPT, refusals recorded on the way, then how it ended.
-Verdict classify_attempt(const HostAttempt& a, const ClassifyContext& ctx) {
+Verdict judge_attempt(const HostAttempt& a, const ClassifyContext& ctx) {
     const SmtpReply* random = reply_at(a, a.random_rcpt, SmtpStage::random_rcpt);
     if (random != nullptr && is_positive(random->code))
         return verdict(VerdictClass::accept_all, "random-local-part-accepted", facts_of(*random),
@@ -806,6 +846,25 @@ Verdict classify_attempt(const HostAttempt& a, const ClassifyContext& ctx) {
     return judge_event(a);
 }
 
+// callout.tls = encrypt and no MX host offered STARTTLS: a fact about the domain's mail servers
+// (no mailbox was named, so none can speak for the domain), kept under the domain for
+// cache.tempfail_ttl so its other senders do not each cost a connection. It takes every host
+// tried to say so: if another MX host failed otherwise (refused, timeout), it might offer TLS,
+// and the verdict stays with the address. Never MX-host scope: that means push-back, and backs
+// off a host that did nothing wrong.
+bool no_server_offers_tls(const std::vector<HostAttempt>& attempts) {
+    for (const auto& a : attempts) {
+        if (a.event != StageEvent::tls_unavailable) return false;
+    }
+    return !attempts.empty();
+}
+
+}  // namespace
+
+Verdict classify_attempt(const HostAttempt& a, const ClassifyContext& ctx) {
+    return with_tls_context(judge_attempt(a, ctx), a);
+}
+
 Verdict classify(const std::vector<HostAttempt>& attempts, const ClassifyContext& ctx) {
     if (attempts.empty()) return {VerdictClass::tempfail, "no-attempt"};
 
@@ -818,6 +877,8 @@ Verdict classify(const std::vector<HostAttempt>& attempts, const ClassifyContext
     }
 
     Verdict v = classify_attempt(attempts[*decisive], ctx);
+    if (attempts[*decisive].event == StageEvent::tls_unavailable && no_server_offers_tls(attempts))
+        v.scope = EvidenceScope::domain;
     if (v.cls != VerdictClass::invalid) return v;
     // Another MX host accepted the address: the hosts disagree, so absence is not proven.
     for (size_t i = 0; i < attempts.size(); ++i) {

@@ -22,14 +22,17 @@ struct ClassifyContext {
 // wording, explicit "no such user" wording whatever the code, or a vendor signature) yields
 // `invalid`. A 2xx to the real RCPT yields `valid` only when the random local part was refused
 // as unknown in the same conversation (or `ctx` says the domain is known not to accept all);
-// otherwise it is `tempfail` "accept-all-unknown". Every verdict carries its evidence scope.
+// otherwise it is `tempfail` "accept-all-unknown". A UTF-8 address the server could not be
+// asked about (no SMTPUTF8) is `skipped` "smtputf8-unsupported"; at callout.tls = encrypt, no
+// STARTTLS, a refused one or a failed handshake is `tempfail` ("tls-unavailable",
+// "starttls-rejected", "tls-failed"). Every verdict carries its evidence scope.
 Verdict classify_attempt(const HostAttempt& attempt, const ClassifyContext& ctx = {});
 
 // Judges a whole probe. The probe moves on to the next MX host after connect failures, bad
 // banners and pre-RCPT timeouts, so the last attempt that reached a server decides; no
 // attempts → tempfail "no-attempt"; only connect failures → tempfail naming that. If MX hosts
 // disagree (one accepted the address, another says it does not exist) the result is never
-// `invalid`.
+// `invalid`. "tls-unavailable" is domain-scoped when every host tried said it.
 Verdict classify(const std::vector<HostAttempt>& attempts, const ClassifyContext& ctx = {});
 
 // What the random local part of the deciding conversation said about the domain, besides the

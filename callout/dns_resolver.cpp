@@ -206,7 +206,7 @@ void DnsResolver::UvCloser::operator()(uv_timer_t* h) const {
 }
 
 DnsResolver::DnsResolver(Key, uv_loop_t* loop, const DnsOptions& options)
-    : loop_(loop), options_(options) {
+    : loop_(loop), options_(options), deliveries_(loop) {
     if (options_.shuffle_seed) {
         rng_.seed(*options_.shuffle_seed);
     } else {
@@ -226,7 +226,7 @@ std::unique_ptr<DnsResolver> DnsResolver::create(uv_loop_t* loop, DnsOptions opt
     return r;
 }
 
-// Sets up the channel, its servers and the two timers; false with a message on failure.
+// Sets up the channel, its servers and the c-ares timer; false with a message on failure.
 bool DnsResolver::init(std::string& error) {
     init_ares_library_once();
     std::vector<ares_addr_port_node> servers(options_.servers.size());
@@ -280,19 +280,12 @@ bool DnsResolver::init(std::string& error) {
     }
 
     auto ares_timer = std::make_unique<uv_timer_t>();
-    auto deliver_timer = std::make_unique<uv_timer_t>();
     if (uv_timer_init(loop_, ares_timer.get()) != 0) {
         error = "uv_timer_init failed";
         return false;
     }
     ares_timer_.reset(ares_timer.release());
     ares_timer_->data = this;
-    if (uv_timer_init(loop_, deliver_timer.get()) != 0) {
-        error = "uv_timer_init failed";
-        return false;
-    }
-    deliver_timer_.reset(deliver_timer.release());
-    deliver_timer_->data = this;
     return true;
 }
 
@@ -345,15 +338,18 @@ bool DnsResolver::cancel(Handle handle) {
 }
 
 // c-ares may call back synchronously from inside ares_query() (bad name, no servers), so the
-// answer handlers only ever queue results; user callbacks run from deliver_ready().
+// answer handlers only ever queue results; user callbacks run from deliver().
 void DnsResolver::start_query(Operation& op, QueryKind kind, std::size_t host_index,
                               const std::string& name) {
     int type = kind == QueryKind::mx   ? kTypeMx
                : kind == QueryKind::a  ? kTypeA
                : kind == QueryKind::ns ? kTypeNs
                                        : kTypeAaaa;
-    waiting_.push_back(
-        std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index, type, name}));
+    auto tag = std::make_unique<QueryTag>(QueryTag{this, op.handle, kind, host_index, type, name});
+    // A new domain's MX lookup queues behind everything; whatever an operation asks next goes
+    // first, so operations already under way finish (and their probes start) before new ones.
+    bool first_query = kind == QueryKind::mx;
+    (first_query ? waiting_ : follow_ups_).push_back(std::move(tag));
     ++op.pending;
     pump();
 }
@@ -362,9 +358,11 @@ void DnsResolver::start_query(Operation& op, QueryKind kind, std::size_t host_in
 void DnsResolver::pump() {
     if (pumping_) return;  // a synchronous answer inside ares_query() lands here; the loop below
     pumping_ = true;       // picks up the freed slot
-    while (outstanding_ < options_.max_outstanding_queries && !waiting_.empty()) {
-        std::unique_ptr<QueryTag> tag = std::move(waiting_.front());
-        waiting_.pop_front();
+    while (outstanding_ < options_.max_outstanding_queries &&
+           (!follow_ups_.empty() || !waiting_.empty())) {
+        auto& queue = follow_ups_.empty() ? waiting_ : follow_ups_;
+        std::unique_ptr<QueryTag> tag = std::move(queue.front());
+        queue.pop_front();
         auto it = operations_.find(tag->handle);
         if (it == operations_.end() || it->second->done) continue;
         ++outstanding_;
@@ -591,29 +589,20 @@ void DnsResolver::complete(Operation& op, MxResolution::Status status, std::stri
     op.result.status = status;
     op.result.reason = std::move(reason);
     if (status != MxResolution::Status::ok) op.result.hosts.clear();
-    ready_.push_back(op.handle);
-    uv_timer_start(
-        deliver_timer_.get(),
-        [](uv_timer_t* t) { static_cast<DnsResolver*>(t->data)->deliver_ready(); }, 0, 0);
+    deliveries_.post([this, handle = op.handle] { deliver(handle); });
 }
 
-// Runs completed callbacks. A callback may resolve, cancel, or destroy the resolver itself.
-void DnsResolver::deliver_ready() {
-    std::weak_ptr<int> alive = alive_;
-    std::deque<Handle> batch;
-    batch.swap(ready_);
-    for (Handle handle : batch) {
-        auto it = operations_.find(handle);
-        if (it == operations_.end()) continue;  // cancelled after it completed
-        std::unique_ptr<Operation> op = std::move(it->second);
-        operations_.erase(it);
-        if (op->name_callback) {
-            op->name_callback(NameCheck{op->result.status == MxResolution::Status::ok,
-                                        std::move(op->result.reason)});
-        } else {
-            op->callback(std::move(op->result));
-        }
-        if (alive.expired()) return;
+// Runs a completed operation's callback. It may resolve, cancel, or destroy the resolver.
+void DnsResolver::deliver(Handle handle) {
+    auto it = operations_.find(handle);
+    if (it == operations_.end()) return;  // cancelled after it completed
+    std::unique_ptr<Operation> op = std::move(it->second);
+    operations_.erase(it);
+    if (op->name_callback) {
+        op->name_callback(
+            NameCheck{op->result.status == MxResolution::Status::ok, std::move(op->result.reason)});
+    } else {
+        op->callback(std::move(op->result));
     }
 }
 

@@ -18,6 +18,8 @@
 #include <ares.h>
 #include <uv.h>
 
+#include "util/deferred_queue.hpp"
+
 namespace calloutd {
 
 struct DnsOptions {
@@ -131,7 +133,7 @@ class DnsResolver {
     void pump();
     void finish_if_done(Operation& op);
     void complete(Operation& op, MxResolution::Status status, std::string reason);
-    void deliver_ready();
+    void deliver(Handle handle);
     void arm_timer();
     void on_sock_state(ares_socket_t fd, bool readable, bool writable);
 
@@ -142,19 +144,23 @@ class DnsResolver {
     DnsOptions options_;
     ares_channel channel_ = nullptr;
     TimerPtr ares_timer_;
-    TimerPtr deliver_timer_;
     std::unordered_map<ares_socket_t, PollPtr> polls_;
     std::map<Handle, std::unique_ptr<Operation>> operations_;
-    std::deque<Handle> ready_;
-    std::deque<std::unique_ptr<QueryTag>> waiting_;  // queries not yet handed to c-ares
-    std::size_t outstanding_ = 0;                    // queries handed to c-ares, not answered
+    // Queries not yet handed to c-ares. Follow-ups (the A/AAAA lookups of an MX answer, the
+    // canary) go before new MX lookups: a burst of domains then finishes domain by domain and
+    // the first probes connect at once, instead of every address lookup waiting behind every
+    // MX lookup of the burst.
+    std::deque<std::unique_ptr<QueryTag>> follow_ups_;
+    std::deque<std::unique_ptr<QueryTag>> waiting_;
+    std::size_t outstanding_ = 0;  // queries handed to c-ares, not answered
     bool pumping_ = false;
     bool exact_rcodes_ = false;  // ARES_FLAG_NOCHECKRESP: see init()
     Handle next_handle_ = 1;
     DnsStats stats_;
     std::mt19937_64 rng_;
-    // Expires when the resolver is destroyed, so delivery notices a callback that destroyed it.
-    std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+    // Completed operations wait here for a later loop turn, so a callback never runs from
+    // inside resolve_mx(), check_name() or c-ares; one may destroy the resolver.
+    DeferredQueue deliveries_;
 };
 
 }  // namespace calloutd

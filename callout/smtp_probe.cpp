@@ -6,33 +6,43 @@
 #include <cstdlib>
 #include <utility>
 
+#include "callout/tls_context.hpp"
+#include "callout/tls_session.hpp"
+
 namespace calloutd {
 
 namespace {
 
 using std::chrono::milliseconds;
 
+using Timeout = milliseconds ProbeOptions::*;
+
 // Per-stage facts, indexed by SmtpStage (Postfix smtp_proto.c keeps the same kind of table).
 struct StageRow {
     SmtpStage stage;
-    bool connect_timeout;      // true: connect_timeout applies, else command_timeout
+    Timeout timeout;           // the option that bounds this stage
     std::string_view waiting;  // what we were doing when it ended: "waiting for RCPT reply"
     // A timeout, hang-up, garbage or 421 here says something about this host only, so the next
     // target is tried. At the RCPT stages it would only make us probe the same domain twice.
+    // (A failed TLS handshake at callout.tls = may first retries the same host in plaintext.)
     bool try_next_on_failure;
 };
 
 constexpr StageRow kStages[] = {
-    {SmtpStage::connect, true, "connecting", true},
-    {SmtpStage::banner, false, "waiting for banner", true},
-    {SmtpStage::ehlo, false, "waiting for EHLO reply", true},
-    {SmtpStage::helo, false, "waiting for HELO reply", true},
-    {SmtpStage::mail_from, false, "waiting for MAIL FROM reply", true},
-    {SmtpStage::random_rcpt, false, "waiting for random RCPT reply", false},
-    {SmtpStage::rset, false, "waiting for RSET reply", true},
-    {SmtpStage::mail_from_again, false, "waiting for MAIL FROM reply", true},
-    {SmtpStage::rcpt, false, "waiting for RCPT reply", false},
-    {SmtpStage::quit, false, "waiting for QUIT reply", false},
+    {SmtpStage::connect, &ProbeOptions::connect_timeout, "connecting", true},
+    {SmtpStage::banner, &ProbeOptions::command_timeout, "waiting for banner", true},
+    {SmtpStage::ehlo, &ProbeOptions::command_timeout, "waiting for EHLO reply", true},
+    {SmtpStage::helo, &ProbeOptions::command_timeout, "waiting for HELO reply", true},
+    {SmtpStage::starttls, &ProbeOptions::command_timeout, "waiting for STARTTLS reply", true},
+    {SmtpStage::tls_handshake, &ProbeOptions::tls_timeout, "doing the TLS handshake", true},
+    {SmtpStage::mail_from, &ProbeOptions::command_timeout, "waiting for MAIL FROM reply", true},
+    {SmtpStage::random_rcpt, &ProbeOptions::command_timeout, "waiting for random RCPT reply",
+     false},
+    {SmtpStage::rset, &ProbeOptions::command_timeout, "waiting for RSET reply", true},
+    {SmtpStage::mail_from_again, &ProbeOptions::command_timeout, "waiting for MAIL FROM reply",
+     true},
+    {SmtpStage::rcpt, &ProbeOptions::command_timeout, "waiting for RCPT reply", false},
+    {SmtpStage::quit, &ProbeOptions::command_timeout, "waiting for QUIT reply", false},
 };
 
 constexpr bool table_in_stage_order() {
@@ -74,13 +84,50 @@ std::string domain_of(const std::string& address) {
     return at == std::string::npos ? std::string() : address.substr(at + 1);
 }
 
+bool has_non_ascii(std::string_view s) {
+    return std::any_of(s.begin(), s.end(),
+                       [](char ch) { return static_cast<unsigned char>(ch) >= 0x80; });
+}
+
+// Length of the well-formed UTF-8 sequence at s[i] (s[i] >= 0x80), 0 when malformed, overlong,
+// a surrogate, above U+10FFFF or a C1 control: the same rule the address parser applies.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+    auto at = [&](std::size_t k) -> unsigned {
+        return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u;
+    };
+    auto cont = [](unsigned c) { return c >= 0x80 && c <= 0xbf; };
+    const unsigned c0 = at(0);
+    const unsigned c1 = at(1);
+    if (c0 == 0xc2) return c1 >= 0xa0 && c1 <= 0xbf ? 2 : 0;
+    if (c0 >= 0xc3 && c0 <= 0xdf) return cont(c1) ? 2 : 0;
+    if (c0 >= 0xe0 && c0 <= 0xef) {
+        const unsigned lo = c0 == 0xe0 ? 0xa0 : 0x80;
+        const unsigned hi = c0 == 0xed ? 0x9f : 0xbf;
+        return c1 >= lo && c1 <= hi && cont(at(2)) ? 3 : 0;
+    }
+    if (c0 >= 0xf0 && c0 <= 0xf4) {
+        const unsigned lo = c0 == 0xf0 ? 0x90 : 0x80;
+        const unsigned hi = c0 == 0xf4 ? 0x8f : 0xbf;
+        return c1 >= lo && c1 <= hi && cont(at(2)) && cont(at(3)) ? 4 : 0;
+    }
+    return 0;
+}
+
 }  // namespace
 
-bool is_safe_command_line(std::string_view line) {
-    return std::none_of(line.begin(), line.end(), [](char ch) {
-        auto c = static_cast<unsigned char>(ch);
-        return c < 0x20 || c == 0x7f;
-    });
+bool is_safe_command_line(std::string_view line, bool utf8) {
+    for (std::size_t i = 0; i < line.size();) {
+        const auto c = static_cast<unsigned char>(line[i]);
+        if (c < 0x20 || c == 0x7f) return false;
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        const std::size_t len = utf8 ? utf8_length(line, i) : 0;
+        if (len == 0) return false;
+        i += len;
+    }
+    return true;
 }
 
 std::string describe(const HostAttempt& a) {
@@ -104,7 +151,14 @@ std::string describe(const HostAttempt& a) {
         case StageEvent::protocol_error:
             if (a.detail.rfind("unsafe", 0) == 0)
                 return "refused to send " + std::string(stage_name(a.last_stage)) + ": " + a.detail;
+            if (a.last_stage == SmtpStage::tls_handshake)
+                return "TLS handshake failed: " + a.detail;
             return "protocol error while " + waiting + ": " + a.detail;
+        case StageEvent::tls_unavailable:
+            return a.detail.empty() ? "STARTTLS not offered, and callout.tls = encrypt"
+                                    : "no TLS, and callout.tls = encrypt: " + a.detail;
+        case StageEvent::smtputf8_unsupported:
+            return "SMTPUTF8 not offered: a UTF-8 address is not asked";
     }
     return "unknown";
 }
@@ -128,6 +182,7 @@ void SmtpProbe::start(std::vector<ProbeTarget> targets, std::string sender,
     if (cancelled_) return;
     targets_ = std::move(targets);
     sender_ = std::move(sender);
+    utf8_address_ = has_non_ascii(sender_);
     random_address_ = random_local_part + "@" + domain_of(sender_);
     done_ = std::move(done);
     started_ = std::chrono::steady_clock::now();
@@ -158,8 +213,11 @@ void SmtpProbe::cancel() {
 // Opens the next target's connection, skipping targets that fail before any I/O and targets
 // the gate (per-MX budget) does not admit.
 void SmtpProbe::connect_next() {
-    while (!deadline_hit_ && next_target_ < targets_.size()) {
-        std::size_t index = next_target_++;
+    while (!deadline_hit_ && (retry_plain_ || next_target_ < targets_.size())) {
+        // A plaintext retry is a new connection like any other: the gate is asked again.
+        plain_only_ = retry_plain_.has_value();
+        std::size_t index = retry_plain_ ? *retry_plain_ : next_target_++;
+        retry_plain_.reset();
         if (gate_) {
             // The gate may answer at once or later; `state` tells the two apart.
             auto state = std::make_shared<GateState>();
@@ -208,10 +266,13 @@ bool SmtpProbe::open_target(std::size_t index) {
     HostAttempt a;
     a.mx_host = t.mx_host;
     a.address = t.ip;
+    a.plaintext_retry = plain_only_;
     result_.attempts.push_back(std::move(a));
     attempt_started_ = std::chrono::steady_clock::now();
     wire_bytes_ = 0;
     parser_.reset();
+    ext_ = {};
+    current_ = index;
     stage_ = SmtpStage::connect;
     phase_ = Phase::connecting;
 
@@ -253,7 +314,7 @@ bool SmtpProbe::open_target(std::size_t index) {
         end_attempt(StageEvent::connect_failed, uv_strerror(r), After::next_target, false);
         return true;
     }
-    arm_stage_timer(options_.connect_timeout);
+    arm_stage_timer();
     return true;
 }
 
@@ -269,20 +330,42 @@ void SmtpProbe::on_connected(int status) {
         end_attempt(StageEvent::io_error, uv_strerror(r), After::next_target, false);
         return;
     }
-    arm_stage_timer(options_.command_timeout);
+    arm_stage_timer();
 }
 
+// Bytes from the socket: straight to the reply parser, or through the TLS session once
+// STARTTLS has been accepted.
 void SmtpProbe::on_read(ssize_t nread) {
     if (phase_ != Phase::waiting && phase_ != Phase::quitting) return;
     if (nread == 0) return;
-    const After on_failure = row(stage_).try_next_on_failure ? After::next_target : After::stop;
-    if (nread < 0) {
+    if (nread < 0) return on_stream_end(nread);
+    const std::string_view bytes(read_buf_.data(), static_cast<std::size_t>(nread));
+    if (!tls_) return on_plaintext(bytes);
+    tls_->feed(bytes);
+    if (stage_ == SmtpStage::tls_handshake) return drive_handshake();
+    std::string plain;
+    const TlsSession::Status status = tls_->read(plain);
+    if (!flush_tls()) return;
+    if (!plain.empty()) on_plaintext(plain);
+    if (phase_ != Phase::waiting && phase_ != Phase::quitting) return;  // ended meanwhile
+    if (status == TlsSession::Status::closed) return on_stream_end(UV_EOF);
+    if (status == TlsSession::Status::failed) {
         if (phase_ == Phase::quitting) return close_connection();
-        if (nread == UV_EOF) return end_attempt(StageEvent::closed, "", on_failure, false);
-        return end_attempt(StageEvent::io_error, uv_strerror(static_cast<int>(nread)), on_failure,
-                           false);
+        const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
+        end_attempt(StageEvent::protocol_error, "TLS: " + tls_->error(), after, false);
     }
-    parser_.feed(std::string_view(read_buf_.data(), static_cast<std::size_t>(nread)));
+}
+
+void SmtpProbe::on_stream_end(ssize_t status) {
+    if (phase_ == Phase::quitting) return close_connection();
+    const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
+    if (status == UV_EOF) return end_attempt(StageEvent::closed, "", after, false);
+    end_attempt(StageEvent::io_error, uv_strerror(static_cast<int>(status)), after, false);
+}
+
+void SmtpProbe::on_plaintext(std::string_view bytes) {
+    const After on_failure = row(stage_).try_next_on_failure ? After::next_target : After::stop;
+    parser_.feed(bytes);
     if (phase_ == Phase::quitting) {
         auto bye = parser_.next();
         if (bye) record_reply(*bye);
@@ -296,15 +379,26 @@ void SmtpProbe::on_read(ssize_t nread) {
         return;  // a partial reply; the stage timer keeps running, it is not reset by data
     }
     record_reply(*reply);
+    if (stage_ == SmtpStage::starttls && reply->code / 100 == 2 &&
+        (parser_.failed() || parser_.has_pending())) {
+        // Bytes after "220 Ready to start TLS" were sent before our ClientHello: a broken
+        // server, or plaintext injected to be read as if it came through TLS (CVE-2011-0411).
+        // Never acted upon; the handshake has failed.
+        stage_ = SmtpStage::tls_handshake;
+        return end_attempt(StageEvent::protocol_error,
+                           "data after the 220 reply to STARTTLS, before the handshake",
+                           After::next_target, false);
+    }
     if (parser_.failed())
         return end_attempt(StageEvent::protocol_error, parser_.error(), on_failure, false);
     // We never pipeline, so anything past the reply to our one outstanding command is a
     // violation; acting on it could desynchronise command and reply.
-    if (parser_.has_pending())
+    if (parser_.has_pending()) {
         return end_attempt(StageEvent::protocol_error,
                            "unexpected data after " + std::string(stage_name(stage_)) +
                                " reply (pipelining violation)",
                            on_failure, false);
+    }
     on_reply(std::move(*reply));
 }
 
@@ -332,18 +426,33 @@ void SmtpProbe::on_reply(SmtpReply reply) {
         return end_with_reply(std::move(reply), after, false);
     }
 
-    const std::string mail = "MAIL FROM:<>";
     const std::string rcpt = "RCPT TO:<" + sender_ + ">";
     switch (stage_) {
         case SmtpStage::banner:
             if (cls == 2) return send("EHLO " + options_.helo_name, SmtpStage::ehlo);
             return end_with_reply(std::move(reply), After::next_target, true);
         case SmtpStage::ehlo:
-            if (cls == 2) return send(mail, SmtpStage::mail_from);
+            if (cls == 2) {
+                // Read once per EHLO; after STARTTLS only the EHLO inside TLS counts (RFC 3207
+                // 4.2: the client must discard what it learnt before).
+                ext_ = parse_ehlo_reply(reply);
+                attempt().extensions = ext_;
+                if (!tls_) attempt().starttls_offered = ext_.starttls;
+                return after_greeting();
+            }
             if (cls == 5) return send("HELO " + options_.helo_name, SmtpStage::helo);
             return end_with_reply(std::move(reply), After::next_target, true);
         case SmtpStage::helo:
-            if (cls == 2) return send(mail, SmtpStage::mail_from);
+            if (cls == 2) {
+                ext_ = {};  // HELO announces nothing
+                attempt().extensions = ext_;
+                return after_greeting();
+            }
+            return end_with_reply(std::move(reply), After::next_target, true);
+        case SmtpStage::starttls:
+            if (cls == 2) return begin_handshake();
+            // RFC 3207 4: a refused STARTTLS leaves a usable plaintext session.
+            if (options_.tls == TlsMode::may) return start_mail();
             return end_with_reply(std::move(reply), After::next_target, true);
         case SmtpStage::mail_from:
         case SmtpStage::mail_from_again:
@@ -359,20 +468,111 @@ void SmtpProbe::on_reply(SmtpReply reply) {
             if (cls == 2) return end_with_reply(std::move(reply), After::stop, true);
             return send("RSET", SmtpStage::rset);
         case SmtpStage::rset:
-            if (cls == 2) return send(mail, SmtpStage::mail_from_again);
+            if (cls == 2) return send(mail_command(), SmtpStage::mail_from_again);
             return end_with_reply(std::move(reply), After::next_target, true);
         case SmtpStage::rcpt:
             return end_with_reply(std::move(reply), After::stop, true);
         case SmtpStage::connect:
+        case SmtpStage::tls_handshake:
         case SmtpStage::quit:
             impossible(__func__, "reply outside a conversation stage");
     }
 }
 
+// After a 2xx to EHLO or HELO: STARTTLS if offered and wanted, else on to MAIL FROM.
+void SmtpProbe::after_greeting() {
+    if (tls_ || plain_only_ || options_.tls == TlsMode::none) return start_mail();
+    std::string why;
+    if (ext_.starttls && ensure_tls_context(why)) return send("STARTTLS", SmtpStage::starttls);
+    if (options_.tls == TlsMode::encrypt)
+        return end_attempt(StageEvent::tls_unavailable, why, After::next_target, true);
+    if (!why.empty()) record_note("TLS not attempted: " + why);
+    start_mail();
+}
+
+// MAIL FROM:<>, unless the address needs SMTPUTF8 that this server does not offer: then it is
+// not asked at all (an SMTPUTF8-less server may mangle it into "user unknown").
+void SmtpProbe::start_mail() {
+    if (utf8_address_ && !ext_.smtputf8)
+        return end_attempt(StageEvent::smtputf8_unsupported, "", After::stop, true);
+    send(mail_command(), SmtpStage::mail_from);
+}
+
+// ASCII addresses never declare SMTPUTF8 (RFC 6531 3.4 only asks it for UTF-8 envelopes).
+std::string SmtpProbe::mail_command() const {
+    return utf8_address_ ? "MAIL FROM:<> SMTPUTF8" : "MAIL FROM:<>";
+}
+
+bool SmtpProbe::ensure_tls_context(std::string& error) {
+    if (!options_.tls_context) options_.tls_context = TlsContext::create(error);
+    return options_.tls_context != nullptr;
+}
+
+// "220 Ready to start TLS" arrived with nothing after it: the ClientHello goes out now.
+void SmtpProbe::begin_handshake() {
+    stage_ = SmtpStage::tls_handshake;
+    std::string error;
+    tls_ = TlsSession::create(options_.tls_context->get(), targets_[current_].mx_host, error);
+    if (!tls_) return end_attempt(StageEvent::protocol_error, error, After::next_target, false);
+    phase_ = Phase::waiting;
+    arm_stage_timer();
+    drive_handshake();
+}
+
+// One step of the handshake with the bytes fed so far; when it completes, EHLO again inside.
+void SmtpProbe::drive_handshake() {
+    const TlsSession::Status status = tls_->handshake();
+    if (!flush_tls()) return;
+    if (status == TlsSession::Status::more) return;  // the stage timer keeps running
+    if (status != TlsSession::Status::ok)
+        return end_attempt(StageEvent::protocol_error, tls_->error(), After::next_target, false);
+    uv_timer_stop(&stage_timer_);
+    TlsSessionInfo info = tls_->info();
+    record_note("TLS " + info.version + " " + info.cipher);
+    record_note(info.peer_subject.empty()
+                    ? std::string("TLS peer certificate: none")
+                    : "TLS peer subject=" + info.peer_subject + " issuer=" + info.peer_issuer);
+    attempt().tls = std::move(info);
+    ext_ = {};
+    // The server speaks only after our EHLO; anything decrypted already is unsolicited.
+    std::string early;
+    const TlsSession::Status rest = tls_->read(early);
+    if (!flush_tls()) return;
+    if (!early.empty() || rest != TlsSession::Status::ok) {
+        stage_ = SmtpStage::ehlo;
+        return end_attempt(StageEvent::protocol_error,
+                           early.empty() ? "TLS: " + tls_->error()
+                                         : std::string("unexpected data right after the TLS "
+                                                       "handshake (pipelining violation)"),
+                           After::next_target, false);
+    }
+    send("EHLO " + options_.helo_name, SmtpStage::ehlo);
+}
+
+// Sends what the TLS session has to say (handshake messages, records); false when the write
+// failed, in which case the attempt has ended.
+bool SmtpProbe::flush_tls() {
+    std::string out = tls_->take_output();
+    if (out.empty()) return true;
+    if (int r = write_raw(std::move(out)); r < 0) {
+        if (phase_ == Phase::quitting) {
+            close_connection();
+            return false;
+        }
+        const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
+        end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(r), after, false);
+        return false;
+    }
+    return true;
+}
+
 // Writes one command for `stage` after the injection check, and waits for its reply.
 void SmtpProbe::send(std::string line, SmtpStage stage) {
     stage_ = stage;
-    if (!is_safe_command_line(line)) {
+    // UTF-8 may reach the wire only in a recipient, and only once SMTPUTF8 was declared.
+    const bool utf8 = utf8_address_ && ext_.smtputf8 &&
+                      (stage == SmtpStage::random_rcpt || stage == SmtpStage::rcpt);
+    if (!is_safe_command_line(line, utf8)) {
         const bool helo = stage == SmtpStage::ehlo || stage == SmtpStage::helo;
         return end_attempt(StageEvent::protocol_error, helo ? "unsafe HELO name" : "unsafe address",
                            After::stop, true);
@@ -383,14 +583,20 @@ void SmtpProbe::send(std::string line, SmtpStage stage) {
                            false);
     }
     phase_ = Phase::waiting;
-    arm_stage_timer(options_.command_timeout);
+    arm_stage_timer();
 }
 
 int SmtpProbe::write_line(std::string line) {
     record(true, line);
+    line += "\r\n";
+    if (!tls_) return write_raw(std::move(line));
+    if (!tls_->write(line)) return UV_EPROTO;
+    return write_raw(tls_->take_output());
+}
+
+int SmtpProbe::write_raw(std::string bytes) {
     auto req = std::make_unique<WriteReq>();
-    req->data = std::move(line);
-    req->data += "\r\n";
+    req->data = std::move(bytes);
     req->req.data = req.get();
     uv_buf_t buf = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
     int r = uv_write(&req->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, write_cb);
@@ -436,6 +642,14 @@ void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, b
     a.last_stage = stage_;
     a.event = event;
     a.detail = std::move(detail);
+    if (stage_ == SmtpStage::tls_handshake && event != StageEvent::deadline) {
+        // Opportunistic TLS, as Postfix does it: a handshake that fails is retried once on a
+        // new connection without STARTTLS, so a broken TLS stack costs no verification.
+        a.tls_failed = true;
+        record_note("TLS handshake failed: " +
+                    (a.detail.empty() ? std::string(event_name(event)) : a.detail));
+        if (options_.tls == TlsMode::may) after = After::retry_plain;
+    }
     after_close_ = deadline_hit_ ? After::stop : after;
     if (say_quit && tcp_open_ && phase_ == Phase::waiting && write_line("QUIT") == 0) {
         phase_ = Phase::quitting;
@@ -448,10 +662,7 @@ void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, b
 void SmtpProbe::close_connection() {
     uv_timer_stop(&stage_timer_);
     phase_ = Phase::closing;
-    if (!tcp_open_) {
-        if (after_close_ == After::next_target && !deadline_hit_) return connect_next();
-        return finish();
-    }
+    if (!tcp_open_) return after_connection();
     auto* handle = reinterpret_cast<uv_handle_t*>(&tcp_);
     if (!uv_is_closing(handle)) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
@@ -462,10 +673,16 @@ void SmtpProbe::close_connection() {
 void SmtpProbe::on_tcp_closed() {
     tcp_open_ = false;
     --open_handles_;
+    tls_.reset();  // the SSL object and its BIOs go with the connection, on every path
     release_held();
     if (phase_ == Phase::finished) return maybe_deliver();
-    if (after_close_ == After::next_target && !deadline_hit_) return connect_next();
-    finish();
+    after_connection();
+}
+
+void SmtpProbe::after_connection() {
+    if (deadline_hit_ || after_close_ == After::stop) return finish();
+    if (after_close_ == After::retry_plain) retry_plain_ = current_;
+    connect_next();
 }
 
 // Closes every handle; the result is delivered when the last close callback has run.
@@ -509,6 +726,13 @@ void SmtpProbe::record(bool sent, std::string_view text) {
     attempt().wire.push_back(WireLine{sent, at, std::string(text)});
 }
 
+void SmtpProbe::record_note(std::string text) {
+    if (result_.attempts.empty()) return;
+    auto at = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() -
+                                                       attempt_started_);
+    attempt().wire.push_back(WireLine{false, at, std::move(text), true});
+}
+
 // Wire form of each line of a reply, rebuilt from the parsed code and text.
 void SmtpProbe::record_reply(const SmtpReply& reply) {
     for (std::size_t i = 0; i < reply.lines.size(); ++i) {
@@ -519,6 +743,10 @@ void SmtpProbe::record_reply(const SmtpReply& reply) {
             line += ' ';
         record(false, line + reply.lines[i]);
     }
+}
+
+void SmtpProbe::arm_stage_timer() {
+    arm_stage_timer(options_.*row(stage_).timeout);
 }
 
 void SmtpProbe::arm_stage_timer(milliseconds timeout) {

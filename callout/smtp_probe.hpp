@@ -9,14 +9,23 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "callout/smtp_extensions.hpp"
 #include "callout/smtp_reply.hpp"
 #include "callout/transcript.hpp"
 
 namespace calloutd {
+
+class TlsContext;
+class TlsSession;
+
+// callout.tls: STARTTLS whenever offered, a failed handshake retried once in plaintext (may);
+// never MAIL FROM without TLS (encrypt); no STARTTLS at all (none).
+enum class TlsMode { may, encrypt, none };
 
 struct ProbeOptions {
     uint16_t port = 25;
@@ -28,6 +37,11 @@ struct ProbeOptions {
     std::string source_address;  // empty = none, else an IP literal to bind
     std::size_t max_line = 2048;
     std::size_t max_reply = 65536;
+    TlsMode tls = TlsMode::may;
+    std::chrono::milliseconds tls_timeout{10000};  // the handshake after "220 Ready to start TLS"
+    // The SSL_CTX every probe of a configuration shares (Callout makes one); when null, a probe
+    // that meets STARTTLS makes its own.
+    std::shared_ptr<TlsContext> tls_context;
 };
 
 // One address to try, already resolved and vetted by the SSRF guard.
@@ -45,8 +59,9 @@ struct ProbeResult {
 // "connection closed while waiting for banner", "connection refused", "550 reply to RCPT: ...".
 std::string describe(const HostAttempt& attempt);
 
-// True when `line` may be written as one SMTP command: no CR, LF, NUL or other control byte.
-bool is_safe_command_line(std::string_view line);
+// True when `line` may be written as one SMTP command: no CR, LF, NUL or other control byte,
+// and bytes above 0x7f only when `utf8` (SMTPUTF8 was declared) and then well-formed UTF-8.
+bool is_safe_command_line(std::string_view line, bool utf8 = false);
 
 // The probe state machine. Stages run in SmtpStage order; each has its timeout and wording in a
 // table in smtp_probe.cpp. Lifetime: once started, the probe keeps itself alive until all its
@@ -65,8 +80,10 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     SmtpProbe(const SmtpProbe&) = delete;
     SmtpProbe& operator=(const SmtpProbe&) = delete;
 
-    // Starts the conversation with targets[0]. `sender` is the address under test
-    // (local@domain); `random_local_part` is used for the accept-all RCPT. Call at most once.
+    // Starts the conversation with targets[0]. `sender` is the address under test as it goes
+    // on the wire (local@domain; a UTF-8 one is only asked under SMTPUTF8, see
+    // SenderAddress::wire_address()); `random_local_part` is used for the accept-all RCPT at the
+    // same domain. Call at most once.
     void start(std::vector<ProbeTarget> targets, std::string sender, std::string random_local_part,
                Callback done);
     // Stops all I/O and suppresses the callback. Safe at any time, also from inside callbacks.
@@ -92,17 +109,30 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
         bool in_call = true;
         std::optional<bool> answer;
     };
-    enum class After { next_target, stop };
+    // What follows a closed connection: the next target, the same target again without
+    // STARTTLS (a failed handshake at callout.tls = may), or nothing.
+    enum class After { next_target, retry_plain, stop };
 
     void connect_next();
+    void after_connection();
     bool open_target(std::size_t index);
     void on_gate(std::size_t index, bool admitted);
     void release_held();
     void send(std::string line, SmtpStage stage);
     int write_line(std::string line);
+    int write_raw(std::string bytes);
     void on_connected(int status);
     void on_read(ssize_t nread);
+    void on_plaintext(std::string_view bytes);
+    void on_stream_end(ssize_t status);
     void on_reply(SmtpReply reply);
+    void after_greeting();
+    void start_mail();
+    std::string mail_command() const;
+    void begin_handshake();
+    void drive_handshake();
+    bool flush_tls();
+    bool ensure_tls_context(std::string& error);
     void on_stage_timeout();
     void on_deadline();
     void on_tcp_closed();
@@ -113,6 +143,8 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     void finish();
     void record(bool sent, std::string_view text);
     void record_reply(const SmtpReply& reply);
+    void record_note(std::string text);
+    void arm_stage_timer();
     void arm_stage_timer(std::chrono::milliseconds timeout);
     HostAttempt& attempt() { return result_.attempts.back(); }
 
@@ -132,7 +164,11 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     Release release_;
     std::optional<std::size_t> held_;  // admitted target whose slot is still held
     std::size_t next_target_ = 0;
+    std::size_t current_ = 0;                 // target of the current attempt
+    std::optional<std::size_t> retry_plain_;  // target to connect to again without STARTTLS
+    bool plain_only_ = false;                 // this attempt never says STARTTLS
     std::string sender_;
+    bool utf8_address_ = false;  // sender_ has non-ASCII bytes: only asked under SMTPUTF8
     std::string random_address_;
     Callback done_;
     std::shared_ptr<SmtpProbe> self_;  // set while any handle is open
@@ -152,6 +188,8 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     std::size_t wire_bytes_ = 0;  // transcript size of the current attempt, capped
 
     SmtpReplyParser parser_;
+    SmtpExtensions ext_;               // from this connection's last EHLO reply
+    std::unique_ptr<TlsSession> tls_;  // from "220 Ready to start TLS" until the TCP close
     std::array<char, 4096> read_buf_{};
     ProbeResult result_;
     std::chrono::steady_clock::time_point started_;

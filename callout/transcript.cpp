@@ -13,6 +13,10 @@ std::string_view stage_name(SmtpStage s) {
             return "EHLO";
         case SmtpStage::helo:
             return "HELO";
+        case SmtpStage::starttls:
+            return "STARTTLS";
+        case SmtpStage::tls_handshake:
+            return "TLS handshake";
         case SmtpStage::mail_from:
             return "MAIL FROM";
         case SmtpStage::random_rcpt:
@@ -45,6 +49,10 @@ std::string_view event_name(StageEvent e) {
             return "io-error";
         case StageEvent::protocol_error:
             return "protocol-error";
+        case StageEvent::tls_unavailable:
+            return "tls-unavailable";
+        case StageEvent::smtputf8_unsupported:
+            return "smtputf8-unsupported";
     }
     return "unknown";
 }

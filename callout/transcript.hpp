@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "callout/smtp_extensions.hpp"
+
 namespace calloutd {
 
 // Stages of a probe conversation, in the order they happen.
@@ -15,8 +17,10 @@ enum class SmtpStage {
     banner,
     ehlo,
     helo,
-    mail_from,    // first MAIL FROM:<>
-    random_rcpt,  // RCPT TO:<random-local-part@domain> (accept-all check)
+    starttls,       // STARTTLS, waiting for "220 Ready to start TLS"
+    tls_handshake,  // the TLS handshake after that 220 (no SMTP reply is awaited)
+    mail_from,      // first MAIL FROM:<>
+    random_rcpt,    // RCPT TO:<random-local-part@domain> (accept-all check)
     rset,
     mail_from_again,  // MAIL FROM:<> after RSET
     rcpt,             // RCPT TO:<sender>
@@ -43,7 +47,10 @@ enum class StageEvent {
     closed,          // peer closed the connection
     connect_failed,  // refused, unreachable, ...
     io_error,        // read/write error
-    protocol_error,  // garbage, oversized line/reply
+    protocol_error,  // garbage, oversized line/reply, a failed TLS handshake
+    // We ended the conversation by our own rule before naming any recipient:
+    tls_unavailable,       // callout.tls = encrypt and the server offers no STARTTLS
+    smtputf8_unsupported,  // a UTF-8 address and the server offers no SMTPUTF8
 };
 
 std::string_view event_name(StageEvent e);
@@ -53,6 +60,17 @@ struct WireLine {
     bool sent = false;               // true: we sent it; false: we received it
     std::chrono::milliseconds at{};  // since the start of this host attempt
     std::string text;                // without CRLF
+    // Not on the wire but about the connection ("TLS TLSv1.3 TLS_AES_256_GCM_SHA384"); every
+    // line after a TLS note went through that TLS session.
+    bool note = false;
+};
+
+// The TLS session of one connection (from the probe's STARTTLS).
+struct TlsSessionInfo {
+    std::string version;       // "TLSv1.3"
+    std::string cipher;        // "TLS_AES_256_GCM_SHA384"
+    std::string peer_subject;  // RFC 2253 text of the server certificate's subject, or ""
+    std::string peer_issuer;   // ... and its issuer
 };
 
 // Everything that happened with one MX host address.
@@ -67,6 +85,12 @@ struct HostAttempt {
     std::optional<SmtpReply> rcpt;         // reply to RCPT TO:<sender>, if asked
     std::string detail;                    // OS error text and similar
     std::vector<WireLine> wire;
+    // What the last EHLO reply offered (after STARTTLS: the EHLO inside TLS); none after HELO.
+    SmtpExtensions extensions;
+    bool starttls_offered = false;      // the plaintext EHLO reply offered STARTTLS
+    std::optional<TlsSessionInfo> tls;  // the session, once a TLS handshake completed
+    bool tls_failed = false;            // STARTTLS was accepted but no session came of it
+    bool plaintext_retry = false;       // a new connection without STARTTLS after tls_failed
 };
 
 }  // namespace calloutd

@@ -16,6 +16,10 @@ CalloutOptions callout_options(const Config& config, std::vector<IpAddress> own_
     o.probe.probe_timeout = config.callout.probe_timeout;
     o.probe.random_check = config.callout.random_check;
     o.probe.source_address = config.callout.source_address;
+    o.probe.tls = config.callout.tls == "encrypt" ? TlsMode::encrypt
+                  : config.callout.tls == "none"  ? TlsMode::none
+                                                  : TlsMode::may;
+    o.probe.tls_timeout = config.callout.tls_timeout;
     o.max_mx = static_cast<size_t>(config.callout.max_mx);
     o.allow_networks = config.callout.allow_networks;
     o.own_addresses = std::move(own_addresses);

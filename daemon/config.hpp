@@ -45,10 +45,12 @@ struct ServerSettings {
 };
 
 struct LogSettings {
-    std::string target;  // "stderr" | "syslog"
+    std::string target;  // "stderr" | "syslog" | "journald"
     LogLevel level = LogLevel::info;
     std::string syslog_facility;
     std::string syslog_ident;
+    std::string socket;  // datagram socket of syslog/journald; "" = the target's usual one
+    Duration flush_interval{};
 };
 
 struct DnsSettings {
@@ -68,6 +70,8 @@ struct CalloutSettings {
     Duration probe_timeout{};
     int64_t max_mx = 0;
     bool random_check = true;
+    std::string tls;  // "may" | "encrypt" | "none"
+    Duration tls_timeout{};
 };
 
 struct CacheSettings {

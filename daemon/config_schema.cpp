@@ -73,7 +73,7 @@ const KeyDef kSchema[] = {
      "daemon (empty = none)",
      FIELD(server.control_socket)},
     // [log]
-    {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog", "where log lines go",
+    {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog|journald", "where log lines go",
      FIELD(log.target)},
     {"log.level", K::log_level, R"("info")", 0, 0, "", "debug, info, notice, warning or error",
      FIELD(log.level)},
@@ -82,6 +82,13 @@ const KeyDef kSchema[] = {
      FIELD(log.syslog_facility)},
     {"log.syslog_ident", K::string, R"("calloutd")", 0, 0, "", "syslog program name",
      FIELD(log.syslog_ident)},
+    {"log.flush_interval", K::duration, R"("1ms")", 0, kHour, "",
+     "longest a log line waits to be written together with later ones (also written at 64 KiB "
+     "queued, on SIGHUP and at shutdown)",
+     FIELD(log.flush_interval)},
+    {"log.socket", K::string, R"("")", 0, 0, "",
+     "socket of the syslog or journald target (empty = /dev/log, /run/systemd/journal/socket)",
+     FIELD(log.socket)},
     // [policy]
     {"policy.protocol_states", K::state_list, R"(["RCPT"])", 0, 0, "",
      "Postfix protocol_state values that are verified; others are skipped",
@@ -132,13 +139,22 @@ const KeyDef kSchema[] = {
      "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
      "random local part was refused as unknown)",
      FIELD(callout.random_check)},
+    {"callout.tls", K::choice, R"("may")", 0, 0, "may|encrypt|none",
+     "STARTTLS: may = when offered (a failed handshake is retried once in plaintext), encrypt = "
+     "never MAIL FROM without TLS (no STARTTLS offered: tempfail tls-unavailable), none = never",
+     FIELD(callout.tls)},
+    {"callout.tls_timeout", K::duration, R"("10s")", 100 * kMs, 10 * kMin, "",
+     "timeout of the TLS handshake after the server's 220 to STARTTLS (a few round trips; the "
+     "probe deadline bounds it too)",
+     FIELD(callout.tls_timeout)},
     // [cache]
     {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
      "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
     {"cache.negative_ttl", K::duration, R"("3d")", kMin, 365 * kDay, "",
      "how long invalid verdicts are kept", FIELD(cache.negative_ttl)},
     {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
-     "how long tempfail verdicts are kept", FIELD(cache.tempfail_ttl)},
+     "how long tempfail verdicts are kept (and a UTF-8 address skipped for want of SMTPUTF8)",
+     FIELD(cache.tempfail_ttl)},
     {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
      "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
      "facts or one address's) and the not-accept-all fact are kept",

@@ -175,13 +175,15 @@ void Connection::violation(ProtocolError kind, const std::string& reason) {
 void Connection::submit(const PolicyRequest& req) {
     uint64_t seq = next_seq_++;
     auto start = Clock::now();
-    std::weak_ptr<Connection> weak = weak_from_this();
-    auto immediate = server_.decider().decide(req, [weak, seq](Decision d) {
-        auto self = weak.lock();
-        if (!self) return;  // the client went away; the verdict is still cached upstream
-        self->complete(seq, d);
-        self->flush();
-        self->maybe_finish();
+    // The callback is made only for a decision that is not available at once.
+    auto immediate = server_.decider().decide_lazy(req, [this, seq]() -> Decider::Done {
+        return [weak = weak_from_this(), seq](Decision d) {
+            auto self = weak.lock();
+            if (!self) return;  // the client went away; the verdict is still cached upstream
+            self->complete(seq, d);
+            self->flush();
+            self->maybe_finish();
+        };
     });
     Slot& slot = slots_.emplace_back();
     slot.seq = seq;
@@ -253,7 +255,11 @@ void Connection::flush() {
             return;
         }
         written = n > 0 ? static_cast<size_t>(n) : 0;
-        if (written == out.size()) return;
+        if (written == out.size()) {
+            // Answered requests left the pending queue: reading may have to resume.
+            update_reading();
+            return;
+        }
     }
     auto op = std::make_unique<WriteOp>();
     op->data = out.substr(written);

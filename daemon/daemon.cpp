@@ -88,7 +88,8 @@ void Daemon::log_stats() {
         .field("cache_hits", static_cast<long long>(c.cache_hits))
         .field("probes_running", static_cast<long long>(verifier_->probes_in_flight()))
         .field("cache_entries", static_cast<long long>(cache_->size()))
-        .field("budget_keys", static_cast<long long>(budget_->tracked_keys()));
+        .field("budget_keys", static_cast<long long>(budget_->tracked_keys()))
+        .field("log_dropped", static_cast<long long>(Log::dropped_lines()));
     if (redis_) {
         line.field("redis", redis_->is_connected() ? "up" : "down")
             .field("redis_degraded", static_cast<long long>(redis_cache_->counters().degraded +
@@ -130,7 +131,11 @@ int Daemon::run() {
         .field("config", config_.path)
         .field("mode", config_.redis.url.empty() ? "memory" : "redis")
         .field("redis", redis_ ? to_display_string(redis_->endpoint()) : std::string("-"))
-        .field("dry_run", config_.policy.dry_run ? "yes" : "no");
+        .field("dry_run", config_.policy.dry_run ? "yes" : "no")
+        .field("tls", config_.callout.tls)
+        .field("log", Log::output_mode());
+    // Start-up is written at once whatever log.flush_interval says.
+    Log::flush();
     uv_run(&loop_, UV_RUN_DEFAULT);
     LogLine(LogLevel::notice, "stopped");
     Log::detach();
@@ -190,6 +195,9 @@ bool Daemon::start_engine() {
                              : !r.skipped_mx.empty() ? r.skipped_mx  // the skip_mx_hosts match
                                                      : std::string("-"))
                 .field("ip", r.attempts.empty() ? std::string("-") : r.attempts.back().address)
+                .field("tls", r.attempts.empty() || !r.attempts.back().tls
+                                  ? std::string("none")
+                                  : r.attempts.back().tls->version)
                 .field("attempts", static_cast<long long>(r.attempts.size()))
                 .field("refused", static_cast<long long>(r.refused.size()))
                 .field("ms", static_cast<long long>(r.elapsed.count()));
@@ -272,6 +280,7 @@ MetricsSnapshot Daemon::snapshot() const {
     s.process_start_time_seconds = p.start_time_seconds;
     s.resident_memory_bytes = p.resident_memory_bytes;
     s.open_fds = p.open_fds;
+    s.log_dropped_lines = Log::dropped_lines();
     return s;
 }
 
@@ -410,7 +419,10 @@ void Daemon::on_signal(uv_signal_t* handle, int signum) {
 
 void Daemon::reload() {
     sd_notify(0, "RELOADING=1");
+    // What was logged before the signal is written out now (logrotate's postrotate sends HUP).
+    Log::flush();
     reload_config();
+    Log::flush();
     sd_notify(0, "READY=1");
 }
 
@@ -441,8 +453,8 @@ void Daemon::reload_config() {
         return std::tuple(o.dns.servers, o.dns.timeout, o.dns.tries, o.dns_canary, o.probe.port,
                           o.probe.helo_name, o.probe.connect_timeout, o.probe.command_timeout,
                           o.probe.probe_timeout, o.probe.random_check, o.probe.source_address,
-                          o.max_mx, o.allow_networks, c.cache.memory_entries, c.redis.url,
-                          c.redis.nodes);
+                          o.probe.tls, o.probe.tls_timeout, o.max_mx, o.allow_networks,
+                          c.cache.memory_entries, c.redis.url, c.redis.nodes);
     };
     if (engine_options(next) != engine_options(config_)) {
         LogLine(LogLevel::warning, "reload")

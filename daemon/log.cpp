@@ -1,16 +1,18 @@
-// Log sink: stderr with timestamps (batched on the event loop) or syslog(3).
+// Log sink: level filter and target choice in front of a LogWriter (stderr, syslog, journald).
 #include "daemon/log.hpp"
 
-#include "daemon/config_values.hpp"
-
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
-#include <uv.h>
 
-#include <cerrno>
-#include <chrono>
+#include <array>
+#include <charconv>
 #include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "callout/byte_words.hpp"
+#include "daemon/config_values.hpp"
+#include "daemon/log_writer.hpp"
 
 namespace calloutd {
 
@@ -18,11 +20,17 @@ namespace {
 
 struct Sink {
     LogLevel level = LogLevel::info;
-    bool syslog = false;
-    std::string ident;  // openlog keeps the pointer
-    std::string buffer;
-    uv_prepare_t flusher;
-    bool attached = false;
+    // What the writer was made for; a reload that keeps these keeps the writer.
+    std::string target = "stderr";
+    std::string facility;
+    std::string ident;
+    std::string socket;
+    LogWriterOptions options;
+    std::unique_ptr<LogWriter> writer = LogWriter::for_fd(STDERR_FILENO);
+    // Writers of earlier targets still finishing their queue (or closing their handles).
+    std::vector<std::unique_ptr<LogWriter>> retired;
+    uint64_t retired_dropped = 0;
+    uv_loop_t* loop = nullptr;
 };
 
 Sink& sink() {
@@ -39,80 +47,77 @@ int facility_code(std::string_view name) {
     return LOG_MAIL;
 }
 
-int syslog_priority(LogLevel l) {
-    switch (l) {
-        case LogLevel::debug:
-            return LOG_DEBUG;
-        case LogLevel::info:
-            return LOG_INFO;
-        case LogLevel::notice:
-            return LOG_NOTICE;
-        case LogLevel::warning:
-            return LOG_WARNING;
-        case LogLevel::error:
-            return LOG_ERR;
-    }
-    return LOG_INFO;
-}
-
-void write_all(const std::string& data) {
-    size_t off = 0;
-    while (off < data.size()) {
-        ssize_t n = ::write(STDERR_FILENO, data.data() + off, data.size() - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;  // stderr gone: nothing useful left to do with the line
-        off += static_cast<size_t>(n);
-    }
-}
-
-void append_timestamp(std::string& out) {
-    // strftime once per second; the milliseconds are appended each time.
-    static time_t cached_second = -1;
-    static char cached[32];
-    auto now = std::chrono::system_clock::now();
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
-    time_t secs = static_cast<time_t>(ms.count() / 1000);
-    if (secs != cached_second) {
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
-        cached_second = secs;
-    }
-    char buf[48];
-    int n = snprintf(buf, sizeof buf, "%s.%03dZ ", cached, static_cast<int>(ms.count() % 1000));
-    out.append(buf, static_cast<size_t>(n));
+void prune_retired(Sink& s) {
+    std::erase_if(s.retired, [&](const std::unique_ptr<LogWriter>& w) {
+        if (!w->done()) return false;
+        s.retired_dropped += w->dropped_lines();
+        return true;
+    });
 }
 
 }  // namespace
 
+std::string default_log_socket(std::string_view target) {
+    if (target == "syslog") return "/dev/log";
+    if (target == "journald") return "/run/systemd/journal/socket";
+    return {};
+}
+
 void Log::configure(const LogSettings& settings) {
     Sink& s = sink();
     s.level = settings.level;
-    bool want_syslog = settings.target == "syslog";
-    if (s.syslog) closelog();
-    s.syslog = want_syslog;
-    if (want_syslog) {
-        s.ident = settings.syslog_ident;
-        openlog(s.ident.c_str(), LOG_PID | LOG_NDELAY, facility_code(settings.syslog_facility));
+    s.options.flush_delay =
+        std::chrono::duration_cast<std::chrono::milliseconds>(settings.flush_interval);
+    s.writer->set_flush_delay(s.options.flush_delay);
+    prune_retired(s);
+    if (settings.target == s.target && settings.syslog_facility == s.facility &&
+        settings.syslog_ident == s.ident && settings.socket == s.socket) {
+        return;
+    }
+    std::unique_ptr<LogWriter> next;
+    std::string error;
+    if (settings.target == "syslog" || settings.target == "journald") {
+        std::string path =
+            settings.socket.empty() ? default_log_socket(settings.target) : settings.socket;
+        next = LogWriter::for_socket(
+            settings.target == "syslog" ? LogProtocol::syslog : LogProtocol::journald, path,
+            facility_code(settings.syslog_facility), settings.syslog_ident, error, s.options);
+    } else {
+        next = LogWriter::for_fd(STDERR_FILENO, s.options);
+    }
+    // The old writer finishes its queue in the background; new lines go to the new one.
+    s.writer->retire();
+    s.retired.push_back(std::move(s.writer));
+    s.writer = std::move(next);
+    s.target = settings.target;
+    s.facility = settings.syslog_facility;
+    s.ident = settings.syslog_ident;
+    s.socket = settings.socket;
+    if (s.loop != nullptr) s.writer->attach(s.loop);
+    prune_retired(s);
+    if (!error.empty()) {
+        // Said where it can be seen even while the log socket is unreachable.
+        std::string line = "log-target-unreachable target=" + settings.target + " reason=";
+        append_log_value(line, error);
+        line += " effect=\"lines wait (up to a bound) and the socket is retried every second\"";
+        std::fprintf(stderr, "%s\n", line.c_str());
+        s.writer->write(LogLevel::warning, line);
     }
 }
 
 void Log::attach(uv_loop_s* loop) {
     Sink& s = sink();
-    if (s.attached) return;
-    s.attached = true;
-    uv_prepare_init(loop, &s.flusher);
-    uv_prepare_start(&s.flusher, [](uv_prepare_t*) { Log::flush(); });
-    // The prepare handle must not keep the loop alive on its own.
-    uv_unref(reinterpret_cast<uv_handle_t*>(&s.flusher));
+    if (s.loop != nullptr) return;
+    s.loop = loop;
+    s.writer->attach(loop);
 }
 
 void Log::detach() {
     Sink& s = sink();
-    flush();
-    if (!s.attached) return;
-    s.attached = false;
-    uv_close(reinterpret_cast<uv_handle_t*>(&s.flusher), nullptr);
+    if (s.loop == nullptr) return;
+    s.writer->detach();
+    for (auto& w : s.retired) w->detach();
+    s.loop = nullptr;
 }
 
 bool Log::enabled(LogLevel level) {
@@ -121,86 +126,148 @@ bool Log::enabled(LogLevel level) {
 
 void Log::write(LogLevel level, std::string_view message) {
     if (!enabled(level)) return;
-    Sink& s = sink();
-    if (s.syslog) {
-        syslog(syslog_priority(level), "%.*s", static_cast<int>(message.size()), message.data());
-        return;
-    }
-    append_timestamp(s.buffer);
-    s.buffer += to_string(level);
-    s.buffer += ' ';
-    s.buffer += message;
-    s.buffer += '\n';
-    if (!s.attached || s.buffer.size() > 64 * 1024) flush();
+    sink().writer->write(level, message);
 }
 
 void Log::flush() {
-    Sink& s = sink();
-    if (s.buffer.empty()) return;
-    write_all(s.buffer);
-    s.buffer.clear();
+    sink().writer->flush();
 }
 
+uint64_t Log::dropped_lines() {
+    Sink& s = sink();
+    uint64_t n = s.retired_dropped + s.writer->dropped_lines();
+    for (const auto& w : s.retired) n += w->dropped_lines();
+    return n;
+}
+
+std::string_view Log::output_mode() {
+    return sink().writer->mode();
+}
+
+namespace {
+
+// Bytes that make a value quoted: space and controls, DEL, '"', '=', '\\'.
+constexpr std::array<unsigned char, 256> kQuoteBytes = [] {
+    std::array<unsigned char, 256> t{};
+    for (int c = 0; c <= 0x20; ++c) t[static_cast<size_t>(c)] = 1;
+    t[0x7f] = t['"'] = t['='] = t['\\'] = 1;
+    return t;
+}();
+
+// Bytes escaped inside quotes: controls and DEL as \xNN, '"' and '\\' with a backslash.
+constexpr std::array<unsigned char, 256> kEscapeBytes = [] {
+    std::array<unsigned char, 256> t{};
+    for (int c = 0; c < 0x20; ++c) t[static_cast<size_t>(c)] = 1;
+    t[0x7f] = t['"'] = t['\\'] = 1;
+    return t;
+}();
+
+// One line is built at a time, so one buffer (keeping its capacity) serves every LogLine; a
+// line started while another is being built gets its own.
+thread_local std::string t_line_buffer;
+thread_local bool t_line_buffer_busy = false;
+
+}  // namespace
+
 void append_log_value(std::string& out, std::string_view value) {
-    bool plain = !value.empty();
-    for (char c : value) {
-        auto u = static_cast<unsigned char>(c);
-        if (u <= 0x20 || u == 0x7f || c == '"' || c == '=' || c == '\\') {
-            plain = false;
-            break;
-        }
+    using namespace byte_words;
+    // Every field of every decision line passes here: bytes are classified eight at a time.
+    const char* p = value.data();
+    size_t n = value.size();
+    auto quote_mask = [](uint64_t x) {
+        return below(x, 0x21) | equal(x, 0x7f) | equal(x, '"') | equal(x, '=') | equal(x, '\\');
+    };
+    bool quote = n == 0;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n && !quote; i += 8) quote = quote_mask(load(p + i)) != 0;
+        if (!quote && n % 8 != 0) quote = quote_mask(load(p + n - 8)) != 0;
+    } else {
+        for (size_t i = 0; i < n; ++i)
+            quote = quote || kQuoteBytes[static_cast<unsigned char>(p[i])];
     }
-    if (plain) {
+    if (!quote) {
         out += value;
         return;
     }
-    out += '"';
-    for (char c : value) {
-        auto u = static_cast<unsigned char>(c);
-        if (c == '"' || c == '\\') {
+    // Inside the quotes, runs of bytes that need no escape are appended whole.
+    auto escape = [&out](unsigned char u) {
+        if (u == '"' || u == '\\') {
             out += '\\';
-            out += c;
-        } else if (u < 0x20 || u == 0x7f) {
-            char hex[5];
-            snprintf(hex, sizeof hex, "\\x%02x", u);
-            out += hex;
-        } else {
-            out += c;
+            out += static_cast<char>(u);
+            return;
         }
+        static constexpr char kHex[] = "0123456789abcdef";
+        out += "\\x";
+        out += kHex[u >> 4];
+        out += kHex[u & 15];
+    };
+    out += '"';
+    size_t run = 0;
+    size_t i = 0;
+    while (i + 8 <= n) {
+        uint64_t x = load(p + i);
+        uint64_t m = below(x, 0x20) | equal(x, 0x7f) | equal(x, '"') | equal(x, '\\');
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+        size_t k = i + first(m);
+        out.append(p + run, k - run);
+        escape(static_cast<unsigned char>(p[k]));
+        run = i = k + 1;
     }
+    for (; i < n; ++i) {
+        auto u = static_cast<unsigned char>(p[i]);
+        if (kEscapeBytes[u] == 0) continue;
+        out.append(p + run, i - run);
+        escape(u);
+        run = i + 1;
+    }
+    out.append(p + run, n - run);
     out += '"';
 }
 
 LogLine::LogLine(LogLevel level, std::string_view event)
     : level_(level), active_(Log::enabled(level)) {
-    if (active_) {
-        text_.reserve(256);
-        text_ += event;
+    if (!active_) return;
+    if (!t_line_buffer_busy) {
+        t_line_buffer_busy = true;
+        text_ = &t_line_buffer;
+        text_->clear();
+    } else {
+        text_ = &own_;
     }
+    text_->reserve(256);
+    *text_ += event;
 }
 
 LogLine& LogLine::field(std::string_view key, std::string_view value) {
     if (!active_) return *this;
-    text_ += ' ';
-    text_ += key;
-    text_ += '=';
-    append_log_value(text_, value);
+    std::string& t = *text_;
+    t += ' ';
+    t += key;
+    t += '=';
+    append_log_value(t, value);
     return *this;
 }
 
 LogLine& LogLine::field(std::string_view key, long long value) {
     if (!active_) return *this;
-    text_ += ' ';
-    text_ += key;
-    text_ += '=';
-    text_ += std::to_string(value);
+    std::string& t = *text_;
+    t += ' ';
+    t += key;
+    t += '=';
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+    t.append(digits, static_cast<size_t>(end - digits));
     return *this;
 }
 
 void LogLine::emit() {
     if (!active_) return;
     active_ = false;
-    Log::write(level_, text_);
+    Log::write(level_, *text_);
+    if (text_ == &t_line_buffer) t_line_buffer_busy = false;
 }
 
 LogLine::~LogLine() {

@@ -27,9 +27,10 @@ constexpr std::array<std::string_view, kDecisionSources> kSources = {"skip", "ca
 constexpr std::array<std::string_view, kCacheLookupResults> kCacheResults = {"hit", "miss",
                                                                              "near_hit"};
 
-// Classes a probe can end with; in_progress and skipped never come from one.
+// Classes a probe can end with; in_progress never comes from one (skipped does: a UTF-8
+// address at a server without SMTPUTF8).
 bool probe_can_yield(VerdictClass c) {
-    return c != VerdictClass::in_progress && c != VerdictClass::skipped;
+    return c != VerdictClass::in_progress;
 }
 
 template <size_t N>
@@ -52,11 +53,17 @@ std::string_view to_string(ProbeConnectionResult r) {
             return "timeout";
         case ProbeConnectionResult::unreachable:
             return "unreachable";
+        case ProbeConnectionResult::tls:
+            return "tls";
+        case ProbeConnectionResult::tls_failed:
+            return "tls_failed";
     }
     return "unreachable";
 }
 
 ProbeConnectionResult connection_result(const HostAttempt& a) {
+    if (a.tls) return ProbeConnectionResult::tls;
+    if (a.tls_failed) return ProbeConnectionResult::tls_failed;
     if (a.last_stage != SmtpStage::connect) return ProbeConnectionResult::connected;
     switch (a.event) {
         case StageEvent::timeout:
@@ -160,7 +167,7 @@ void Metrics::render(std::string& out, const MetricsSnapshot& s) const {
     w.family("calloutd_probes_in_flight", "gauge", "Callouts running now.");
     w.sample("calloutd_probes_in_flight", {}, s.probes_in_flight);
     w.family("calloutd_probe_connections_total", "counter",
-             "TCP connections to MX addresses by outcome of the connect.");
+             "TCP connections to MX addresses by outcome: of the connect, then of STARTTLS.");
     for (size_t r = 0; r < kProbeConnectionResults; ++r) {
         w.sample("calloutd_probe_connections_total",
                  {{"result", to_string(static_cast<ProbeConnectionResult>(r))}},
@@ -214,6 +221,9 @@ void Metrics::render(std::string& out, const MetricsSnapshot& s) const {
         w.family("calloutd_dns_canary_up", "gauge", "1 while dns.canary resolves.");
         w.sample("calloutd_dns_canary_up", {}, uint64_t{*s.dns_canary_ok ? 1u : 0u});
     }
+    w.family("calloutd_log_dropped_lines_total", "counter",
+             "Log lines dropped because the log destination was blocked, failing or too slow.");
+    w.sample("calloutd_log_dropped_lines_total", {}, s.log_dropped_lines);
     w.family("calloutd_config_reloads_total", "counter",
              "Configuration reloads (SIGHUP) by result.");
     w.sample("calloutd_config_reloads_total", {{"result", "ok"}}, config_reloads_[0]);

@@ -23,11 +23,13 @@ namespace calloutd {
 inline constexpr size_t kVerdictClasses = kAllVerdictClasses.size();
 inline constexpr size_t kDecisionSources = 4;  // DecisionSource: skip, cache, probe, limit
 
-// calloutd_probe_connections_total{result}: how a TCP connection to an MX address went.
-enum class ProbeConnectionResult { connected, refused, timeout, unreachable };
-inline constexpr size_t kProbeConnectionResults = 4;
+// calloutd_probe_connections_total{result}: how a TCP connection to an MX address went, one
+// result per connection. Once connected: `tls` when a STARTTLS handshake completed, `tls_failed`
+// when STARTTLS was accepted but the handshake failed (at callout.tls = may the plaintext retry
+// is a connection of its own), `connected` for a conversation in plaintext.
+enum class ProbeConnectionResult { connected, refused, timeout, unreachable, tls, tls_failed };
+inline constexpr size_t kProbeConnectionResults = 6;
 std::string_view to_string(ProbeConnectionResult r);
-// `connected` once the TCP handshake completed, whatever the SMTP conversation did then.
 ProbeConnectionResult connection_result(const HostAttempt& attempt);
 
 // calloutd_cache_lookups_total{result}: near_hit is Redis mode's near-cache (no round trip).
@@ -66,6 +68,7 @@ struct MetricsSnapshot {
     double process_start_time_seconds = 0;
     uint64_t resident_memory_bytes = 0;
     uint64_t open_fds = 0;
+    uint64_t log_dropped_lines = 0;
 };
 
 class Metrics {

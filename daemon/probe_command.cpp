@@ -23,10 +23,16 @@ void print_report(std::FILE* out, const CalloutReport& r) {
         std::fprintf(out, "refused: %s not probed: %s\n", addr.c_str(), why.c_str());
     }
     for (const auto& a : r.attempts) {
-        std::fprintf(out, "--- %s [%s]\n", a.mx_host.c_str(), a.address.c_str());
+        std::fprintf(out, "--- %s [%s]%s\n", a.mx_host.c_str(), a.address.c_str(),
+                     a.plaintext_retry ? " (plaintext retry: the TLS handshake failed)" : "");
         for (const auto& w : a.wire) {
+            // Notes ("--- TLS TLSv1.3 TLS_AES_256_GCM_SHA384") say what happened to the
+            // connection; every line after a TLS note went through that session.
             std::fprintf(out, "%6lldms %s %s\n", static_cast<long long>(w.at.count()),
-                         w.sent ? ">>>" : "<<<", w.text.c_str());
+                         w.note   ? "---"
+                         : w.sent ? ">>>"
+                                  : "<<<",
+                         w.text.c_str());
         }
         std::fprintf(out, "--- %s\n", describe(a).c_str());
     }
@@ -53,10 +59,12 @@ int run_probe_command(const Config& config, const std::string& address, std::FIL
                          parsed.address->domain.c_str());
             callout->start(*parsed.address, [&](CalloutReport r) {
                 print_report(out, r);
-                std::fprintf(out, "class=%s reason=\"%s\" scope=%s ms=%lld\n",
+                const bool tls = !r.attempts.empty() && r.attempts.back().tls;
+                std::fprintf(out, "class=%s reason=\"%s\" scope=%s tls=%s ms=%lld\n",
                              std::string(to_string(r.verdict.cls)).c_str(),
                              r.verdict.reason.c_str(),
                              std::string(to_string(r.verdict.scope)).c_str(),
+                             tls ? r.attempts.back().tls->version.c_str() : "none",
                              static_cast<long long>(r.elapsed.count()));
                 if (r.verdict.cls == VerdictClass::valid) exit_code = 0;
                 if (r.verdict.cls == VerdictClass::invalid ||

@@ -72,6 +72,11 @@ std::string CalloutVerifier::client_key(const std::string& client_address) const
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyRequest& req,
                                                                  Done done) {
+    return verify_lazy(req, [&done] { return std::move(done); });
+}
+
+std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const PolicyRequest& req,
+                                                                      const MakeDone& make_done) {
     AddressParse parsed = parse_sender(req.sender);
     if (!parsed) {
         // Never probed: nothing from this sender string may reach the SMTP wire.
@@ -79,12 +84,18 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
     }
     std::string key = sender_key(*parsed.address).key;
     Asked asked{std::move(*parsed.address), std::move(key), req.client_address};
-    std::string address = asked.sender.address();
-    // The common case answers from memory at once: a hit, or a miss of an untagged sender.
+    // Built in a reused buffer: every cached answer passes here.
+    std::string& address = address_;
+    address.assign(asked.sender.local).append(1, '@').append(asked.sender.domain);
+    // The common case answers from memory at once: a hit, or a miss of an untagged sender. A
+    // cache hit never needs the completion callback: it is made only for the rest.
+    Done done;
     if (auto now = cache_.peek(asked.sender.domain, address);
         now && (*now || asked.key == address)) {
+        if (!*now) done = make_done();
         return after_lookup(asked, std::move(*now), done);
     }
+    done = make_done();
     std::weak_ptr<bool> alive = alive_;
     auto found = find(asked.sender.domain, address, asked.key,
                       [this, alive, asked, done](std::optional<CacheHit> hit) mutable {
@@ -141,7 +152,7 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Ask
         ++counters_.cache_hits;
         // Serve the cached positive and re-probe it in the background (refresh-ahead).
         if (hit->refresh_due && !flights_.contains(asked.key)) refresh(asked);
-        return Immediate{{hit->verdict.cls, hit->verdict.reason}, DecisionSource::cache};
+        return Immediate{{hit->verdict.cls, std::move(hit->verdict.reason)}, DecisionSource::cache};
     }
     // Joining a running probe costs no budget.
     if (auto it = flights_.find(asked.key); it != flights_.end()) {
@@ -395,9 +406,11 @@ void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
     // Released after the verdict is stored, so no other node probes in between.
     budget_.release_probe(domain, key, flight.token);
     if (observer_) observer_(flight.sender, report, flight.refresh);
-    // A skip-mx ending sent no probe: logged as a skip, like the skip rules.
-    DecisionSource source =
-        report.verdict.cls == VerdictClass::skipped ? DecisionSource::skip : DecisionSource::probe;
+    // A skip-mx ending sent no probe: logged as a skip, like the skip rules. (A skipped
+    // smtputf8-unsupported did talk to the server: a probe.)
+    DecisionSource source = report.verdict.cls == VerdictClass::skipped && report.attempts.empty()
+                                ? DecisionSource::skip
+                                : DecisionSource::probe;
     for (auto& w : flight.waiters) {
         w.budget.reset();
         if (w.address == address || speaks_for_every_tag(report.verdict)) {

@@ -51,6 +51,8 @@ class CalloutVerifier : public SenderVerifier {
     CalloutVerifier& operator=(const CalloutVerifier&) = delete;
 
     std::optional<Immediate> verify(const PolicyRequest& req, Done done) override;
+    std::optional<Immediate> verify_lazy(const PolicyRequest& req,
+                                         const MakeDone& make_done) override;
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
     // limits.client_ipv6_prefix: IPv6 clients share one client budget per network of this
     // size (a client that rotates addresses inside its /64 is still one client).
@@ -115,6 +117,7 @@ class CalloutVerifier : public SenderVerifier {
     Counters counters_;
     ProbeObserver observer_;
     std::unordered_map<std::string, Flight> flights_;
+    std::string address_;  // verify_lazy()'s cache key, reused
     uint64_t next_waiter_ = 1;
     uint64_t next_flight_ = 1;
     // Guards callbacks that outlive this object (async cache lookups).

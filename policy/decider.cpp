@@ -10,6 +10,12 @@ namespace {
 // and the entry cap bounds memory whatever the traffic.
 constexpr auto kInstanceTtl = std::chrono::hours(1);
 constexpr size_t kInstanceEntries = 65536;
+
+// Remember what a later recipient of a message could otherwise see differently: a fresh probe
+// result or a budget denial. Skips and cache hits would be answered the same again.
+bool remembered(DecisionSource s) {
+    return s == DecisionSource::probe || s == DecisionSource::limit;
+}
 }  // namespace
 
 std::string_view to_string(DecisionSource s) {
@@ -30,9 +36,15 @@ Decider::Decider(PolicySettings settings, SenderVerifier* verifier)
     : settings_(std::move(settings)), verifier_(verifier), by_instance_(kInstanceEntries) {}
 
 std::string Decider::memo_key(const PolicyRequest& req) {
+    std::string key;
+    memo_key(req, key);
+    return key;
+}
+
+void Decider::memo_key(const PolicyRequest& req, std::string& out) {
     // Values never contain '\n', so the key is unambiguous. The sender is part of it so a new
     // MAIL FROM under a reused instance is decided afresh.
-    return req.instance + '\n' + req.sender;
+    out.assign(req.instance).append(1, '\n').append(req.sender);
 }
 
 Decision Decider::finish(const std::string& memo, Verdict verdict, DecisionSource source) {
@@ -40,41 +52,54 @@ Decision Decider::finish(const std::string& memo, Verdict verdict, DecisionSourc
     d.action = settings_.dry_run ? "DUNNO" : settings_.actions[static_cast<size_t>(verdict.cls)];
     d.verdict = std::move(verdict);
     d.source = source;
-    // Remember what a later recipient of this message could otherwise see differently: a fresh
-    // probe result or a budget denial. Skips and cache hits would be answered the same again,
-    // and in_progress is not final: a later recipient should see the result.
-    bool worth_remembering = source == DecisionSource::probe || source == DecisionSource::limit;
-    if (!memo.empty() && worth_remembering && d.verdict.cls != VerdictClass::in_progress) {
+    // in_progress is not final: a later recipient should see the result.
+    if (!memo.empty() && remembered(source) && d.verdict.cls != VerdictClass::in_progress) {
         by_instance_.put(memo, d, Clock::now() + kInstanceTtl);
     }
     return d;
 }
 
 std::optional<Decision> Decider::decide(const PolicyRequest& req, Done done) {
+    return decide_lazy(req, [&done] { return std::move(done); });
+}
+
+std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const MakeDone& make_done) {
     static const std::string kNoMemo;
     if (!state_is_verified(req, settings_)) {
         return finish(kNoMemo, {VerdictClass::skipped, "protocol-state"}, DecisionSource::skip);
     }
-    std::string memo = req.instance.empty() ? std::string() : memo_key(req);
-    if (!memo.empty() && by_instance_.size() > 0) {
-        if (const Decision* earlier = by_instance_.get(memo, Clock::now())) {
+    // The memo key is built only where it is used (a lookup in a non-empty memo, a verdict to
+    // remember), in a reused buffer for the lookup: most answers never need it.
+    bool has_memo = !req.instance.empty();
+    if (has_memo && by_instance_.size() > 0) {
+        memo_key(req, memo_scratch_);
+        if (const Decision* earlier = by_instance_.get(memo_scratch_, Clock::now())) {
             Decision d = *earlier;
             d.repeat = true;
             return d;
         }
     }
+    // Skips are never remembered (the same request is skipped again), so they need no memo.
     if (auto skipped = skip_rule(req, settings_)) {
-        return finish(memo, std::move(*skipped), DecisionSource::skip);
+        return finish(kNoMemo, std::move(*skipped), DecisionSource::skip);
     }
     if (verifier_ == nullptr) {
-        return finish(memo, {VerdictClass::skipped, "no-engine"}, DecisionSource::skip);
+        return finish(kNoMemo, {VerdictClass::skipped, "no-engine"}, DecisionSource::skip);
     }
-    auto immediate =
-        verifier_->verify(req, [this, memo, done = std::move(done)](Verdict v, DecisionSource src) {
-            done(finish(memo, std::move(v), src));
-        });
-    if (immediate) return finish(memo, std::move(immediate->verdict), immediate->source);
-    return std::nullopt;
+    // One pointer captured: the MakeDone handed on stays in std::function's inline storage.
+    struct Pending {
+        Decider* self;
+        const PolicyRequest* req;
+        const MakeDone* make_done;
+    } pending{this, &req, &make_done};
+    auto immediate = verifier_->verify_lazy(req, [p = &pending]() -> SenderVerifier::Done {
+        std::string memo = p->req->instance.empty() ? std::string() : memo_key(*p->req);
+        return [self = p->self, memo = std::move(memo), done = (*p->make_done)()](
+                   Verdict v, DecisionSource src) { done(self->finish(memo, std::move(v), src)); };
+    });
+    if (!immediate) return std::nullopt;
+    return finish(has_memo && remembered(immediate->source) ? memo_key(req) : kNoMemo,
+                  std::move(immediate->verdict), immediate->source);
 }
 
 }  // namespace calloutd

@@ -30,18 +30,29 @@ struct Decision {
 class SenderVerifier {
   public:
     using Done = std::function<void(Verdict, DecisionSource)>;
+    // Makes `done` on demand: called at most once, only when the verdict is not available at
+    // once, and only before verify_lazy() returns (it may refer to the caller's stack). Built
+    // from a lambda capturing one pointer it fits std::function's inline storage, so a cached
+    // answer allocates no callback.
+    using MakeDone = std::function<Done()>;
     struct Immediate {
         Verdict verdict;
         DecisionSource source;
     };
     virtual ~SenderVerifier() = default;
     virtual std::optional<Immediate> verify(const PolicyRequest& req, Done done) = 0;
+    // verify() with the callback made only when needed; the default makes it first.
+    virtual std::optional<Immediate> verify_lazy(const PolicyRequest& req,
+                                                 const MakeDone& make_done) {
+        return verify(req, make_done());
+    }
 };
 
 class Decider {
   public:
     using Clock = std::chrono::steady_clock;
     using Done = std::function<void(Decision)>;
+    using MakeDone = std::function<Done()>;  // as SenderVerifier::MakeDone
 
     // `verifier` may be null: then every request that passes the skip rules is answered
     // skipped/no-engine rather than pretending to verify.
@@ -50,6 +61,9 @@ class Decider {
     // Decides at once when it can (returned), otherwise calls `done` later. `done` is never
     // called from inside decide().
     std::optional<Decision> decide(const PolicyRequest& req, Done done);
+    // The same, with `done` made only when the decision is not available at once (the policy
+    // connection's path: a cached answer allocates no callback).
+    std::optional<Decision> decide_lazy(const PolicyRequest& req, const MakeDone& make_done);
     void update_settings(PolicySettings settings) { settings_ = std::move(settings); }
     void set_verifier(SenderVerifier* verifier) { verifier_ = verifier; }
     const PolicySettings& settings() const { return settings_; }
@@ -58,11 +72,13 @@ class Decider {
     // `memo` is the per-message key ("" when the request has no instance).
     Decision finish(const std::string& memo, Verdict verdict, DecisionSource source);
     static std::string memo_key(const PolicyRequest& req);
+    static void memo_key(const PolicyRequest& req, std::string& out);
 
     PolicySettings settings_;
     SenderVerifier* verifier_;
     // One verdict per message: Postfix asks once per recipient; later requests repeat it.
     LruMap<std::string, Decision> by_instance_;
+    std::string memo_scratch_;  // lookup key, reused
 };
 
 }  // namespace calloutd

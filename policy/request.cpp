@@ -2,6 +2,9 @@
 #include "policy/request.hpp"
 
 #include <array>
+#include <cstdint>
+
+#include "callout/byte_words.hpp"
 
 namespace calloutd {
 
@@ -34,10 +37,68 @@ constexpr std::array<AttributeField, 19> kAttributes = {{
     {"policy_context", &PolicyRequest::policy_context},
 }};
 
-// Control bytes other than TAB never occur in a Postfix request; they mean binary garbage
-// or an injection attempt. Bytes >= 0x80 are allowed (SMTPUTF8 addresses).
-bool is_forbidden_byte(unsigned char c) {
-    return (c < 0x20 && c != '\t') || c == 0x7f;
+// The index of the first control byte (below 0x20, or 0x7f) at or after i in [p, p + n), or n.
+// Every byte of every request passes here, so it looks at eight bytes at a time.
+size_t next_control_byte(const char* p, size_t n, size_t i) {
+    using namespace byte_words;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x = load(p + i);
+        if (uint64_t m = below(x, 0x20) | equal(x, 0x7f)) return i + first(m);
+    }
+    for (; i < n; ++i) {
+        auto c = static_cast<unsigned char>(p[i]);
+        if (c < 0x20 || c == 0x7f) break;
+    }
+    return i;
+}
+
+// One pass over the bytes of a line: where its '\n' is (n when not received yet) and whether a
+// forbidden byte comes before it. Control bytes other than TAB never occur in a Postfix
+// request; they mean binary garbage or an injection attempt. Bytes >= 0x80 are allowed
+// (SMTPUTF8 addresses). A CR right before the '\n', or ending the bytes received so
+// far, is not judged here (next() leaves that CR for the next round).
+struct LineScan {
+    size_t newline;
+    bool forbidden;
+};
+LineScan scan_line(const char* p, size_t n) {
+    for (size_t i = next_control_byte(p, n, 0); i < n; i = next_control_byte(p, n, i + 1)) {
+        char c = p[i];
+        if (c == '\n') return {i, false};
+        bool tolerated = c == '\t' || (c == '\r' && (i + 1 == n || p[i + 1] == '\n'));
+        if (!tolerated) return {i, true};
+    }
+    return {n, false};
+}
+
+// kAttributes indexes by name length, so a line is compared with at most four names.
+constexpr size_t kMaxAttributeName = 19;
+constexpr size_t kMaxSameLength = 4;
+using AttributesByLength = std::array<std::array<int8_t, kMaxSameLength>, kMaxAttributeName + 1>;
+
+constexpr AttributesByLength index_by_length() {
+    AttributesByLength t{};
+    for (auto& row : t)
+        for (auto& i : row) i = -1;
+    for (size_t i = 0; i < kAttributes.size(); ++i) {
+        auto& row = t[kAttributes[i].name.size()];
+        size_t k = 0;
+        while (row[k] >= 0) ++k;  // a fifth name of one length fails to compile (out of bounds)
+        row[k] = static_cast<int8_t>(i);
+    }
+    return t;
+}
+constexpr AttributesByLength kByLength = index_by_length();
+
+// The index in kAttributes of `name`, or -1 for an attribute calloutd does not use.
+int attribute_index(std::string_view name) {
+    if (name.size() > kMaxAttributeName) return -1;
+    for (int8_t i : kByLength[name.size()]) {
+        if (i < 0) break;
+        std::string_view candidate = kAttributes[static_cast<size_t>(i)].name;
+        if (candidate[0] == name[0] && candidate == name) return i;
+    }
+    return -1;
 }
 
 // RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
@@ -107,33 +168,37 @@ void RequestReader::compact() {
     }
 }
 
-// Bytes are judged one at a time in stream order, and the first byte that breaks a rule
-// names the error, so the reason never depends on how the stream was split into reads.
+// Bytes are judged in stream order (eight at a time while none is a control byte), and the
+// first byte that breaks a rule names the error.
 RequestReader::Status RequestReader::next(PolicyRequest& out) {
     if (dead_) return Status::error;
     compact();
     while (scanned_ < buf_.size()) {
-        size_t i = scanned_++;
-        auto c = static_cast<unsigned char>(buf_[i]);
-        // A CR is tolerated only right before the LF (CRLF from hand-written clients), so it
-        // is judged by the byte after it.
-        bool after_cr = i > line_start_ && buf_[i - 1] == '\r';
-        if (c == '\n') {
-            bool empty_line = i == line_start_ || (after_cr && i == line_start_ + 1);
-            size_t start = line_start_;
-            line_start_ = i + 1;
-            if (!empty_line) continue;
+        // A CR is tolerated only right before the LF (CRLF from hand-written clients); a CR
+        // that ends the bytes received so far is judged when the next byte arrives.
+        LineScan scan = scan_line(buf_.data() + scanned_, buf_.size() - scanned_);
+        size_t stop = scanned_ + scan.newline;  // the '\n', the forbidden byte, or the end
+        // The first byte that breaks a rule names the error, so the reason never depends on
+        // how the stream was split into reads: a limit counts when it is passed before `stop`.
+        size_t too_long_at = line_start_ + limits_.max_line_bytes;
+        size_t too_large_at = consumed_ + limits_.max_request_bytes;
+        if (too_long_at < stop && too_long_at <= too_large_at)
+            return fail(ProtocolError::line_too_long, "line too long");
+        if (too_large_at < stop) return fail(ProtocolError::request_too_large, "request too large");
+        if (scan.forbidden) return fail(ProtocolError::binary, "binary or control byte in request");
+        if (stop == buf_.size()) {
+            scanned_ = buf_[stop - 1] == '\r' ? stop - 1 : stop;
+            return Status::need_more;
+        }
+        scanned_ = stop + 1;
+        size_t start = line_start_;
+        line_start_ = stop + 1;
+        bool empty_line = stop == start || (stop == start + 1 && buf_[start] == '\r');
+        if (empty_line) {
             std::string_view block(buf_.data() + consumed_, start - consumed_);
             consumed_ = scanned_;
             return parse_request(block, out);
         }
-        if (after_cr || (c != '\r' && is_forbidden_byte(c))) {
-            return fail(ProtocolError::binary, "binary or control byte in request");
-        }
-        if (i + 1 - line_start_ > limits_.max_line_bytes)
-            return fail(ProtocolError::line_too_long, "line too long");
-        if (i + 1 - consumed_ > limits_.max_request_bytes)
-            return fail(ProtocolError::request_too_large, "request too large");
     }
     return Status::need_more;
 }
@@ -149,7 +214,8 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
 }
 
 RequestReader::Status RequestReader::parse_request(std::string_view block, PolicyRequest& out) {
-    out = PolicyRequest{};
+    // Cleared, not replaced: the reader's caller reuses `out`, and the strings keep their capacity.
+    for (const auto& a : kAttributes) (out.*(a.field)).clear();
     warning_.clear();
     uint32_t seen = 0;  // bit per known attribute, to catch duplicates
     while (!block.empty()) {
@@ -170,16 +236,14 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
             for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';
             warning_ = "invalid UTF-8 in attribute '" + shown + "'";
         }
-        for (size_t i = 0; i < kAttributes.size(); ++i) {
-            if (kAttributes[i].name != name) continue;
-            // Postfix never repeats an attribute; a repeat is a confused or hostile client.
-            if (seen & (1u << i))
-                return fail(ProtocolError::bad_attribute,
-                            "duplicate attribute '" + std::string(name) + "'");
-            seen |= 1u << i;
-            out.*(kAttributes[i].field) = value;
-            break;
-        }
+        int i = attribute_index(name);
+        if (i < 0) continue;
+        // Postfix never repeats an attribute; a repeat is a confused or hostile client.
+        if (seen & (1u << i))
+            return fail(ProtocolError::bad_attribute,
+                        "duplicate attribute '" + std::string(name) + "'");
+        seen |= 1u << i;
+        out.*(kAttributes[static_cast<size_t>(i)].field) = value;
     }
     if (out.request != "smtpd_access_policy") {
         return fail(ProtocolError::not_policy_request,

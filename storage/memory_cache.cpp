@@ -26,8 +26,11 @@ MemoryVerdictCache::MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now n
 std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
                                                  const std::string& address) {
     auto now = now_();
-    const CachedVerdict* fact = entries_.get(domain_key(domain), now);
-    const CachedVerdict* v = entries_.get(address_key(address), now);
+    // Every cached answer passes here: the keys are built in one reused buffer, not allocated.
+    key_.assign("d:").append(domain);
+    const CachedVerdict* fact = entries_.get(key_, now);
+    key_.assign("a:").append(address);
+    const CachedVerdict* v = entries_.get(key_, now);
     switch (which_answers(fact, v)) {
         case CacheAnswer::domain_fact:
             return CacheHit{*fact, true, false};

@@ -48,6 +48,7 @@ class MemoryVerdictCache : public VerdictCache {
     LruMap<std::string, CachedVerdict, WallClock> entries_;
     CacheTtls ttls_;
     Now now_;
+    std::string key_;  // lookup key scratch for find()
 };
 
 }  // namespace calloutd

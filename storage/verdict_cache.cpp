@@ -16,12 +16,16 @@ std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
         case VerdictClass::invalid:
             return ttls.negative;
         case VerdictClass::tempfail:
+        // A skip rule's answer is never stored. A probe that did not ask (a UTF-8 address at a
+        // server without SMTPUTF8) is kept as long as a tempfail, so the next request does not
+        // connect again at once and an upgrade is noticed; skip-mx, the domain-scoped kind, is
+        // kept like every domain fact (see the CachedVerdict overload).
+        case VerdictClass::skipped:
             return ttls.tempfail;
         case VerdictClass::accept_all:
         case VerdictClass::null_sender_rejected:
         case VerdictClass::policy_blocked:
         case VerdictClass::no_mail_domain:
-        case VerdictClass::skipped:  // skip-mx, see is_domain_fact()
             return ttls.domain;
         // Not results of a probe: nothing to remember.
         case VerdictClass::in_progress:
@@ -33,6 +37,8 @@ std::chrono::milliseconds ttl_for(VerdictClass c, const CacheTtls& ttls) {
 
 std::chrono::milliseconds ttl_for(const CachedVerdict& v, const CacheTtls& ttls) {
     if (v.backoff) return ttls.backoff;
+    // skip-mx: an MX host on policy.skip_mx_hosts is a fact about the domain's MX hosts.
+    if (v.cls == VerdictClass::skipped && v.scope == EvidenceScope::domain) return ttls.domain;
     return ttl_for(v.cls, ttls);
 }
 

@@ -31,7 +31,7 @@ struct CachedVerdict {
 struct CacheTtls {
     std::chrono::milliseconds positive{};  // valid
     std::chrono::milliseconds negative{};  // invalid
-    std::chrono::milliseconds tempfail{};  // tempfail, domain-wide ones included
+    std::chrono::milliseconds tempfail{};  // tempfail, domain-wide ones included; a stored skipped
     // accept_all, null_sender_rejected, policy_blocked, no_mail_domain, whether a domain fact or
     // about one address; and the "not accept-all" fact
     std::chrono::milliseconds domain{};

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_target.hpp"
-#include "storage/redis_client.hpp"
+#include "storage/redis_reply.hpp"
 #include "storage/redis_schema.hpp"
 
 namespace {

@@ -107,5 +107,83 @@ TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
     }
 }
 
+// Answers every request 1 ms later, from a timer: no answer is ever immediate.
+class DelayedVerifier : public SenderVerifier {
+  public:
+    explicit DelayedVerifier(uv_loop_t* loop) : loop_(loop) {}
+
+    std::optional<Immediate> verify(const PolicyRequest&, Done done) override {
+        auto& p = pending_.emplace_back();
+        p.done = std::move(done);
+        uv_timer_init(loop_, &p.timer);
+        p.timer.data = &p;
+        uv_timer_start(
+            &p.timer,
+            [](uv_timer_t* t) {
+                static_cast<Pending*>(t->data)->done({VerdictClass::valid, "test"},
+                                                     DecisionSource::probe);
+            },
+            1, 0);
+        return std::nullopt;
+    }
+    void close_all() {
+        for (auto& p : pending_) uv_close(reinterpret_cast<uv_handle_t*>(&p.timer), nullptr);
+    }
+
+  private:
+    struct Pending {
+        uv_timer_t timer;
+        Done done;
+    };
+    uv_loop_t* loop_;
+    std::list<Pending> pending_;
+};
+
+TEST(ConnectionOrder, ReadingResumesWhenAsynchronousAnswersDrainThePendingLimit) {
+    // More pipelined requests than a connection holds unanswered (256): reading stops, and must
+    // resume as the delayed answers go out, or the rest would never be read.
+    constexpr int kCount = 1000;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Config cfg = std::get<Config>(load_config_text(
+        "[server]\nlisten = [\"inet:127.0.0.1:0\"]\n[actions]\nvalid = \"WARN valid\"\n",
+        "t.toml"));
+    DelayedVerifier verifier(&loop);
+    Decider decider(cfg.policy, &verifier);
+    Server server(&loop, decider, cfg.server);
+    ASSERT_TRUE(server.listen());
+    uint16_t port = static_cast<uint16_t>(
+        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
+
+    int answered = 0;
+    std::atomic<bool> client_done{false};
+    std::thread client([&] {
+        auto c = test::PolicyClient::inet("127.0.0.1", port);
+        std::string batch;
+        for (int i = 0; i < kCount; ++i) {
+            batch += test::policy_request("u" + std::to_string(i) + "@example.org");
+        }
+        c.send(batch);
+        for (int i = 0; i < kCount; ++i) {
+            auto a = c.read_action(std::chrono::seconds(10));
+            if (!a || *a != "WARN valid") break;
+            ++answered;
+        }
+        client_done = true;
+    });
+    uv_timer_t tick;
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(
+        &tick, [](uv_timer_t*) {}, 0, 10);
+    while (!client_done) uv_run(&loop, UV_RUN_ONCE);
+    client.join();
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
+    verifier.close_all();
+    server.close_all();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EXPECT_EQ(uv_loop_close(&loop), 0);
+    EXPECT_EQ(answered, kCount);
+}
+
 }  // namespace
 }  // namespace calloutd

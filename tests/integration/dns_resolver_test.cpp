@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -427,6 +428,37 @@ TEST_F(DnsResolverTest, ManyConcurrentLookups) {
     ASSERT_TRUE(run_until([&] { return done == total; }, 30s)) << done << " of " << total;
     EXPECT_EQ(wrong, 0);
     EXPECT_EQ(r->in_flight(), 0u);
+}
+
+TEST_F(DnsResolverTest, AddressLookupsGoBeforeTheMxLookupsOfLaterDomains) {
+    // A burst of domains finishes domain by domain: the first domain's A and AAAA queries do
+    // not wait behind the MX queries of all the others (its probe can connect at once).
+    DnsOptions o = local_options();
+    o.max_outstanding_queries = 1;  // one query on the wire: dnsmasq sees the queue's order
+    auto r = make(o);
+    size_t log_before = dnsmasq_->log().size();
+    constexpr int kDomains = 50;
+    int done = 0;
+    for (int i = 0; i < kDomains; ++i) {
+        r->resolve_mx("implicit.test", [&](MxResolution res) {
+            EXPECT_EQ(res.status, Status::ok) << res.reason;
+            ++done;
+        });
+    }
+    ASSERT_TRUE(run_until([&] { return done == kDomains; }, 30s));
+    std::string asked;
+    std::istringstream log(dnsmasq_->log().substr(log_before));
+    for (std::string line; std::getline(log, line);) {
+        for (const char* type : {"query[MX] implicit.test ", "query[A] implicit.test ",
+                                 "query[AAAA] implicit.test "}) {
+            if (line.find(type) != std::string::npos) asked += std::string(type).substr(6, 2);
+        }
+    }
+    // "MX" "A]" "AA" per domain, each domain's three together.
+    std::string one = "MXA]AA";
+    std::string expected;
+    for (int i = 0; i < kDomains; ++i) expected += one;
+    EXPECT_EQ(asked, expected);
 }
 
 TEST_F(DnsResolverTest, MxHostsAndAddressesAreCapped) {

@@ -16,6 +16,7 @@
 #include "support/fake_dns.hpp"
 #include "support/fake_smtp.hpp"
 #include "support/paths.hpp"
+#include "support/tls_cert.hpp"
 
 namespace calloutd::test {
 namespace {
@@ -68,6 +69,25 @@ class ProbeCommand : public ::testing::Test {
             std::error_code ec;
             std::filesystem::remove_all(dir_, ec);
         }
+    }
+
+    // Replaces the target with `script` on a port of its own, and points the configuration there.
+    void serve(const FakeSmtpScript& script) {
+        smtp_->stop();
+        smtp_ = std::make_unique<FakeSmtpServer>(script, kSharedIp);
+        ASSERT_TRUE(smtp_->ok()) << smtp_->error();
+        CalloutConfig c;
+        c.dns_server = dnsmasq_->server();
+        c.smtp_port = smtp_->port();
+        c.control_socket = "";
+        std::ofstream(dir_ + "/calloutd.toml") << callout_config(c);
+    }
+    FakeSmtpScript tls_script(FakeTls::Fault fault) {
+        TestCertificate cert = make_self_signed_certificate(dir_, "mx", "mx.shared.test");
+        FakeSmtpScript s;
+        s.recipients["alice"] = "250 2.1.5 Ok";
+        s.tls = FakeTls{cert.cert_file, cert.key_file, true, fault};
+        return s;
     }
 
     CommandResult probe(const std::string& address) {
@@ -156,6 +176,41 @@ TEST_F(ProbeCommand, OtherClassesExitTwo) {
     auto servfail = probe("alice@servfail.test");
     EXPECT_EQ(servfail.exit_code, 2) << dump(servfail);
     EXPECT_TRUE(has(servfail, "class=tempfail")) << dump(servfail);
+}
+
+TEST_F(ProbeCommand, TlsSessionAndTheCommandsInsideItAreShown) {
+    serve(tls_script(FakeTls::Fault::none));
+    auto r = probe("alice@shared.test");
+    EXPECT_EQ(r.exit_code, 0) << dump(r);
+    const auto session = r.out.find(" --- TLS TLSv1.3 TLS_AES_256_GCM_SHA384\n");
+    ASSERT_NE(session, std::string::npos) << dump(r);
+    EXPECT_TRUE(has(r, " --- TLS peer subject=CN=mx.shared.test issuer=CN=mx.shared.test\n"))
+        << dump(r);
+    EXPECT_LT(r.out.find(">>> STARTTLS"), session) << dump(r);
+    EXPECT_GT(r.out.find(">>> RCPT TO:<alice@shared.test>"), session) << dump(r);
+    EXPECT_NE(last_line(r).find(" tls=TLSv1.3 "), std::string::npos) << dump(r);
+    EXPECT_EQ(smtp_->tls_handshakes(), 1u);
+}
+
+TEST_F(ProbeCommand, FailedHandshakeAndThePlaintextRetryAreShown) {
+    serve(tls_script(FakeTls::Fault::garbage));
+    auto r = probe("alice@shared.test");
+    EXPECT_EQ(r.exit_code, 0) << dump(r);
+    EXPECT_TRUE(has(r, " --- TLS handshake failed: ")) << dump(r);
+    EXPECT_TRUE(has(r, "--- mx.shared.test [" + std::string(kSharedIp) +
+                           "] (plaintext retry: the TLS handshake failed)\n"))
+        << dump(r);
+    EXPECT_NE(last_line(r).find("class=valid"), std::string::npos) << dump(r);
+    EXPECT_NE(last_line(r).find(" tls=none "), std::string::npos) << dump(r);
+    EXPECT_EQ(smtp_->connections_accepted(), 2u);
+}
+
+TEST_F(ProbeCommand, Utf8AddressAtAServerWithoutSmtputf8IsNotAsked) {
+    auto r = probe("jörg@shared.test");
+    EXPECT_EQ(r.exit_code, 2) << dump(r);
+    EXPECT_TRUE(last_line(r).starts_with("class=skipped reason=\"smtputf8-unsupported")) << dump(r);
+    EXPECT_TRUE(has(r, "--- SMTPUTF8 not offered: a UTF-8 address is not asked\n")) << dump(r);
+    EXPECT_FALSE(has(r, ">>> MAIL")) << dump(r);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // RedisClient through Redis Sentinel: a real master, replica and sentinel; the client follows a
-// failover by asking the sentinel again on reconnect.
+// failover by asking the sentinel again on reconnect. And RedisSentinel's discovery rounds alone.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "storage/redis_client.hpp"
+#include "storage/redis_sentinel.hpp"
 #include "support/paths.hpp"
 #include "support/redis_server.hpp"
 
@@ -188,6 +189,64 @@ TEST_F(RedisSentinelTest, RejectsBadSentinelOptions) {
     o.url = "unix:/tmp/redis.sock";
     EXPECT_FALSE(RedisClient::create(&loop_, o, error));
     EXPECT_NE(error.find("redis.url"), std::string::npos) << error;
+}
+
+// One round asks each sentinel once and says why each gave no address: refused, silent
+// (SIGSTOP: the kernel accepts, nothing answers), not a sentinel, not knowing the master.
+TEST_F(RedisSentinelTest, ARoundAsksEachSentinelOnceAndSaysWhyEachFailed) {
+    RedisServer master;
+    RedisServer stopped;
+    stopped.pause();
+    RedisServer plain;
+    RedisServer sentinel(sentinel_of(master));
+    auto at = [](const RedisServer& s) { return RedisHostPort{"127.0.0.1", s.port()}; };
+    RedisSentinel sentinels(&loop_, {{"127.0.0.1", 1}, at(stopped), at(plain), at(sentinel)},
+                            "othermaster", 300ms);
+    std::optional<RedisSentinel::Answer> answer;
+    int calls = 0;
+    auto round = sentinels.discover([&](RedisSentinel::Answer a) {
+        ++calls;
+        answer = std::move(a);
+    });
+    EXPECT_EQ(calls, 0);  // never from inside discover()
+    ASSERT_TRUE(run_until([&] { return answer.has_value(); }, 5s));
+    EXPECT_FALSE(answer->found);
+    const std::string& e = answer->error;
+    EXPECT_TRUE(e.starts_with("no sentinel named master othermaster: 127.0.0.1:1: connecting: "))
+        << e;
+    std::string p = std::to_string(stopped.port());
+    EXPECT_NE(e.find("127.0.0.1:" + p + ": no answer within 300 ms"), std::string::npos) << e;
+    EXPECT_NE(e.find("127.0.0.1:" + std::to_string(plain.port()) + ": ERR"), std::string::npos)
+        << e;
+    EXPECT_NE(e.find("127.0.0.1:" + std::to_string(sentinel.port()) +
+                     ": does not know master othermaster"),
+              std::string::npos)
+        << e;
+    EXPECT_EQ(sentinels.current(), "127.0.0.1:1");  // round the list once: back to the first
+    round.reset();
+    stopped.resume();
+    run_until([] { return false; }, 50ms);
+    EXPECT_EQ(calls, 1);
+}
+
+TEST_F(RedisSentinelTest, ARoundFindsTheMasterAndIsCancelledByDestroyingIt) {
+    RedisServer master;
+    RedisServer sentinel(sentinel_of(master));
+    RedisSentinel sentinels(&loop_, {{"127.0.0.1", 1}, {"127.0.0.1", sentinel.port()}}, "mymaster",
+                            500ms);
+    std::optional<RedisSentinel::Answer> answer;
+    auto round = sentinels.discover([&](RedisSentinel::Answer a) { answer = std::move(a); });
+    ASSERT_TRUE(run_until([&] { return answer.has_value(); }, 5s));
+    ASSERT_TRUE(answer->found) << answer->error;
+    EXPECT_EQ(answer->master, (RedisHostPort{"127.0.0.1", master.port()}));
+    EXPECT_EQ(sentinels.current(), "127.0.0.1:" + std::to_string(sentinel.port()));
+
+    // The next round starts with the sentinel that answered; destroyed at once, it is silent.
+    bool called = false;
+    round = sentinels.discover([&](RedisSentinel::Answer) { called = true; });
+    round.reset();
+    run_until([] { return false; }, 200ms);
+    EXPECT_FALSE(called);
 }
 
 }  // namespace calloutd

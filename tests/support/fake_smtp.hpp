@@ -1,6 +1,8 @@
 // Scriptable fake SMTP server on its own thread, for faults real MTAs can't be made to show.
 #pragma once
 
+#include <openssl/ssl.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -37,6 +39,25 @@ struct FakeReply {
     std::string wire() const;  // the bytes to send
 };
 
+// STARTTLS on the fake server: OpenSSL's server side on the server's own poll thread.
+struct FakeTls {
+    std::string cert_file;  // PEM (support/tls_cert.hpp makes one)
+    std::string key_file;
+    bool advertise = true;  // "250-STARTTLS" in the EHLO reply outside TLS
+    // What follows "220 2.0.0 Ready to start TLS":
+    enum class Fault {
+        none,           // a real handshake, then SMTP inside TLS
+        garbage,        // bytes that are no TLS record right after the 220, then silence
+        garbage_reply,  // the ClientHello answered with bytes that are no TLS record
+        stall,          // nothing: the ClientHello is never answered
+        reset,          // the connection is reset when the ClientHello arrives
+    };
+    Fault fault = Fault::none;
+    bool stall_after_handshake = false;  // complete the handshake, then never answer again
+    // Highest protocol version offered (TLS1_1_VERSION: an outdated server); 0 = OpenSSL's.
+    int max_version = 0;
+};
+
 struct FakeSmtpScript {
     std::optional<FakeReply> banner = FakeReply("220 fake.test ESMTP");  // nullopt: tarpit
     std::size_t huge_banner_bytes = 0;  // > 0: a multi-line 220 banner of about this many bytes
@@ -52,6 +73,10 @@ struct FakeSmtpScript {
     // later one the scripted answer.
     bool greylist_new_recipients = false;
     FakeReply greylist_reply = "450 4.2.0 Recipient address rejected: Greylisted, try later";
+    // STARTTLS offered and served (nullopt: "502" to STARTTLS, not advertised).
+    std::optional<FakeTls> tls;
+    // Inside TLS these override `verbs` (an EHLO reply that offers more after STARTTLS).
+    std::map<std::string, FakeReply> tls_verbs;
 };
 
 class FakeSmtpServer {
@@ -74,6 +99,9 @@ class FakeSmtpServer {
     std::size_t connections_accepted() const { return accepted_.load(); }
     std::size_t current_connections() const { return current_.load(); }
     std::size_t max_concurrent_connections() const { return max_concurrent_.load(); }
+    // Completed TLS handshakes (server side), and the SNI names they carried, in order.
+    std::size_t tls_handshakes() const { return tls_handshakes_.load(); }
+    std::vector<std::string> tls_server_names() const;
     // Every command line received, in order of arrival (all connections).
     std::vector<std::string> commands() const;
     // How many received commands start with `prefix` (case-insensitive), e.g. "RCPT TO:<a@".
@@ -84,7 +112,12 @@ class FakeSmtpServer {
     void run();
     void on_command(Conn& c, const std::string& line);
     void queue(Conn& c, const FakeReply& r);
-    FakeReply answer(const std::string& line);
+    FakeReply answer(const Conn& c, const std::string& line);
+    void on_readable(Conn& c);
+    void on_writable(Conn& c);
+    void start_tls(Conn& c);
+    void step_handshake(Conn& c);
+    bool make_tls_context();
 
     FakeSmtpScript script_;
     std::string ip_;
@@ -98,8 +131,14 @@ class FakeSmtpServer {
     std::atomic<std::size_t> accepted_{0};
     std::atomic<std::size_t> current_{0};
     std::atomic<std::size_t> max_concurrent_{0};
+    std::atomic<std::size_t> tls_handshakes_{0};
+    struct CtxFree {
+        void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+    };
+    std::unique_ptr<SSL_CTX, CtxFree> tls_ctx_;
     mutable std::mutex mu_;
     std::vector<std::string> commands_;
+    std::vector<std::string> server_names_;
     std::set<std::string> seen_recipients_;  // greylisting state, server thread only
 };
 

@@ -183,6 +183,15 @@ PostfixTarget::PostfixTarget(PostfixTargetOptions options)
         throw std::runtime_error("PostfixTarget needs root (Postfix's master runs as root)");
     }
     become_subreaper_once();
+    if (!options_.tls_security_level.empty()) {
+        std::filesystem::create_directories(dir_ + "/etc");
+        try {
+            certificate_ = make_self_signed_certificate(dir_ + "/etc", "smtpd", options_.hostname);
+        } catch (...) {
+            std::filesystem::remove_all(dir_);
+            throw;
+        }
+    }
     bool pick_port = options_.port == 0;
     std::string why;
     for (int attempt = 0; attempt < 3; ++attempt) {
@@ -244,10 +253,16 @@ void PostfixTarget::write_config() const {
          << "alias_database =\n"
          << "maillog_file_prefixes = " << dir_ << "\n"
          << "maillog_file = " << maillog_path() << "\n"
-         << "smtputf8_enable = no\n"
+         << "smtputf8_enable = " << (options_.smtputf8 ? "yes" : "no") << "\n"
          << "biff = no\n"
          << "smtpd_peername_lookup = no\n"
          << "smtpd_banner = $myhostname ESMTP calloutd-test\n";
+    if (!options_.tls_security_level.empty()) {
+        main << "smtpd_tls_security_level = " << options_.tls_security_level << "\n"
+             << "smtpd_tls_cert_file = " << certificate_.cert_file << "\n"
+             << "smtpd_tls_key_file = " << certificate_.key_file << "\n"
+             << "smtpd_tls_loglevel = 1\n";
+    }
     for (const auto& line : options_.extra_main_cf) main << line << "\n";
     write_file(dir_ + "/etc/main.cf", main.str());
 
@@ -277,7 +292,9 @@ void PostfixTarget::write_config() const {
            << "anvil     unix  - - n - 1 anvil\n"
            << "scache    unix  - - n - 1 scache\n"
            // maillog_file is written by postlogd; without this service nothing is logged.
-           << "postlog   unix-dgram n - n - 1 postlogd\n";
+           << "postlog   unix-dgram n - n - 1 postlogd\n"
+           // smtpd asks tlsmgr for PRNG seeds and its session cache policy.
+           << "tlsmgr    unix  - - n 1000? 1 tlsmgr\n";
     write_file(dir_ + "/etc/master.cf", master.str());
 
     std::string users;

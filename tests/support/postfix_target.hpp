@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "support/tls_cert.hpp"
+
 namespace calloutd::test {
 
 struct PostfixTargetOptions {
@@ -20,6 +22,11 @@ struct PostfixTargetOptions {
     // master.cf entries for the smtpd services, "@LISTEN@" replaced by address:port (the banner
     // is awaited there). Empty: one non-chrooted smtpd on address:port.
     std::string smtpd_services;
+    // smtpd_tls_security_level: "" (no TLS), "may" or "encrypt"; with TLS a self-signed
+    // certificate for `hostname` is made at start (tls_certificate()) and smtpd_tls_loglevel = 1
+    // logs every TLS session to the maillog.
+    std::string tls_security_level;
+    bool smtputf8 = false;  // smtputf8_enable
 };
 
 // Recipients at `domain` in `users` get "250 2.1.5 Ok"; any other local part gets
@@ -42,6 +49,8 @@ class PostfixTarget {
     pid_t master_pid() const { return master_pid_; }
     std::string maillog_path() const { return dir_ + "/maillog"; }
     std::string maillog() const;
+    // The certificate smtpd presents (empty paths without TLS).
+    const TestCertificate& tls_certificate() const { return certificate_; }
     // "postfix -c DIR stop", then waits for the master to be gone (SIGKILL after 10 s).
     void stop();
 
@@ -51,6 +60,7 @@ class PostfixTarget {
 
     PostfixTargetOptions options_;
     std::string dir_;
+    TestCertificate certificate_;
     pid_t master_pid_ = -1;
 };
 

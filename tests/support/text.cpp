@@ -19,4 +19,18 @@ std::string line_with(const std::string& text, const std::string& needle) {
     return text.substr(begin, text.find('\n', pos) - begin);
 }
 
+std::string log_field(const std::string& line, const std::string& key) {
+    const std::string needle = " " + key + "=";
+    auto pos = line.find(needle);
+    if (pos == std::string::npos) return {};
+    pos += needle.size();
+    if (pos >= line.size() || line[pos] != '"') return line.substr(pos, line.find(' ', pos) - pos);
+    std::string out;
+    for (++pos; pos < line.size() && line[pos] != '"'; ++pos) {
+        if (line[pos] == '\\' && pos + 1 < line.size()) ++pos;
+        out += line[pos];
+    }
+    return out;
+}
+
 }  // namespace calloutd::test

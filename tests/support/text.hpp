@@ -10,5 +10,7 @@ namespace calloutd::test {
 size_t occurrences(const std::string& text, const std::string& needle);
 // The whole line of `text` containing the first `needle` ("" if none).
 std::string line_with(const std::string& text, const std::string& needle);
+// The value of `key` in a key=value log line ("" if absent); a quoted value is unescaped.
+std::string log_field(const std::string& line, const std::string& key);
 
 }  // namespace calloutd::test

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "callout/smtp_probe.hpp"
+
 #include <random>
 #include <set>
 #include <string>
@@ -180,6 +182,54 @@ TEST(Address, AcceptedAddressesAreWireSafe) {
             }
         }
     }
+}
+
+// RCPT TO carries A-labels for ASCII local parts (no SMTPUTF8 needed) and the written form for
+// UTF-8 ones; the cache key is always the A-label form.
+TEST(Address, WireFormAndSmtputf8) {
+    struct WireCase {
+        std::string input;
+        std::string address;  // cache key
+        std::string wire;     // between the brackets of RCPT TO
+        bool smtputf8;
+    };
+    const WireCase cases[] = {
+        {"alice@example.org", "alice@example.org", "alice@example.org", false},
+        {"alice@Bücher.example", "alice@xn--bcher-kva.example", "alice@xn--bcher-kva.example",
+         false},
+        {"jörg@example.org", "jörg@example.org", "jörg@example.org", true},
+        {"jörg@Bücher.example", "jörg@xn--bcher-kva.example", "jörg@bücher.example", true},
+        {"jörg@xn--bcher-kva.example", "jörg@xn--bcher-kva.example", "jörg@xn--bcher-kva.example",
+         true},
+        {"\"jörg m\"@example.org", "\"jörg m\"@example.org", "\"jörg m\"@example.org", true},
+        {"用户@例子.广告", "用户@xn--fsqu00a.xn--4rr70v", "用户@例子.广告", true},
+    };
+    for (const auto& c : cases) {
+        AddressParse p = parse_sender(c.input);
+        ASSERT_TRUE(p) << c.input << ": " << p.refusal;
+        EXPECT_EQ(p.address->address(), c.address) << c.input;
+        EXPECT_EQ(p.address->wire_address(), c.wire) << c.input;
+        EXPECT_EQ(p.address->needs_smtputf8(), c.smtputf8) << c.input;
+        const std::string rcpt = "RCPT TO:<" + p.address->wire_address() + ">";
+        EXPECT_TRUE(is_safe_command_line(rcpt, c.smtputf8)) << c.input;
+        EXPECT_EQ(is_safe_command_line(rcpt, false), !c.smtputf8)
+            << c.input << ": UTF-8 goes out only under SMTPUTF8";
+    }
+}
+
+TEST(Address, SafeCommandLines) {
+    EXPECT_TRUE(is_safe_command_line("RCPT TO:<a@example.org>"));
+    EXPECT_FALSE(is_safe_command_line("RCPT TO:<a@example.org>\r\nDATA"));
+    EXPECT_FALSE(is_safe_command_line(std::string("RCPT TO:<a\0@example.org>", 22)));
+    EXPECT_FALSE(is_safe_command_line("RCPT TO:<a\x7f@example.org>", true));
+    EXPECT_FALSE(is_safe_command_line("RCPT TO:<j\xc3\xb6rg@example.org>"));
+    EXPECT_TRUE(is_safe_command_line("RCPT TO:<j\xc3\xb6rg@example.org>", true));
+    // Under SMTPUTF8 still only well-formed UTF-8, and no C1 control (U+0085 NEL).
+    for (const char* bad :
+         {"a\xff", "a\xc3", "a\xc0\xaf", "a\xed\xa0\x80", "a\xc2\x85", "a\xf4\x90\x80\x80"}) {
+        EXPECT_FALSE(is_safe_command_line(bad, true)) << bad;
+    }
+    EXPECT_TRUE(is_safe_command_line("\xf0\x9f\x93\xa7@example.org", true));  // U+1F4E7
 }
 
 TEST(Address, RandomLocalPart) {

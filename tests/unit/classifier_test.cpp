@@ -480,9 +480,9 @@ TEST(Classifier, PolicyWordingIsNeverInvalid) {
 // A 5.1.1 anywhere but the real RCPT is never `invalid`.
 TEST(Classifier, UserUnknownOnlyCountsAtRealRcpt) {
     const SmtpReply unknown = R("550 5.1.1 User unknown");
-    for (SmtpStage s :
-         {SmtpStage::banner, SmtpStage::ehlo, SmtpStage::helo, SmtpStage::mail_from,
-          SmtpStage::random_rcpt, SmtpStage::rset, SmtpStage::mail_from_again, SmtpStage::quit}) {
+    for (SmtpStage s : {SmtpStage::banner, SmtpStage::ehlo, SmtpStage::helo, SmtpStage::starttls,
+                        SmtpStage::mail_from, SmtpStage::random_rcpt, SmtpStage::rset,
+                        SmtpStage::mail_from_again, SmtpStage::quit}) {
         Verdict v = classify_attempt(ended_at(s, unknown));
         EXPECT_NE(v.cls, VerdictClass::invalid) << stage_name(s) << " → " << v.reason;
         EXPECT_FALSE(v.reason.empty());
@@ -847,6 +847,78 @@ TEST(Classifier, RandomLocalPartEvidence) {
     EXPECT_FALSE(closing.deferred);
     EXPECT_FALSE(random_local_part_evidence({without_random(at_rcpt(R("250 ok")))}).deferred);
     EXPECT_FALSE(random_local_part_evidence({}).refused_as_unknown);
+}
+
+// STARTTLS and SMTPUTF8: what each way a probe can end around them is evidence of.
+TEST(Classifier, TlsAndSmtputf8Outcomes) {
+    // A UTF-8 address the server cannot take: not asked, so no claim either way.
+    HostAttempt no_utf8 = failed_at(SmtpStage::ehlo, StageEvent::smtputf8_unsupported);
+    Verdict skipped = classify({no_utf8});
+    EXPECT_EQ(skipped.cls, VerdictClass::skipped);
+    EXPECT_TRUE(skipped.reason.starts_with("smtputf8-unsupported")) << skipped.reason;
+    EXPECT_EQ(skipped.scope, EvidenceScope::address);
+
+    // callout.tls = encrypt and no STARTTLS: tempfail; a domain fact when every host said so.
+    HostAttempt no_tls = failed_at(SmtpStage::ehlo, StageEvent::tls_unavailable);
+    Verdict one = classify({no_tls});
+    EXPECT_EQ(one.cls, VerdictClass::tempfail);
+    EXPECT_TRUE(one.reason.starts_with("tls-unavailable: STARTTLS not offered")) << one.reason;
+    EXPECT_EQ(one.scope, EvidenceScope::domain);
+    EXPECT_EQ(classify({no_tls, no_tls}).scope, EvidenceScope::domain);
+    // ... but a host that could not be asked might offer it: the address only.
+    HostAttempt refused = failed_at(SmtpStage::connect, StageEvent::connect_failed);
+    HostAttempt slow = failed_at(SmtpStage::banner, StageEvent::timeout);
+    EXPECT_EQ(classify({refused, no_tls}).scope, EvidenceScope::address);
+    EXPECT_EQ(classify({slow, no_tls}).scope, EvidenceScope::address);
+    EXPECT_EQ(classify({slow, no_tls}).cls, VerdictClass::tempfail);
+    EXPECT_FALSE(pushes_back(no_tls)) << "a host without TLS did not push back";
+
+    // A handshake that failed (encrypt, or the deadline took the plaintext retry away).
+    HostAttempt broken = failed_at(SmtpStage::tls_handshake, StageEvent::protocol_error);
+    broken.detail = "wrong version number";
+    Verdict failed = classify({broken});
+    EXPECT_EQ(failed.cls, VerdictClass::tempfail);
+    EXPECT_EQ(failed.reason, "tls-failed: handshake wrong version number");
+    HostAttempt hung = failed_at(SmtpStage::tls_handshake, StageEvent::timeout);
+    EXPECT_EQ(classify({hung}).reason, "tls-failed: handshake timeout");
+    HostAttempt late = failed_at(SmtpStage::tls_handshake, StageEvent::deadline);
+    EXPECT_EQ(classify({late}).reason, "deadline expired while doing the TLS handshake");
+    // The plaintext retry after it decides.
+    HostAttempt retry = at_rcpt(R("550 5.1.1 <bob@example.org>: User unknown"));
+    retry.plaintext_retry = true;
+    EXPECT_EQ(classify({broken, retry}).cls, VerdictClass::invalid);
+
+    // STARTTLS refused at encrypt: tempfail whatever the wording; 421 is still push-back.
+    Verdict rejected = classify({ended_at(SmtpStage::starttls, R("454 4.7.0 TLS not available"))});
+    EXPECT_EQ(rejected.cls, VerdictClass::tempfail);
+    EXPECT_TRUE(rejected.reason.starts_with("starttls-rejected 454 4.7.0 at STARTTLS"))
+        << rejected.reason;
+    EXPECT_EQ(classify({ended_at(SmtpStage::starttls, R("554 5.7.0 no"))}).cls,
+              VerdictClass::tempfail);
+    HostAttempt busy = ended_at(SmtpStage::starttls, R("421 4.3.2 Shutting down"));
+    EXPECT_TRUE(pushes_back(busy));
+    EXPECT_TRUE(classify({busy}).reason.starts_with("service-unavailable"))
+        << classify({busy}).reason;
+
+    // "Must issue a STARTTLS command first" stays tempfail, and says what TLS did here.
+    const SmtpReply must = R("530 5.7.0 Must issue a STARTTLS command first");
+    HostAttempt none_offered = ended_at(SmtpStage::mail_from, must);
+    Verdict v = classify({none_offered});
+    EXPECT_EQ(v.cls, VerdictClass::tempfail);
+    EXPECT_EQ(v.reason, "starttls-required 530 5.7.0 at MAIL FROM; STARTTLS not offered");
+    HostAttempt not_used = none_offered;
+    not_used.starttls_offered = true;  // callout.tls = none
+    EXPECT_EQ(classify({not_used}).reason,
+              "starttls-required 530 5.7.0 at MAIL FROM; STARTTLS offered, not used");
+    HostAttempt after_retry = not_used;
+    after_retry.plaintext_retry = true;
+    EXPECT_EQ(classify({broken, after_retry}).reason,
+              "starttls-required 530 5.7.0 at MAIL FROM; plaintext retry after a failed TLS "
+              "handshake");
+    // Inside TLS, the same RCPT evidence as ever.
+    HostAttempt inside = at_rcpt(R("250 2.1.5 Ok"));
+    inside.tls = TlsSessionInfo{"TLSv1.3", "TLS_AES_256_GCM_SHA384", "CN=mx", "CN=mx"};
+    EXPECT_EQ(classify({inside}).cls, VerdictClass::valid);
 }
 
 }  // namespace

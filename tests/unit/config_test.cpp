@@ -129,7 +129,8 @@ TEST(ConfigSchema, StableKeysFromDesignExist) {
                             "policy.skip_mx_hosts",
                             "limits.provider_rate",
                             "limits.client_ipv6_prefix",
-                            "redis.nodes"}) {
+                            "redis.nodes",
+                            "callout.tls"}) {
         EXPECT_NE(find_key(key), nullptr) << key;
     }
 }
@@ -242,6 +243,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "4:13", "IP:PORT or [V6]:PORT"},
         ErrorCase{"bad_dns_canary", "[dns]\ncanary = \"not a name\"\n", "2:10",
                   "is not a DNS name"},
+        ErrorCase{"bad_tls_mode", "[callout]\ntls = \"required\"\n", "2:7",
+                  "'required' is not one of may|encrypt|none"},
+        ErrorCase{"tls_timeout_too_short", "[callout]\ntls_timeout = \"10ms\"\n", "2:15",
+                  "out of range"},
         ErrorCase{"sentinels_without_master_name",
                   "[redis]\nurl = \"redis://s/0\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
                   "needs redis.master_name"},
@@ -280,6 +285,18 @@ TEST(Config, UnquotedDottedKeysAreHonoured) {
     EXPECT_EQ(c.server.reply_timeout, 3s);
     ASSERT_EQ(c.server.listen.size(), 1u);
     EXPECT_EQ(c.server.listen[0].port, 10099);
+}
+
+TEST(Config, CalloutTlsModes) {
+    Config d = load_ok("");
+    EXPECT_EQ(d.callout.tls, "may");
+    EXPECT_EQ(d.callout.tls_timeout, 10s);
+    for (const char* mode : {"may", "encrypt", "none"}) {
+        Config c =
+            load_ok(std::string("[callout]\ntls = \"") + mode + "\"\ntls_timeout = \"3s\"\n");
+        EXPECT_EQ(c.callout.tls, mode);
+        EXPECT_EQ(c.callout.tls_timeout, 3s);
+    }
 }
 
 TEST(Config, SkipDomainsDefaultToTheShippedNeverProbeList) {

@@ -171,6 +171,23 @@ TEST_F(MemoryCache, AFailedRefreshPostponesTheNextByTheTempfailTtl) {
     EXPECT_EQ(find("a@example.org")->verdict.refresh_failed_at, WallClock::time_point{});
 }
 
+// The one skipped a probe produces (a UTF-8 address at a server without SMTPUTF8) is kept for
+// the address, as long as a tempfail.
+TEST_F(MemoryCache, SkippedFromAProbeIsKeptForTheTempfailTtl) {
+    CachedVerdict v = verdict(VerdictClass::skipped);
+    v.reason = "smtputf8-unsupported: UTF-8 address, no SMTPUTF8 at EHLO";
+    cache.store("example.org", "jörg@example.org", v);
+    ASSERT_TRUE(find("jörg@example.org"));
+    EXPECT_EQ(find("jörg@example.org")->verdict.cls, VerdictClass::skipped);
+    EXPECT_FALSE(find("jörg@example.org")->domain_fact);
+    EXPECT_FALSE(find("other@example.org")) << "an address verdict, not a domain fact";
+    EXPECT_EQ(ttl_for(VerdictClass::skipped, ttls), ttls.tempfail);
+    now += ttls.tempfail - 1s;
+    EXPECT_TRUE(find("jörg@example.org"));
+    now += 2s;
+    EXPECT_FALSE(find("jörg@example.org"));
+}
+
 TEST_F(MemoryCache, RefreshIsDueForOldPositivesOnly) {
     cache.store("example.org", "a@example.org", verdict(VerdictClass::valid));
     cache.store("example.org", "b@example.org", verdict(VerdictClass::invalid));

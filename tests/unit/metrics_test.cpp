@@ -61,6 +61,20 @@ TEST(Metrics, ProbeConnectionResults) {
     EXPECT_EQ(connection_result(unreachable), ProbeConnectionResult::unreachable);
     EXPECT_EQ(connection_result(timed_out), ProbeConnectionResult::timeout);
     EXPECT_EQ(connection_result(banner_timeout), ProbeConnectionResult::connected);
+    // Once connected, what STARTTLS did: one result per connection.
+    HostAttempt encrypted = connected;
+    encrypted.tls = TlsSessionInfo{"TLSv1.3", "TLS_AES_256_GCM_SHA384", "", ""};
+    HostAttempt broken;
+    broken.last_stage = SmtpStage::tls_handshake;
+    broken.event = StageEvent::protocol_error;
+    broken.tls_failed = true;
+    HostAttempt retry = connected;
+    retry.plaintext_retry = true;
+    EXPECT_EQ(connection_result(encrypted), ProbeConnectionResult::tls);
+    EXPECT_EQ(connection_result(broken), ProbeConnectionResult::tls_failed);
+    EXPECT_EQ(connection_result(retry), ProbeConnectionResult::connected);
+    EXPECT_EQ(to_string(ProbeConnectionResult::tls), "tls");
+    EXPECT_EQ(to_string(ProbeConnectionResult::tls_failed), "tls_failed");
 }
 
 TEST(Metrics, RenderedCountersHaveExactlyTheRecordedValues) {
@@ -99,6 +113,9 @@ TEST(Metrics, RenderedCountersHaveExactlyTheRecordedValues) {
              "calloutd_probe_duration_seconds_bucket{class=\"invalid\",le=\"2.5\"} 1\n",
              "calloutd_probe_connections_total{result=\"connected\"} 1\n",
              "calloutd_probe_connections_total{result=\"refused\"} 1\n",
+             "calloutd_probe_connections_total{result=\"tls\"} 0\n",
+             "calloutd_probe_connections_total{result=\"tls_failed\"} 0\n",
+             "calloutd_probes_total{class=\"skipped\"} 0\n",
              "calloutd_budget_denials_total{budget=\"domain\"} 4\n",
              "calloutd_budget_denials_total{budget=\"provider\"} 0\n",
              "calloutd_cache_lookups_total{result=\"miss\"} 1\n",

@@ -26,6 +26,23 @@ TEST(RandomLocalPart, StablePerDomainAndDay) {
     EXPECT_TRUE(parse_sender(a + "@example.org"));
 }
 
+TEST(RandomLocalPart, KnownAnswersAgreeAcrossNodes) {
+    // Every node of a cluster must ask the same local part: HMAC-SHA256(secret, "DAY\nDOMAIN"),
+    // its first 12 bytes mod 36 (values from Python's hmac module). The second key is longer
+    // than SHA-256's block, so it is hashed first (RFC 2104).
+    EXPECT_EQ(stable_random_local_part("secret", "example.org", 20000),
+              "calloutd-check-6wc2ho257v6z");
+    EXPECT_EQ(stable_random_local_part(std::string(100, 'k'), "example.org", 20240),
+              "calloutd-check-cc4qlb24ujhs");
+    // Alternating secrets reuse no stale key state.
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(stable_random_local_part("secret", "example.org", 20000),
+                  "calloutd-check-6wc2ho257v6z");
+        EXPECT_EQ(stable_random_local_part(std::string(100, 'k'), "example.org", 20240),
+                  "calloutd-check-cc4qlb24ujhs");
+    }
+}
+
 TEST(RandomLocalPart, SpreadsOverManyDomains) {
     std::set<std::string> seen;
     for (int i = 0; i < 1000; ++i)

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "storage/redis_client.hpp"
+#include "storage/redis_reply.hpp"
 
 namespace calloutd {
 namespace {

@@ -227,6 +227,50 @@ TEST(Codec, InvalidUtf8IsAnsweredWithAWarning) {
     }
 }
 
+// The control-byte check reads eight bytes at a time: a forbidden byte is found wherever it
+// sits in a word, a TAB or a byte >= 0x80 never trips it, and a reused request keeps no stale
+// value from the previous one.
+TEST(Codec, ControlBytesAreFoundAtEveryOffset) {
+    for (size_t len = 1; len <= 40; ++len) {
+        for (size_t pos = 0; pos < len; ++pos) {
+            for (unsigned char bad : {0x00, 0x01, 0x0b, 0x1f, 0x7f}) {
+                std::string value(len, 'v');
+                value[pos] = static_cast<char>(bad);
+                RequestReader r;
+                PolicyRequest req;
+                r.append("request=smtpd_access_policy\nsender=" + value + "\n\n");
+                ASSERT_EQ(r.next(req), RequestReader::Status::error)
+                    << "len " << len << " pos " << pos << " byte " << int(bad);
+                EXPECT_EQ(r.error_kind(), ProtocolError::binary);
+            }
+            for (unsigned char good : {0x09, 0x20, 0x7e, 0x80, 0xc3, 0xff}) {
+                std::string value(len, 'v');
+                value[pos] = static_cast<char>(good);
+                RequestReader r;
+                PolicyRequest req;
+                r.append("request=smtpd_access_policy\nsender=" + value + "\n\n");
+                ASSERT_EQ(r.next(req), RequestReader::Status::request)
+                    << "len " << len << " pos " << pos << " byte " << int(good);
+                EXPECT_EQ(req.sender, value);
+            }
+        }
+    }
+}
+
+TEST(Codec, ReusedRequestHoldsOnlyTheNewValues) {
+    RequestReader r;
+    PolicyRequest req;
+    r.append(kReq);
+    ASSERT_EQ(r.next(req), RequestReader::Status::request);
+    EXPECT_EQ(req.instance, "123.456.7");
+    r.append("request=smtpd_access_policy\nsender=x@y.example\n\n");
+    ASSERT_EQ(r.next(req), RequestReader::Status::request);
+    EXPECT_EQ(req.sender, "x@y.example");
+    EXPECT_EQ(req.instance, "");
+    EXPECT_EQ(req.client_address, "");
+    EXPECT_EQ(req.protocol_state, "");
+}
+
 TEST(Codec, EncodesReply) {
     EXPECT_EQ(encode_reply("DUNNO"), "action=DUNNO\n\n");
 }

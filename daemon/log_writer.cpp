@@ -1,0 +1,671 @@
+// Batched, non-blocking log output: queue, flush policy, per-destination writing, drop counting.
+#include "daemon/log_writer.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "daemon/config_values.hpp"
+
+namespace calloutd {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// A destination that refused a connection is asked again at most this often.
+constexpr auto kReconnectInterval = std::chrono::seconds(1);
+// A retired writer (the destination changed on reload) gives its queue this long.
+constexpr auto kRetireTimeout = std::chrono::seconds(5);
+// Records per sendmmsg(2) call.
+constexpr size_t kDatagramBatch = 64;
+// Room kept for the framing of one record beyond the message itself.
+constexpr size_t kRecordOverhead = 128;
+
+int syslog_severity(LogLevel l) {
+    switch (l) {
+        case LogLevel::debug:
+            return 7;
+        case LogLevel::info:
+            return 6;
+        case LogLevel::notice:
+            return 5;
+        case LogLevel::warning:
+            return 4;
+        case LogLevel::error:
+            return 3;
+    }
+    return 6;
+}
+
+void append_2digits(std::string& out, unsigned v) {
+    out += static_cast<char>('0' + v / 10 % 10);
+    out += static_cast<char>('0' + v % 10);
+}
+
+void append_number(std::string& out, long long v) {
+    char buf[24];
+    int n = std::snprintf(buf, sizeof buf, "%lld", v);
+    out.append(buf, static_cast<size_t>(n));
+}
+
+// "Mmm dd hh:mm:ss " in local time, as syslog(3) writes it; formatted once a second.
+void append_syslog_timestamp(std::string& out) {
+    static time_t cached_second = -1;
+    static char cached[20];
+    static size_t cached_len = 0;
+    time_t now = time(nullptr);
+    if (now != cached_second) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        cached_len = strftime(cached, sizeof cached, "%b %e %H:%M:%S ", &tm);
+        cached_second = now;
+    }
+    out.append(cached, cached_len);
+}
+
+size_t count_lines(std::string_view text) {
+    return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+// Journal field values must not hold a newline (that would need the binary framing): the
+// identifier comes from the configuration, so replace anything odd.
+std::string sanitized_ident(const std::string& ident) {
+    std::string out = ident.empty() ? std::string("calloutd") : ident;
+    for (char& c : out) {
+        auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f || c == ' ' || c == ':' || c == '[') c = '_';
+    }
+    return out;
+}
+
+}  // namespace
+
+void append_utc_timestamp(std::string& out) {
+    // The date and time to the second are formatted once a second, the milliseconds each time.
+    static long long cached_second = -1;
+    static char cached[24];
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long second = ts.tv_sec;
+    if (second != cached_second) {
+        time_t t = static_cast<time_t>(second);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S.", &tm);
+        cached_second = second;
+    }
+    out += cached;
+    auto ms = static_cast<unsigned>(ts.tv_nsec / 1000000);
+    out += static_cast<char>('0' + ms / 100);
+    append_2digits(out, ms % 100);
+    out += "Z ";
+}
+
+LogWriter::LogWriter(LogWriterOptions options) : options_(options) {}
+
+LogWriter::~LogWriter() {
+    // A handle still active (not even closing) would be freed under libuv's feet. Closing ones
+    // are fine once the loop will not run again (process exit, or a loop closed by uv_walk).
+    if (open_handles_ > 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) {
+        std::fprintf(stderr, "LogWriter::~LogWriter: destroyed with %d handles open\n",
+                     open_handles_);
+        std::abort();
+    }
+    if (own_write_fd_) ::close(write_fd_);
+    if (own_fd_) ::close(fd_);
+}
+
+std::unique_ptr<LogWriter> LogWriter::for_fd(int fd, LogWriterOptions options) {
+    std::unique_ptr<LogWriter> w(new LogWriter(options));
+    w->fd_ = fd;
+    w->write_fd_ = fd;
+    w->mode_ = Mode::blocking;
+    return w;
+}
+
+std::unique_ptr<LogWriter> LogWriter::for_socket(LogProtocol protocol, const std::string& path,
+                                                 int facility, const std::string& ident,
+                                                 std::string& error, LogWriterOptions options) {
+    std::unique_ptr<LogWriter> w(new LogWriter(options));
+    w->mode_ = Mode::datagram;
+    w->protocol_ = protocol;
+    w->path_ = path;
+    w->facility_ = facility;
+    w->ident_ = sanitized_ident(ident);
+    w->pid_ = std::to_string(getpid());
+    w->fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (w->fd_ < 0) {
+        error = std::string("socket: ") + std::strerror(errno);
+    } else {
+        w->own_fd_ = true;
+        w->write_fd_ = w->fd_;
+        w->connect_socket(error);
+    }
+    return w;
+}
+
+bool LogWriter::connect_socket(std::string& error) {
+    next_connect_ = SteadyClock::now() + kReconnectInterval;
+    if (fd_ < 0) return false;
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    if (path_.size() >= sizeof sun.sun_path) {
+        error = "socket path too long: " + path_;
+        return false;
+    }
+    std::memcpy(sun.sun_path, path_.c_str(), path_.size() + 1);
+    // A datagram socket may connect again: that is how a restarted syslog daemon is found.
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0) {
+        error = path_ + ": " + std::strerror(errno);
+        return false;
+    }
+    return true;
+}
+
+std::string_view LogWriter::mode() const {
+    switch (mode_) {
+        case Mode::blocking:
+            return "blocking";
+        case Mode::file:
+            return "file";
+        case Mode::nonblocking:
+            return "nonblocking";
+        case Mode::socket:
+            return "socket";
+        case Mode::datagram:
+            return "datagram";
+    }
+    return "blocking";
+}
+
+void LogWriter::append_record(LogLevel level, std::string_view message) {
+    if (mode_ != Mode::datagram) {
+        append_utc_timestamp(pending_);
+        pending_ += to_string(level);
+        pending_ += ' ';
+        pending_ += message;
+        pending_ += '\n';
+        ++pending_lines_;
+        return;
+    }
+    if (protocol_ == LogProtocol::syslog) {
+        pending_ += '<';
+        append_number(pending_, facility_ | syslog_severity(level));
+        pending_ += '>';
+        append_syslog_timestamp(pending_);
+        pending_ += ident_;
+        pending_ += '[';
+        pending_ += pid_;
+        pending_ += "]: ";
+        pending_ += message;
+    } else {
+        pending_ += "PRIORITY=";
+        append_number(pending_, syslog_severity(level));
+        pending_ += "\nSYSLOG_FACILITY=";
+        append_number(pending_, facility_ >> 3);
+        pending_ += "\nSYSLOG_IDENTIFIER=";
+        pending_ += ident_;
+        pending_ += "\nSYSLOG_PID=";
+        pending_ += pid_;
+        pending_ += "\nMESSAGE=";
+        pending_ += message;
+        pending_ += '\n';
+    }
+    pending_ends_.push_back(static_cast<uint32_t>(pending_.size()));
+    ++pending_lines_;
+}
+
+void LogWriter::write(LogLevel level, std::string_view message) {
+    if (retiring_) return;
+    if (loop_ == nullptr) {
+        append_record(level, message);
+        drain_blocking(SteadyClock::now() + options_.drain_timeout);
+        return;
+    }
+    if (queued_bytes() + message.size() + kRecordOverhead > options_.max_pending_bytes) {
+        ++dropped_;
+        ++episode_dropped_;
+        if (drop_reason_.empty()) drop_reason_ = "queue full: the log destination is too slow";
+        return;
+    }
+    if (episode_dropped_ > 0) {
+        // One line per episode, where the gap is: how many lines are missing and why.
+        std::string text = "log-dropped lines=" + std::to_string(episode_dropped_) + " reason=\"" +
+                           drop_reason_ +
+                           "\" effect=\"lines were dropped rather than delay policy answers\"";
+        episode_dropped_ = 0;
+        drop_reason_.clear();
+        append_record(LogLevel::warning, text);
+    }
+    append_record(level, message);
+    schedule();
+}
+
+bool LogWriter::due() const {
+    return pending_.size() >= options_.flush_bytes;
+}
+
+void LogWriter::schedule() {
+    bool writing = !inflight_.empty();
+    if (!writing && due()) {
+        start_write();
+        return;
+    }
+    if (!timer_armed_) arm_timer(options_.flush_delay);
+}
+
+void LogWriter::arm_timer(std::chrono::milliseconds delay) {
+    if (loop_ == nullptr || uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) return;
+    // 0 ms: the timer phase of the next loop iteration.
+    timer_armed_ = true;
+    uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(std::max<long long>(delay.count(), 0)),
+                   0);
+}
+
+// Writability is watched where libuv can poll the descriptor; elsewhere a timer retries.
+void LogWriter::wait_writable() {
+    if (loop_ == nullptr) return;  // drain_blocking() waits in poll(2) itself
+    if (poll_open_) {
+        polling_ = true;
+        uv_poll_start(&poll_, UV_WRITABLE, on_writable);
+    } else if (!timer_armed_) {
+        arm_timer(std::chrono::milliseconds(10));
+    }
+}
+
+void LogWriter::on_timer(uv_timer_t* t) {
+    auto* self = static_cast<LogWriter*>(t->data);
+    self->timer_armed_ = false;
+    if (self->retiring_ && SteadyClock::now() >= self->retire_deadline_) {
+        // The old destination had its chance; what it did not take is lost and counted.
+        self->stop_polling_and_drop();
+        return;
+    }
+    if (self->inflight_.empty()) {
+        self->start_write();
+    } else if (!self->polling_ && !self->fs_busy_) {
+        // A blocked destination without a watcher, or an unreachable socket: try again.
+        if (self->mode_ == Mode::datagram) {
+            self->write_datagrams();
+        } else {
+            self->write_stream();
+        }
+    }
+    if (self->retiring_ && self->open_handles_ > 0 && !self->timer_armed_) {
+        self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(
+            self->retire_deadline_ - SteadyClock::now()));
+    }
+}
+
+void LogWriter::start_write() {
+    if (!inflight_.empty() || pending_.empty()) return;
+    if (timer_armed_) {
+        uv_timer_stop(&timer_);
+        timer_armed_ = false;
+    }
+    inflight_.swap(pending_);
+    inflight_ends_.swap(pending_ends_);
+    pending_.clear();
+    pending_ends_.clear();
+    pending_lines_ = 0;
+    inflight_off_ = 0;
+    inflight_record_ = 0;
+    switch (mode_) {
+        case Mode::file: {
+            fs_busy_ = true;
+            uv_buf_t buf = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
+            int rc = uv_fs_write(loop_, &fs_req_, write_fd_, &buf, 1, -1, on_fs_write);
+            if (rc != 0) {
+                fs_busy_ = false;
+                drop_inflight(-rc);
+            }
+            return;
+        }
+        case Mode::datagram:
+            write_datagrams();
+            return;
+        case Mode::blocking:
+        case Mode::nonblocking:
+        case Mode::socket:
+            write_stream();
+            return;
+    }
+}
+
+void LogWriter::write_stream() {
+    while (inflight_off_ < inflight_.size()) {
+        const char* p = inflight_.data() + inflight_off_;
+        size_t len = inflight_.size() - inflight_off_;
+        ssize_t n = mode_ == Mode::socket ? ::send(write_fd_, p, len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                                          : ::write(write_fd_, p, len);
+        if (n > 0) {
+            inflight_off_ += static_cast<size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            wait_writable();
+            return;
+        }
+        drop_inflight(n < 0 ? errno : EIO);
+        return;
+    }
+    inflight_done();
+}
+
+void LogWriter::write_datagrams() {
+    std::array<mmsghdr, kDatagramBatch> msgs{};
+    std::array<iovec, kDatagramBatch> iov{};
+    while (inflight_record_ < inflight_ends_.size()) {
+        size_t k = std::min(kDatagramBatch, inflight_ends_.size() - inflight_record_);
+        for (size_t i = 0; i < k; ++i) {
+            size_t r = inflight_record_ + i;
+            size_t begin = r == 0 ? 0 : inflight_ends_[r - 1];
+            iov[i].iov_base = inflight_.data() + begin;
+            iov[i].iov_len = inflight_ends_[r] - begin;
+            msgs[i].msg_hdr = msghdr{};
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = ::sendmmsg(write_fd_, msgs.data(), static_cast<unsigned>(k),
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            inflight_record_ += static_cast<size_t>(n);
+            continue;
+        }
+        int err = n < 0 ? errno : EIO;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            wait_writable();
+            return;
+        }
+        if (err == EMSGSIZE) {
+            // One record too large for a datagram: lose that one, not the batch.
+            ++dropped_;
+            ++episode_dropped_;
+            drop_reason_ = std::strerror(err);
+            ++inflight_record_;
+            continue;
+        }
+        if (err == ECONNREFUSED || err == ENOTCONN || err == ENOENT || err == ECONNRESET ||
+            err == EDESTADDRREQ) {
+            // The log daemon restarted or is not running (yet): connect again, at most once a
+            // second; the records wait in the queue meanwhile (up to the bound).
+            std::string why;
+            if (SteadyClock::now() >= next_connect_ && connect_socket(why)) continue;
+            if (!timer_armed_) arm_timer(kReconnectInterval);
+            if (drop_reason_.empty()) drop_reason_ = path_ + ": " + std::strerror(err);
+            return;
+        }
+        drop_inflight(err);
+        return;
+    }
+    inflight_done();
+}
+
+void LogWriter::on_writable(uv_poll_t* p, int status, int) {
+    auto* self = static_cast<LogWriter*>(p->data);
+    uv_poll_stop(&self->poll_);
+    self->polling_ = false;
+    if (status < 0) {
+        self->drop_inflight(-status);
+        return;
+    }
+    if (self->mode_ == Mode::datagram) {
+        self->write_datagrams();
+    } else {
+        self->write_stream();
+    }
+}
+
+void LogWriter::on_fs_write(uv_fs_t* req) {
+    auto* self = static_cast<LogWriter*>(req->data);
+    auto result = req->result;
+    uv_fs_req_cleanup(req);
+    self->fs_busy_ = false;
+    if (result < 0) {
+        self->drop_inflight(static_cast<int>(-result));
+        return;
+    }
+    self->inflight_off_ += static_cast<size_t>(result);
+    if (self->inflight_off_ < self->inflight_.size() && result > 0) {
+        self->fs_busy_ = true;
+        uv_buf_t buf =
+            uv_buf_init(self->inflight_.data() + self->inflight_off_,
+                        static_cast<unsigned>(self->inflight_.size() - self->inflight_off_));
+        int rc =
+            uv_fs_write(self->loop_, &self->fs_req_, self->write_fd_, &buf, 1, -1, on_fs_write);
+        if (rc != 0) {
+            self->fs_busy_ = false;
+            self->drop_inflight(-rc);
+        }
+        return;
+    }
+    if (self->inflight_off_ < self->inflight_.size()) {
+        self->drop_inflight(EIO);  // wrote nothing: a full disk says so this way
+        return;
+    }
+    self->inflight_done();
+}
+
+void LogWriter::drop_inflight(int error) {
+    size_t lost = mode_ == Mode::datagram
+                      ? inflight_ends_.size() - inflight_record_
+                      : count_lines(std::string_view(inflight_).substr(inflight_off_));
+    dropped_ += lost;
+    episode_dropped_ += lost;
+    drop_reason_ = std::strerror(error);
+    inflight_.clear();
+    inflight_ends_.clear();
+    inflight_off_ = 0;
+    inflight_record_ = 0;
+    inflight_done();
+}
+
+void LogWriter::stop_polling_and_drop() {
+    if (polling_) {
+        uv_poll_stop(&poll_);
+        polling_ = false;
+    }
+    if (fs_busy_) return;  // the thread pool still owns the batch; its callback finishes
+    size_t lost = pending_lines_;
+    dropped_ += lost;
+    pending_.clear();
+    pending_ends_.clear();
+    pending_lines_ = 0;
+    drop_inflight(ETIMEDOUT);
+}
+
+void LogWriter::inflight_done() {
+    inflight_.clear();
+    inflight_ends_.clear();
+    inflight_off_ = 0;
+    inflight_record_ = 0;
+    if (loop_ == nullptr) return;
+    if (retiring_) {
+        if (pending_.empty()) {
+            close_handles();
+        } else {
+            start_write();
+        }
+        return;
+    }
+    if (pending_.empty()) return;
+    if (due()) {
+        start_write();
+    } else if (!timer_armed_) {
+        arm_timer(options_.flush_delay);
+    }
+}
+
+void LogWriter::flush() {
+    if (loop_ == nullptr) {
+        drain_blocking(SteadyClock::now() + options_.drain_timeout);
+        return;
+    }
+    start_write();
+}
+
+void LogWriter::attach(uv_loop_t* loop) {
+    if (loop_ != nullptr || open_handles_ > 0) return;
+    loop_ = loop;
+    uv_timer_init(loop, &timer_);
+    timer_.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&timer_));
+    ++open_handles_;
+    fs_req_.data = this;
+    poll_.data = this;
+    if (mode_ == Mode::datagram) {
+        poll_open_ = uv_poll_init(loop, &poll_, write_fd_) == 0;
+    } else {
+        struct stat st {};
+        if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
+            mode_ = Mode::file;
+        } else if (S_ISSOCK(st.st_mode)) {
+            // MSG_DONTWAIT needs no flag on the descriptor; libuv sets O_NONBLOCK when it
+            // polls, so the flags of the (possibly shared) descriptor are put back.
+            int flags = ::fcntl(fd_, F_GETFL);
+            poll_open_ = uv_poll_init(loop, &poll_, fd_) == 0;
+            if (flags >= 0) ::fcntl(fd_, F_SETFL, flags);
+            mode_ = poll_open_ ? Mode::socket : Mode::blocking;
+        } else {
+            // A pipe, FIFO or terminal: O_NONBLOCK on fd_ would change it for every process
+            // sharing the descriptor (a terminal's shell), so write through a private one.
+            std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+            int own = ::open(proc.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+            if (own >= 0) {
+                poll_open_ = uv_poll_init(loop, &poll_, own) == 0;
+                if (poll_open_) {
+                    write_fd_ = own;
+                    own_write_fd_ = true;
+                    mode_ = Mode::nonblocking;
+                } else {
+                    ::close(own);
+                }
+            }
+            // Otherwise (no /proc): blocking writes, once per batch, as before.
+        }
+    }
+    if (poll_open_) {
+        uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+        ++open_handles_;
+    }
+    if (!pending_.empty()) schedule();
+}
+
+void LogWriter::detach() {
+    if (loop_ == nullptr) return;
+    // A batch on the thread pool finishes first (it owns inflight_); only a running loop
+    // delivers its completion.
+    while (fs_busy_) uv_run(loop_, UV_RUN_ONCE);
+    if (polling_) {
+        uv_poll_stop(&poll_);
+        polling_ = false;
+    }
+    if (timer_armed_) {
+        uv_timer_stop(&timer_);
+        timer_armed_ = false;
+    }
+    auto deadline = SteadyClock::now() + options_.drain_timeout;
+    drain_blocking(deadline);
+    close_handles();
+    if (own_write_fd_) {
+        ::close(write_fd_);
+        own_write_fd_ = false;
+    }
+    write_fd_ = fd_;
+    if (mode_ != Mode::datagram) mode_ = Mode::blocking;
+    loop_ = nullptr;
+}
+
+void LogWriter::drain_blocking(SteadyClock::time_point deadline) {
+    // Same writing code, waiting in poll(2) where the loop would have waited for writability.
+    uv_loop_t* loop = loop_;
+    bool polled = poll_open_;
+    poll_open_ = false;  // so the writers report EAGAIN back here instead of arming a watcher
+    loop_ = nullptr;
+    for (;;) {
+        if (inflight_.empty()) {
+            if (pending_.empty()) break;
+            inflight_.swap(pending_);
+            inflight_ends_.swap(pending_ends_);
+            pending_.clear();
+            pending_ends_.clear();
+            pending_lines_ = 0;
+            inflight_off_ = 0;
+            inflight_record_ = 0;
+        }
+        if (mode_ == Mode::datagram) {
+            write_datagrams();
+        } else {
+            write_stream();
+        }
+        if (inflight_.empty()) continue;
+        // Blocked (EAGAIN, or a datagram destination not reachable): wait or give up.
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+        if (left.count() <= 0) {
+            size_t lost = pending_lines_;
+            dropped_ += lost;
+            pending_.clear();
+            pending_ends_.clear();
+            pending_lines_ = 0;
+            drop_inflight(ETIMEDOUT);
+            break;
+        }
+        pollfd pfd{write_fd_, POLLOUT, 0};
+        int wait = static_cast<int>(std::min<long long>(left.count(), 100));
+        ::poll(&pfd, 1, wait);
+        if (mode_ == Mode::datagram && SteadyClock::now() >= next_connect_) {
+            std::string why;
+            connect_socket(why);
+        }
+    }
+    loop_ = loop;
+    poll_open_ = polled;
+}
+
+void LogWriter::retire() {
+    retiring_ = true;
+    if (loop_ == nullptr) return;
+    retire_deadline_ = SteadyClock::now() + kRetireTimeout;
+    if (inflight_.empty() && pending_.empty()) {
+        close_handles();
+        return;
+    }
+    start_write();
+    if (!timer_armed_) arm_timer(kRetireTimeout);
+}
+
+void LogWriter::close_handles() {
+    if (open_handles_ == 0 || uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) return;
+    if (polling_) {
+        uv_poll_stop(&poll_);
+        polling_ = false;
+    }
+    timer_armed_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_closed);
+    if (poll_open_) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&poll_), on_closed);
+        poll_open_ = false;
+    }
+}
+
+void LogWriter::on_closed(uv_handle_t* h) {
+    auto* self = static_cast<LogWriter*>(h->data);
+    --self->open_handles_;
+}
+
+}  // namespace calloutd
