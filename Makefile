@@ -1,11 +1,15 @@
 # calloutd: the two set-up commands are `make run` and `make test`; the rest are helpers.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+# make fuzz: seconds per target, and how many targets run at once.
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
 JOBS       ?= $(shell nproc)
 CONFIG     ?= etc/calloutd.toml
 DIST       ?= dist
 
-.PHONY: all deps build run test asan test-asan bench format format-check install deb clean
+.PHONY: all deps build run test asan test-asan bench fuzz fuzzers format format-check install deb clean
 
 all: build
 
@@ -26,7 +30,8 @@ run: build
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) --timeout 600
 
-# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (the package test aside:
+# it builds and installs its own unsanitized package, exactly as `make test` already did).
 $(ASAN_BUILD)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCALLOUTD_SANITIZE=ON
 
@@ -35,7 +40,21 @@ asan: deps $(ASAN_BUILD)/build.ninja
 
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS) --timeout 900
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS) --timeout 900 -LE package
+
+# libFuzzer harnesses (tests/fuzz, clang + ASan + UBSan) for FUZZ_SECONDS each; one line per
+# target with executions and coverage; fails on a crash, leak or timeout. FUZZ_TARGETS="a b"
+# runs a subset.
+$(FUZZ_BUILD)/build.ninja:
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCALLOUTD_FUZZ=ON \
+	  -DCALLOUTD_BUILD_TESTS=OFF -DCALLOUTD_BUILD_BENCH=OFF
+
+fuzzers: deps $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
+
+fuzz: fuzzers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) ./scripts/run-fuzz $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
 bench: build
 	./bench/run-bench $(BUILD)
@@ -54,4 +73,4 @@ deb: deps
 	./scripts/build-deb $(DIST)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(DIST)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(DIST)

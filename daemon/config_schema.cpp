@@ -55,6 +55,10 @@ const KeyDef kSchema[] = {
     {"server.idle_timeout", K::duration, R"("10m")", kSec, kDay, "",
      "close a connection idle this long (longer than Postfix's smtpd_policy_service_max_idle)",
      FIELD(server.idle_timeout)},
+    {"server.request_timeout", K::duration, R"("10s")", kSec, kHour, "",
+     "a request must be complete this long after its first bytes arrived; slower clients "
+     "(slowloris) are closed",
+     FIELD(server.request_timeout)},
     {"server.shutdown_timeout", K::duration, R"("10s")", 0, 10 * kMin, "",
      "on SIGTERM, how long in-flight requests may still be answered",
      FIELD(server.shutdown_timeout)},
@@ -316,6 +320,21 @@ bool is_dns_server(std::string_view s) {
     return p >= 1 && p <= 65535;
 }
 
+// No configuration string has a use for control bytes, and in one that names an address,
+// host or path a NUL silently cuts it short where the C APIs read it (inet_pton, bind, open).
+bool refuse_control_bytes(std::string_view s, std::string* error) {
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "0x%02x", u);
+            *error = "a control character (" + std::string(hex) + ") is not allowed in a value";
+            return true;
+        }
+    }
+    return false;
+}
+
 // A host name as DNS carries it: labels of letters, digits, '-' and '_', at most 63 octets
 // each, 253 in all; a trailing dot is allowed.
 bool is_dns_name(std::string_view s) {
@@ -354,6 +373,7 @@ std::optional<Out> parse_string_array(const toml::node& node, std::string* error
             *error = "array elements must be strings, found " + type_name(el);
             return std::nullopt;
         }
+        if (refuse_control_bytes(s->get(), error)) return std::nullopt;
         if (!one(out, std::string_view(s->get()), error)) return std::nullopt;
     }
     return out;
@@ -381,6 +401,7 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
         return std::nullopt;
     };
     const auto* str = node.as_string();
+    if (str != nullptr && refuse_control_bytes(str->get(), &why)) return wrong_type();
     switch (def.kind) {
         case K::boolean:
             if (const auto* b = node.as_boolean()) return ConfigValue(b->get());
