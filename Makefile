@@ -4,11 +4,15 @@
 # CMAKE_CXX_COMPILER_LAUNCHER=ccache make test.
 BUILD      := build
 ASAN_BUILD := build-asan
+FUZZ_BUILD := build-fuzz
+# make fuzz: seconds per target, and how many targets run at once.
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
 JOBS       ?= $(shell nproc)
 CONFIG     ?= etc/calloutd.toml
 DIST       ?= dist
 
-.PHONY: all deps build run test asan test-asan bench format format-check install deb clean
+.PHONY: all deps build run test asan test-asan bench fuzz fuzzers format format-check install deb clean
 
 all: build
 
@@ -29,7 +33,8 @@ run: build
 test: build
 	ctest --preset release -j$(JOBS)
 
-# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (the package test aside:
+# it builds and installs its own unsanitized package, exactly as `make test` already did).
 $(ASAN_BUILD)/build.ninja:
 	cmake --preset asan
 
@@ -38,6 +43,18 @@ asan: deps $(ASAN_BUILD)/build.ninja
 
 test-asan: asan
 	ctest --preset asan -j$(JOBS)
+
+# libFuzzer harnesses (tests/fuzz, clang + ASan + UBSan) for FUZZ_SECONDS each; one line per
+# target with executions and coverage; fails on a crash, leak or timeout. FUZZ_TARGETS="a b"
+# runs a subset.
+$(FUZZ_BUILD)/build.ninja:
+	cmake --preset fuzz
+
+fuzzers: deps $(FUZZ_BUILD)/build.ninja
+	cmake --build --preset fuzz -j$(JOBS) --target fuzzers
+
+fuzz: fuzzers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) ./scripts/run-fuzz $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
 bench: build
 	./bench/run-bench $(BUILD)
@@ -56,4 +73,4 @@ deb: deps
 	./scripts/build-deb $(DIST)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(DIST)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(DIST)

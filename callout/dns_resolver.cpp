@@ -402,7 +402,9 @@ void DnsResolver::on_mx_answer(Operation& op, int status, const unsigned char* a
     ares_mx_reply* raw = nullptr;
     int rc = ares_parse_mx_reply(abuf, alen, &raw);
     std::unique_ptr<ares_mx_reply, AresMxFree> replies(raw);
-    if (rc == ARES_ENODATA) {  // an answer without MX records, e.g. only a CNAME
+    // An answer without MX records, e.g. only a CNAME whose target has none: c-ares 1.18 says
+    // ENODATA for some such answers and success with an empty list for others.
+    if (rc == ARES_ENODATA || (rc == ARES_SUCCESS && replies == nullptr)) {
         implicit_mx();
         return;
     }
@@ -412,9 +414,7 @@ void DnsResolver::on_mx_answer(Operation& op, int status, const unsigned char* a
     }
 
     std::vector<std::pair<std::uint16_t, std::string>> records;
-    std::size_t total = 0;
     for (ares_mx_reply* r = replies.get(); r != nullptr; r = r->next) {
-        ++total;
         std::string host = ascii_lower(r->host != nullptr ? r->host : "");
         if (!host.empty() && host.back() == '.') host.pop_back();
         if (host.empty()) continue;  // "." is the null MX target, never a host to connect to
@@ -422,7 +422,7 @@ void DnsResolver::on_mx_answer(Operation& op, int status, const unsigned char* a
     }
     if (records.empty()) {
         // Only "." targets: RFC 7505 null MX, the domain accepts no mail.
-        complete(op, MxResolution::Status::no_mail_domain, total > 0 ? "null-mx" : "bad-response");
+        complete(op, MxResolution::Status::no_mail_domain, "null-mx");
         return;
     }
 

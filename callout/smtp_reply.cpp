@@ -52,7 +52,6 @@ void SmtpReplyParser::reset() {
     cur_.reset();
     cur_bytes_ = 0;
     ready_.clear();
-    ready_bytes_ = 0;
     error_.clear();
 }
 
@@ -142,23 +141,18 @@ void SmtpReplyParser::end_line() {
     cur_->lines.emplace_back(text);
     line_.clear();
     if (!last) return;
-    // Unread replies count against the same cap, so a peer flooding complete replies is bounded.
-    if (ready_bytes_ + cur_bytes_ > limits_.max_reply) {
-        fail("too much unread reply data (over " + std::to_string(limits_.max_reply) + " octets)");
-        return;
-    }
-    ready_bytes_ += cur_bytes_;
-    ready_.emplace_back(std::move(*cur_), cur_bytes_);
+    // Complete replies are not counted against max_reply: whether they were taken yet depends
+    // on when the caller reads, and the limits must not (see the header).
+    ready_.push_back(std::move(*cur_));
     cur_.reset();
     cur_bytes_ = 0;
 }
 
 std::optional<SmtpReply> SmtpReplyParser::next() {
     if (ready_.empty()) return std::nullopt;
-    auto [reply, bytes] = std::move(ready_.front());
+    SmtpReply reply = std::move(ready_.front());
     ready_.pop_front();
-    ready_bytes_ -= bytes;
-    return std::move(reply);
+    return reply;
 }
 
 bool SmtpReplyParser::has_pending() const {

@@ -27,6 +27,9 @@ std::string parse_enhanced_code(int code, std::string_view text);
 // failed(), further input is ignored; replies completed before the error stay available from
 // next(). The parser is pure (no I/O, no clock), and the sequence of replies and the error do not
 // depend on how the input was split or when next() was called.
+// Memory: the reply being assembled is bounded by the limits; complete replies wait for next(),
+// so a caller holds at most what it fed since it last took them (SmtpProbe takes them after
+// every read and treats any reply beyond the one it asked for as a pipelining violation).
 class SmtpReplyParser {
   public:
     explicit SmtpReplyParser(ReplyLimits limits = {}) : limits_(limits) {}
@@ -56,8 +59,7 @@ class SmtpReplyParser {
     bool saw_cr_ = false;           // last byte was CR, LF must follow
     std::optional<SmtpReply> cur_;  // multi-line reply being assembled
     std::size_t cur_bytes_ = 0;     // octets of cur_ so far, including line ends
-    std::deque<std::pair<SmtpReply, std::size_t>> ready_;  // reply and its size in octets
-    std::size_t ready_bytes_ = 0;  // octets held in ready_, bounded by max_reply as well
+    std::deque<SmtpReply> ready_;   // complete replies not yet taken
     std::string error_;
 };
 

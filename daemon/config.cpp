@@ -14,6 +14,8 @@ namespace calloutd {
 
 namespace {
 
+constexpr std::uintmax_t kMaxDomainListBytes = std::uintmax_t{64} << 20;
+
 class Loader {
   public:
     explicit Loader(std::string path) : path_(std::move(path)) {}
@@ -30,7 +32,7 @@ class Loader {
         cfg.path = path_;
         walk(root, "");
         for (const auto& def : config_schema()) {
-            const toml::node* node = root.at_path(def.key).node();
+            const toml::node* node = node_at(root, def.key);
             std::optional<ConfigValue> v;
             if (node == nullptr) {
                 v = default_value(def);
@@ -58,9 +60,31 @@ class Loader {
         errors_.push_back(out.str());
     }
 
+    // The value of a schema key ("section.name"), found table by table. Not at_path(): the
+    // walk below checks names one table at a time, so the lookup must see the same structure.
+    static const toml::node* node_at(const toml::table& root, std::string_view key) {
+        const toml::table* table = &root;
+        for (;;) {
+            auto dot = key.find('.');
+            const toml::node* node = table->get(key.substr(0, dot));
+            if (node == nullptr || dot == std::string_view::npos) return node;
+            table = node->as_table();
+            if (table == nullptr) return nullptr;
+            key.remove_prefix(dot + 1);
+        }
+    }
+
     // Every key in the file must be a schema key or a section that contains schema keys.
     void walk(const toml::table& table, const std::string& prefix) {
         for (const auto& [name, node] : table) {
+            // A quoted name with a dot ("server.listen" = ...) is one TOML key, not a section
+            // and a key: it names nothing in the schema, so it is refused, never ignored.
+            if (name.str().find('.') != std::string_view::npos) {
+                error_at(name.source().begin.line != 0 ? name.source() : node.source(),
+                         "unknown key '" + prefix + "\"" + std::string(name.str()) +
+                             "\"' (a quoted name is one key; write [section] and name = ...)");
+                continue;
+            }
             std::string key = prefix + std::string(name.str());
             if (find_key(key) != nullptr) continue;
             if (const auto* sub = node.as_table(); sub != nullptr && is_section(key)) {
@@ -96,6 +120,22 @@ class Loader {
             } else if (e.starts_with("file:")) {
                 std::filesystem::path file(e.substr(5));
                 if (file.is_relative()) file = std::filesystem::path(path_).parent_path() / file;
+                // Only a regular file of sane size: "file:/dev/zero" or a FIFO must not hang
+                // check-config or a reload.
+                std::error_code ec;
+                auto st = std::filesystem::status(file, ec);
+                if (!ec && st.type() != std::filesystem::file_type::regular) {
+                    error_at(where, "domain list " + file.string() + " is not a regular file");
+                    ok = false;
+                    continue;
+                }
+                auto bytes = std::filesystem::file_size(file, ec);
+                if (!ec && bytes > kMaxDomainListBytes) {
+                    error_at(where, "domain list " + file.string() + " is larger than " +
+                                        std::to_string(kMaxDomainListBytes >> 20) + " MiB");
+                    ok = false;
+                    continue;
+                }
                 std::ifstream in(file, std::ios::binary);
                 if (!in) {
                     error_at(where, "cannot read domain list " + file.string());
@@ -126,7 +166,7 @@ class Loader {
     // Rules that involve two keys; reported at the second key, or at the top of the file.
     void check_relations(const Config& cfg, const toml::table& root) {
         auto where = [&](std::string_view key) {
-            const toml::node* n = root.at_path(key).node();
+            const toml::node* n = node_at(root, key);
             return n != nullptr ? n->source() : root.source();
         };
         if (!cfg.redis.url.empty()) {

@@ -36,6 +36,7 @@ struct ServerSettings {
     int64_t max_line_bytes = 0;
     int64_t max_request_bytes = 0;
     Duration idle_timeout{};
+    Duration request_timeout{};
     Duration shutdown_timeout{};
     int64_t socket_mode = 0;
     std::string user;

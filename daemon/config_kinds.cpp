@@ -1,6 +1,7 @@
 // Typed parsing of TOML values for each ValueKind of the schema, with one validator per kind of
 // list entry.
 #include <algorithm>
+#include <cstdio>
 
 #include "daemon/config_schema.hpp"
 #include "daemon/config_values.hpp"
@@ -95,6 +96,21 @@ bool is_dns_name(std::string_view s) {
     return label > 0;
 }
 
+// No configuration string has a use for control bytes, and in one that names an address,
+// host or path a NUL silently cuts it short where the C APIs read it (inet_pton, bind, open).
+bool refuse_control_bytes(std::string_view s, std::string& why) {
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "0x%02x", u);
+            why = "a control character (" + std::string(hex) + ") is not allowed in a value";
+            return true;
+        }
+    }
+    return false;
+}
+
 // List entries, one validator per kind of list: each checks one string, appends what it stands
 // for to `out`, or says why not in `why`.
 using Strings = std::vector<std::string>;
@@ -169,6 +185,7 @@ std::optional<Out> parse_list(const toml::node& node, std::string& why,
             why = "array elements must be strings, found " + type_name(el);
             return std::nullopt;
         }
+        if (refuse_control_bytes(s->get(), why)) return std::nullopt;
         if (!entry(std::string_view(s->get()), out, why)) return std::nullopt;
     }
     return out;
@@ -289,7 +306,11 @@ std::optional<ConfigValue> parse_kind(const KeyDef& def, const toml::node& node,
 std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node,
                                        std::string* error) {
     std::string why;
-    auto value = parse_kind(def, node, why);
+    std::optional<ConfigValue> value;
+    if (const auto* str = node.as_string();
+        str == nullptr || !refuse_control_bytes(str->get(), why)) {
+        value = parse_kind(def, node, why);
+    }
     if (!value) {
         // A value of the wrong TOML type says what was expected; a wrong value says why.
         if (why.empty()) why = "expected " + expected_name(def.kind) + ", got " + type_name(node);

@@ -129,6 +129,10 @@ constexpr KeyDef kSchema[] = {
         "server.idle_timeout", Reload::live, R"("10m")", 1s, days(1),
         "close a connection idle this long (longer than Postfix's smtpd_policy_service_max_idle)",
         FIELD(server.idle_timeout)),
+    duration_key("server.request_timeout", Reload::live, R"("10s")", 1s, 1h,
+                 "a request must be complete this long after its first bytes arrived; slower "
+                 "clients (slowloris) are closed",
+                 FIELD(server.request_timeout)),
     duration_key("server.shutdown_timeout", Reload::live, R"("10s")", 0ms, 10min,
                  "on SIGTERM, how long in-flight requests may still be answered",
                  FIELD(server.shutdown_timeout)),

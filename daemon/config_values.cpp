@@ -100,6 +100,13 @@ std::optional<ListenAddress> parse_listen_address(std::string_view text, std::st
             set_error(error, "unix socket path in '" + out.text + "' is empty or too long");
             return std::nullopt;
         }
+        // A leading NUL would name a Linux abstract socket, one inside would cut the path.
+        for (char c : out.path) {
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+                set_error(error, "unix socket path in listen address contains a control byte");
+                return std::nullopt;
+            }
+        }
         return out;
     }
     if (!text.starts_with("inet:")) {

@@ -34,17 +34,22 @@ Connection::Connection(Server& server, uint64_t id, bool is_unix)
         uv_tcp_init(server_.loop(), &handle_.tcp);
     }
     uv_timer_init(server_.loop(), &idle_);
+    uv_timer_init(server_.loop(), &request_timer_);
     handle_.tcp.data = this;  // `data` is at the same offset in every handle type
     idle_.data = this;
-    open_handles_ = 2;
+    request_timer_.data = this;
+    open_handles_ = 3;
 }
 
 void Connection::start() {
     self_ = shared_from_this();
     describe_peer();
     if (!is_unix_) uv_tcp_nodelay(&handle_.tcp, 1);
-    uv_timer_start(&idle_, on_idle, static_cast<uint64_t>(server_.settings().idle_timeout.count()),
-                   0);
+    // The repeat is what uv_timer_again() re-arms with: activity (bytes read, replies sent)
+    // pushes the close back by a whole idle_timeout, and a connection still busy when the
+    // timer fires is looked at again one idle_timeout later.
+    auto idle = static_cast<uint64_t>(server_.settings().idle_timeout.count());
+    uv_timer_start(&idle_, on_idle, idle, idle);
     update_reading();
 }
 
@@ -95,17 +100,49 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 void Connection::handle_bytes(const char* data, size_t len) {
     uv_timer_again(&idle_);
     reader_.append(std::string_view(data, len));
+    bool completed_any = false;
     for (;;) {
         auto st = reader_.next(scratch_);
         if (st == RequestReader::Status::request) {
             submit(scratch_);
-            continue;
+            completed_any = true;
+            if (reader_.warning().empty()) continue;
+            // Answered, then let go: nothing after a request like this is trusted.
+            violation(ProtocolError::invalid_utf8, reader_.warning());
+            break;
         }
-        if (st == RequestReader::Status::error) violation(reader_.error());
+        if (st == RequestReader::Status::error) violation(reader_.error_kind(), reader_.error());
         break;
     }
+    track_partial_request(completed_any);
     flush();
     update_reading();
+}
+
+// A request that has begun must be complete within server.request_timeout of the read that
+// brought its first bytes, however slowly the rest trickles in (slowloris): bytes keep the
+// idle timer at bay, this one they do not.
+void Connection::track_partial_request(bool completed_any) {
+    if (read_done_ || reader_.pending_bytes() == 0) {
+        uv_timer_stop(&request_timer_);
+        return;
+    }
+    if (completed_any || uv_is_active(reinterpret_cast<uv_handle_t*>(&request_timer_)) == 0) {
+        uv_timer_start(&request_timer_, on_request_timeout,
+                       static_cast<uint64_t>(server_.settings().request_timeout.count()), 0);
+    }
+}
+
+void Connection::on_request_timeout(uv_timer_t* t) {
+    auto* self = static_cast<Connection*>(t->data);
+    if (!self->reading_ && !self->read_done_) {
+        // We stopped reading (replies backed up): the client is not the slow one.
+        uv_timer_start(t, on_request_timeout,
+                       static_cast<uint64_t>(self->server_.settings().request_timeout.count()), 0);
+        return;
+    }
+    self->violation(ProtocolError::request_timeout,
+                    "request not complete within server.request_timeout");
 }
 
 void Connection::handle_eof() {
@@ -113,20 +150,22 @@ void Connection::handle_eof() {
     auto st = reader_.finish(scratch_);
     if (st == RequestReader::Status::request) submit(scratch_);
     if (st == RequestReader::Status::error) {
-        violation(reader_.error());
+        violation(reader_.error_kind(), reader_.error());
         return;
     }
+    uv_timer_stop(&request_timer_);
     read_done_ = true;
     update_reading();
     flush();
     maybe_finish();
 }
 
-void Connection::violation(const std::string& reason) {
+void Connection::violation(ProtocolError kind, const std::string& reason) {
     // Postfix applies its own default action when the connection closes without a reply;
     // earlier complete requests are still answered.
-    if (Metrics* m = server_.metrics()) m->protocol_error(reader_.error_kind());
+    if (Metrics* m = server_.metrics()) m->protocol_error(kind);
     LogLine(LogLevel::warning, "protocol-violation").field("peer", peer_).field("reason", reason);
+    uv_timer_stop(&request_timer_);
     read_done_ = true;
     update_reading();
     flush();
@@ -200,6 +239,7 @@ void Connection::flush() {
         slots_.pop_front();
     }
     if (out.empty()) return;
+    uv_timer_again(&idle_);
     // Most replies fit the socket buffer: write them now and skip the queued-write machinery
     // (which costs an allocation and an extra epoll_ctl per reply). Only when nothing is queued,
     // so replies never overtake each other.
@@ -278,11 +318,8 @@ void Connection::drain() {
 
 void Connection::on_idle(uv_timer_t* t) {
     auto* self = static_cast<Connection*>(t->data);
-    if (!self->slots_.empty() || self->writes_in_flight_ > 0) {
-        uv_timer_again(t);  // still working for this client
-        return;
-    }
-    LogLine(LogLevel::debug, "idle-timeout").field("peer", self->peer_);
+    if (!self->slots_.empty() || self->writes_in_flight_ > 0) return;  // still working for it
+    LogLine(LogLevel::info, "idle-timeout").field("peer", self->peer_);
     self->close("idle");
 }
 
@@ -293,6 +330,7 @@ void Connection::close(const char*) {
     server_.connection_closing();
     uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&idle_), on_closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&request_timer_), on_closed);
 }
 
 void Connection::on_closed(uv_handle_t* h) {

@@ -49,11 +49,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
     static void on_write(uv_write_t* req, int status);
     static void on_idle(uv_timer_t* t);
+    static void on_request_timeout(uv_timer_t* t);
     static void on_closed(uv_handle_t* h);
 
     void handle_bytes(const char* data, size_t len);
     void handle_eof();
-    void violation(const std::string& reason);
+    void violation(ProtocolError kind, const std::string& reason);
+    void track_partial_request(bool completed_any);
     void submit(const PolicyRequest& req);
     void complete(uint64_t seq, const Decision& decision);
     void log_decision(const std::string& queue_id, const std::string& sender,
@@ -71,6 +73,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         uv_pipe_t pipe;
     } handle_;
     uv_timer_t idle_;
+    uv_timer_t request_timer_;  // runs while a request has begun but is not complete
     int open_handles_ = 0;
     bool reading_ = false;
     bool read_done_ = false;  // EOF, violation or draining: no more requests will be read

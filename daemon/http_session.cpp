@@ -1,6 +1,8 @@
 // HTTP request handling for the metrics listener on top of http-parser; no sockets here.
 #include "daemon/http_session.hpp"
 
+#include <algorithm>
+
 namespace calloutd {
 
 namespace {
@@ -47,8 +49,15 @@ HttpSession::Next HttpSession::run(std::string& out) {
     size_t off = 0;
     while (off < backlog_.size() && !closing_) {
         http_parser_pause(&parser_, 0);
-        size_t n =
-            http_parser_execute(&parser_, &settings_, backlog_.data() + off, backlog_.size() - off);
+        // http-parser reports URL and header bytes when a token ends or the buffer does, so
+        // a limit would trip at a place that depends on how the bytes were read (a URL too
+        // long in one read, an invalid byte after the limit in another). Never handing it more
+        // than the request's remaining budget + 1 makes a buffer end at the byte that crosses
+        // the limit: the first violation in the stream decides, however it was split.
+        size_t budget =
+            limits_.max_request_bytes - std::min(request_bytes_, limits_.max_request_bytes);
+        size_t len = std::min(backlog_.size() - off, budget + 1);
+        size_t n = http_parser_execute(&parser_, &settings_, backlog_.data() + off, len);
         off += n;
         auto err = HTTP_PARSER_ERRNO(&parser_);
         if (err == HPE_PAUSED) {

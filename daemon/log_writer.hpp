@@ -105,7 +105,6 @@ class LogWriter {
 
     LogWriterOptions options_;
     Mode mode_ = Mode::blocking;
-    Mode attached_mode_ = Mode::blocking;
     int fd_ = -1;        // the destination as given (or our socket)
     int write_fd_ = -1;  // what attached output writes to: fd_ or a private non-blocking copy
     bool own_write_fd_ = false;

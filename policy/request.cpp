@@ -101,6 +101,32 @@ int attribute_index(std::string_view name) {
     return -1;
 }
 
+// RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool is_utf8(std::string_view s) {
+    for (size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                     : c >= 0xe0 && c <= 0xef ? 3
+                     : c >= 0xf0 && c <= 0xf4 ? 4
+                                              : 0;
+        if (len == 0 || i + len > s.size()) return false;
+        auto c1 = static_cast<unsigned char>(s[i + 1]);
+        unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+        unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        if (c1 < lo || c1 > hi) return false;
+        for (size_t k = 2; k < len; ++k) {
+            auto ck = static_cast<unsigned char>(s[i + k]);
+            if (ck < 0x80 || ck > 0xbf) return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
 }  // namespace
 
 std::string_view to_string(ProtocolError e) {
@@ -117,6 +143,10 @@ std::string_view to_string(ProtocolError e) {
             return "bad_attribute";
         case ProtocolError::not_policy_request:
             return "not_policy_request";
+        case ProtocolError::invalid_utf8:
+            return "invalid_utf8";
+        case ProtocolError::request_timeout:
+            return "request_timeout";
     }
     return "binary";
 }
@@ -133,45 +163,42 @@ void RequestReader::compact() {
     if (consumed_ > 0 && (consumed_ == buf_.size() || consumed_ >= 4096)) {
         buf_.erase(0, consumed_);
         scanned_ -= consumed_;
+        line_start_ -= consumed_;
         consumed_ = 0;
     }
 }
 
+// Bytes are judged in stream order (eight at a time while none is a control byte), and the
+// first byte that breaks a rule names the error.
 RequestReader::Status RequestReader::next(PolicyRequest& out) {
     if (dead_) return Status::error;
     compact();
-    size_t line_start = scanned_;
-    // Find the start of the line containing scanned_: it is after the last '\n' before it.
-    if (line_start > consumed_) {
-        auto prev = buf_.rfind('\n', line_start - 1);
-        line_start = (prev == std::string::npos || prev < consumed_) ? consumed_ : prev + 1;
-    }
     while (scanned_ < buf_.size()) {
         // A CR is tolerated only right before the LF (CRLF from hand-written clients); a CR
         // that ends the bytes received so far is judged when the next byte arrives.
         LineScan scan = scan_line(buf_.data() + scanned_, buf_.size() - scanned_);
-        if (scan.forbidden) return fail(ProtocolError::binary, "binary or control byte in request");
-        size_t nl =
-            scanned_ + scan.newline < buf_.size() ? scanned_ + scan.newline : std::string::npos;
-        size_t line_end = nl == std::string::npos ? buf_.size() : nl;
-        size_t check_end = line_end;
-        if (check_end > scanned_ && buf_[check_end - 1] == '\r') --check_end;
-        if (line_end - line_start > limits_.max_line_bytes)
+        size_t stop = scanned_ + scan.newline;  // the '\n', the forbidden byte, or the end
+        // The first byte that breaks a rule names the error, so the reason never depends on
+        // how the stream was split into reads: a limit counts when it is passed before `stop`.
+        size_t too_long_at = line_start_ + limits_.max_line_bytes;
+        size_t too_large_at = consumed_ + limits_.max_request_bytes;
+        if (too_long_at < stop && too_long_at <= too_large_at)
             return fail(ProtocolError::line_too_long, "line too long");
-        if (line_end - consumed_ > limits_.max_request_bytes)
-            return fail(ProtocolError::request_too_large, "request too large");
-        if (nl == std::string::npos) {
-            scanned_ = check_end;
+        if (too_large_at < stop) return fail(ProtocolError::request_too_large, "request too large");
+        if (scan.forbidden) return fail(ProtocolError::binary, "binary or control byte in request");
+        if (stop == buf_.size()) {
+            scanned_ = buf_[stop - 1] == '\r' ? stop - 1 : stop;
             return Status::need_more;
         }
-        scanned_ = nl + 1;
-        bool empty_line = nl == line_start || (nl == line_start + 1 && buf_[line_start] == '\r');
+        scanned_ = stop + 1;
+        size_t start = line_start_;
+        line_start_ = stop + 1;
+        bool empty_line = stop == start || (stop == start + 1 && buf_[start] == '\r');
         if (empty_line) {
-            std::string_view block(buf_.data() + consumed_, line_start - consumed_);
+            std::string_view block(buf_.data() + consumed_, start - consumed_);
             consumed_ = scanned_;
             return parse_request(block, out);
         }
-        line_start = scanned_;
     }
     return Status::need_more;
 }
@@ -182,13 +209,14 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
     if (buf_.back() != '\n')
         return fail(ProtocolError::truncated, "connection closed in the middle of a line");
     std::string_view block(buf_.data() + consumed_, buf_.size() - consumed_);
-    consumed_ = scanned_ = buf_.size();
+    consumed_ = scanned_ = line_start_ = buf_.size();
     return parse_request(block, out);
 }
 
 RequestReader::Status RequestReader::parse_request(std::string_view block, PolicyRequest& out) {
     // Cleared, not replaced: the reader's caller reuses `out`, and the strings keep their capacity.
     for (const auto& a : kAttributes) (out.*(a.field)).clear();
+    warning_.clear();
     uint32_t seen = 0;  // bit per known attribute, to catch duplicates
     while (!block.empty()) {
         auto nl = block.find('\n');
@@ -201,6 +229,13 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
         if (eq == 0) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
         std::string_view name = line.substr(0, eq);
         std::string_view value = line.substr(eq + 1);
+        // Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is answered (the address
+        // parser refuses such a sender) and reported, and the client is then let go.
+        if (warning_.empty() && (!is_utf8(name) || !is_utf8(value))) {
+            std::string shown;
+            for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';
+            warning_ = "invalid UTF-8 in attribute '" + shown + "'";
+        }
         int i = attribute_index(name);
         if (i < 0) continue;
         // Postfix never repeats an attribute; a repeat is a confused or hostile client.

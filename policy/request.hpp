@@ -38,8 +38,10 @@ enum class ProtocolError {
     truncated,           // connection closed in the middle of a line
     bad_attribute,       // a line without '=', an empty name, or a repeated attribute
     not_policy_request,  // request= missing or not smtpd_access_policy
+    invalid_utf8,        // an attribute value is not UTF-8 (answered, then closed)
+    request_timeout,     // a request not complete within server.request_timeout (slowloris)
 };
-inline constexpr size_t kProtocolErrorKinds = 6;
+inline constexpr size_t kProtocolErrorKinds = 8;
 std::string_view to_string(ProtocolError e);
 
 struct ReaderLimits {
@@ -66,6 +68,10 @@ class RequestReader {
 
     const std::string& error() const { return error_; }
     ProtocolError error_kind() const { return error_kind_; }
+    // About the request next() or finish() just returned: empty, or why it is suspicious but
+    // still answerable ("invalid UTF-8 in attribute 'helo_name'"); the caller answers it and
+    // then closes the connection.
+    const std::string& warning() const { return warning_; }
     // Bytes received but not yet consumed as a complete request.
     size_t pending_bytes() const { return buf_.size() - consumed_; }
 
@@ -76,9 +82,11 @@ class RequestReader {
 
     ReaderLimits limits_;
     std::string buf_;
-    size_t consumed_ = 0;  // start of the request being assembled
-    size_t scanned_ = 0;   // bytes of the current request already checked for line ends
+    size_t consumed_ = 0;    // start of the request being assembled
+    size_t scanned_ = 0;     // bytes of the current request already checked
+    size_t line_start_ = 0;  // where the line containing scanned_ starts
     std::string error_;
+    std::string warning_;
     ProtocolError error_kind_ = ProtocolError::binary;
     bool dead_ = false;
 };

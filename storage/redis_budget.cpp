@@ -16,13 +16,6 @@ std::string period_of(const Rate& r) {
     return std::to_string(r.unlimited ? 1 : std::max<int64_t>(r.period.count(), 1));
 }
 
-std::optional<BudgetKind> kind_of(std::string_view s) {
-    if (s == "domain") return BudgetKind::domain;
-    if (s == "client") return BudgetKind::client;
-    if (s == "global") return BudgetKind::global;
-    return std::nullopt;
-}
-
 }  // namespace
 
 RedisProbeBudget::RedisProbeBudget(RedisClient& client, MemoryProbeBudget& local,
@@ -88,32 +81,35 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
     client_.eval(
         "admit", kv, av,
         [this, domain, address, client, refresh, token, done = std::move(done)](RedisResult r) {
-            const auto& e = r.reply.elements();
-            if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
-                // Redis may still run this admission later (a slow or paused server):
-                // remember our token so the release also clears a late marker.
-                done(local_probe(domain, address, client, refresh, token));
-                return;
-            }
+            using Kind = redis_schema::AdmitReply::Kind;
+            auto reply = r.ok() ? redis_schema::read_admit_reply(r.reply, token)
+                                : redis_schema::AdmitReply{};
             BudgetDecision d;
-            const std::string& what = e[0].text();
-            if (what == "admitted" && e.size() > 1) {
-                d.token = ProbeToken{false, e[1].text()};
-                local_.record_probe(domain, client);
-            } else if (what == "cached" && e.size() > 2) {
-                d.admitted = false;
-                d.cached = redis_schema::decode(e[1].text());
-                d.cached_scope = e[2].text();
-                if (!d.cached) d.in_flight_elsewhere = true;  // unreadable: wait/retry
-            } else if (what == "in_flight") {
-                d.admitted = false;
-                d.in_flight_elsewhere = true;
-            } else if (what == "denied" && e.size() > 1 && kind_of(e[1].text())) {
-                d.admitted = false;
-                d.denied_by = *kind_of(e[1].text());
-            } else {
-                done(local_probe(domain, address, client, refresh, {}));
-                return;
+            switch (reply.kind) {
+                case Kind::admitted:
+                    d.token = ProbeToken{false, token};
+                    local_.record_probe(domain, client);
+                    break;
+                case Kind::cached:
+                    d.admitted = false;
+                    d.cached = std::move(reply.cached);
+                    d.cached_scope = reply.cached_scope;
+                    if (!d.cached) d.in_flight_elsewhere = true;  // unreadable: wait/retry
+                    break;
+                case Kind::in_flight:
+                    d.admitted = false;
+                    d.in_flight_elsewhere = true;
+                    break;
+                case Kind::denied:
+                    d.admitted = false;
+                    d.denied_by = *reply.denied_by;
+                    break;
+                case Kind::malformed:
+                    // No answer, or one we cannot read. Redis may still run this admission
+                    // later (a slow or paused server): remember our token so the release also
+                    // clears a late marker.
+                    done(local_probe(domain, address, client, refresh, token));
+                    return;
             }
             done(d);
         });
@@ -163,20 +159,20 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_mx(const std::string& ip,
     std::vector<std::string_view> av(args.begin(), args.end());
     client_.eval("admit_mx", kv, av,
                  [this, ip, provider, token, done = std::move(done)](RedisResult r) {
-                     const auto& e = r.reply.elements();
-                     if (!r.ok() || !r.reply.is_array() || e.empty() || !e[0].is_string()) {
+                     using Kind = redis_schema::AdmitReply::Kind;
+                     auto reply = r.ok() ? redis_schema::read_admit_mx_reply(r.reply, token)
+                                         : redis_schema::AdmitReply{};
+                     if (reply.kind == Kind::malformed) {
                          done(local_mx(ip, provider, token));
                          return;
                      }
                      BudgetDecision d;
-                     if (e[0].text() == "admitted" && e.size() > 1) {
-                         mx_tokens_[ip].push_back(ProbeToken{false, e[1].text()});
+                     if (reply.kind == Kind::admitted) {
+                         mx_tokens_[ip].push_back(ProbeToken{false, token});
                          local_.record_mx(ip, provider);
                      } else {
                          d.admitted = false;
-                         d.denied_by = e.size() > 1 && e[1].is_string() && e[1].text() == "provider"
-                                           ? BudgetKind::provider
-                                           : BudgetKind::mx;
+                         d.denied_by = *reply.denied_by;
                      }
                      done(d);
                  });

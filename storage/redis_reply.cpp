@@ -5,7 +5,38 @@
 
 #include <utility>
 
+#include "util/panic.hpp"
+
 namespace calloutd {
+
+namespace {
+
+// hiredis's own reply functions, with createArray bounded (see bound_reply_arrays()).
+redisReplyObjectFunctions g_bounded_functions;
+void* (*g_create_array)(const redisReadTask*, int) = nullptr;
+
+void* bounded_create_array(const redisReadTask* task, int elements) {
+    if (elements < 0 || elements > kMaxReplyElements) return nullptr;
+    return g_create_array(task, elements);
+}
+
+}  // namespace
+
+void bound_reply_arrays(redisReader* reader) {
+    // Every reader starts with hiredis's static default functions: copy them once.
+    static const bool copied = [reader] {
+        g_bounded_functions = *reader->fn;
+        g_create_array = reader->fn->createArray;
+        g_bounded_functions.createArray = &bounded_create_array;
+        return true;
+    }();
+    (void)copied;
+    if (reader->fn == &g_bounded_functions) return;
+    if (reader->fn->createArray != g_create_array) {
+        panic(__func__, "the reader does not use hiredis's functions");
+    }
+    reader->fn = &g_bounded_functions;
+}
 
 RedisReply RedisReply::integer(long long value) {
     RedisReply r;

@@ -7,6 +7,7 @@
 #include <vector>
 
 struct redisReply;
+struct redisReader;
 
 namespace calloutd {
 
@@ -45,6 +46,14 @@ class RedisReply {
 };
 
 std::string_view to_string(RedisReply::Type t);
+
+// The most elements one array of a reply may have (calloutd's largest are SCAN pages). hiredis
+// 0.14 allocates an array's element pointers as soon as it reads "*N", so a corrupted or
+// hostile server announcing "*999999999" would cost 8 GB before sending anything else.
+inline constexpr int kMaxReplyElements = 1 << 20;
+// Makes `reader` (a hiredis context's, or one of redisReaderCreate()) refuse larger arrays and
+// negative counts: hiredis then fails the read ("Out of memory") and the link is rebuilt.
+void bound_reply_arrays(redisReader* reader);
 
 // How a command ended. Everything but `ok` means "Redis did not answer this usefully": the
 // caller answers from local state (degraded mode) and counts it under this name.

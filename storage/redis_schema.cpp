@@ -20,6 +20,10 @@ std::string tagged(std::string_view domain, std::string_view kind, std::string_v
     return k;
 }
 
+// The latest probe time a stored value may carry: what WallClock can represent, in ms.
+constexpr long long kMaxProbedAtMs =
+    std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::duration::max()).count();
+
 std::string clean(std::string_view text, size_t max) {
     std::string out;
     out.reserve(std::min(text.size(), max));
@@ -106,6 +110,9 @@ std::optional<CachedVerdict> decode(std::string_view value) {
     long long ms = 0;
     auto [end, ec] = std::from_chars(f[2].data(), f[2].data() + f[2].size(), ms);
     if (ec != std::errc() || end != f[2].data() + f[2].size()) return std::nullopt;
+    // A corrupted or hostile value must not reach the time_point conversion: system_clock
+    // counts nanoseconds, so milliseconds past ~9.2e12 (year 2262) overflow it.
+    if (ms < 0 || ms > kMaxProbedAtMs) return std::nullopt;
     CachedVerdict v;
     v.cls = *cls;
     v.probed_at = WallClock::time_point(std::chrono::milliseconds(ms));
@@ -118,9 +125,61 @@ std::optional<CachedVerdict> decode(std::string_view value) {
                                        refresh_failed.data() + refresh_failed.size(), failed_ms);
     if (!refresh_failed.empty() && fec == std::errc() &&
         fend == refresh_failed.data() + refresh_failed.size()) {
+        if (failed_ms < 0 || failed_ms > kMaxProbedAtMs) return std::nullopt;  // as above
         v.refresh_failed_at = WallClock::time_point(std::chrono::milliseconds(failed_ms));
     }
     return v;
+}
+
+namespace {
+
+// The reply as the scripts build it: an array whose elements are all bulk strings.
+std::optional<std::vector<std::string_view>> string_array(const RedisReply& reply) {
+    if (!reply.is_array() || reply.elements().empty()) return std::nullopt;
+    std::vector<std::string_view> out;
+    for (const auto& e : reply.elements()) {
+        if (!e.is_string()) return std::nullopt;
+        out.emplace_back(e.text());
+    }
+    return out;
+}
+
+}  // namespace
+
+AdmitReply read_admit_reply(const RedisReply& reply, std::string_view token) {
+    AdmitReply r;
+    auto e = string_array(reply);
+    if (!e) return r;
+    const auto& f = *e;
+    if (f[0] == "admitted" && f.size() == 2 && f[1] == token) {
+        r.kind = AdmitReply::Kind::admitted;
+    } else if (f[0] == "cached" && f.size() == 3 && (f[2] == "d" || f[2] == "a")) {
+        r.kind = AdmitReply::Kind::cached;
+        r.cached = decode(f[1]);
+        r.cached_scope = std::string(f[2]);
+    } else if (f[0] == "in_flight" && f.size() == 1) {
+        r.kind = AdmitReply::Kind::in_flight;
+    } else if (f[0] == "denied" && f.size() == 2) {
+        if (f[1] == "domain") r.denied_by = BudgetKind::domain;
+        if (f[1] == "client") r.denied_by = BudgetKind::client;
+        if (f[1] == "global") r.denied_by = BudgetKind::global;
+        if (r.denied_by) r.kind = AdmitReply::Kind::denied;
+    }
+    return r;
+}
+
+AdmitReply read_admit_mx_reply(const RedisReply& reply, std::string_view token) {
+    AdmitReply r;
+    auto e = string_array(reply);
+    if (!e) return r;
+    const auto& f = *e;
+    if (f[0] == "admitted" && f.size() == 2 && f[1] == token) {
+        r.kind = AdmitReply::Kind::admitted;
+    } else if (f[0] == "denied" && f.size() == 2) {
+        r.kind = AdmitReply::Kind::denied;
+        r.denied_by = f[1] == "provider" ? BudgetKind::provider : BudgetKind::mx;
+    }
+    return r;
 }
 
 // Time comes from Redis TIME so every node uses one clock. Windows are sorted sets of event

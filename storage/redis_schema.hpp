@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "storage/probe_budget.hpp"
+#include "storage/redis_client.hpp"
 #include "storage/verdict_cache.hpp"
 
 namespace calloutd::redis_schema {
@@ -63,5 +65,22 @@ extern const std::string_view kAdmitMxScript;
 // attempt in a live valid verdict (keeping its TTL), so no node refreshes it again before
 // cache.tempfail_ttl has passed; returns 0 when there is no valid verdict to keep.
 extern const std::string_view kRefreshFailedScript;
+
+// How the admission scripts' replies are read. Redis may be corrupted or hostile: a reply of
+// any other shape is `malformed`, and the caller falls back to local budgets as it does when
+// Redis does not answer.
+struct AdmitReply {
+    enum class Kind { admitted, cached, in_flight, denied, malformed };
+    Kind kind = Kind::malformed;
+    std::optional<CachedVerdict> cached;  // cached: nullopt when the stored value is unreadable
+    std::string cached_scope;             // cached: "d" (domain fact) or "a" (address)
+    std::optional<BudgetKind> denied_by;  // denied
+};
+// kAdmitScript's reply; `token` is the one the admission was sent with, and "admitted" must
+// give it back.
+AdmitReply read_admit_reply(const RedisReply& reply, std::string_view token);
+// kAdmitMxScript's reply: admitted (with `token`), or denied by the provider budget or by the
+// MX's own (rate, concurrency, back-off); anything else is malformed.
+AdmitReply read_admit_mx_reply(const RedisReply& reply, std::string_view token);
 
 }  // namespace calloutd::redis_schema

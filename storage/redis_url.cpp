@@ -140,6 +140,13 @@ std::optional<RedisEndpoint> parse_unix(std::string_view rest, std::string& erro
         query = rest.substr(q + 1);
         rest = rest.substr(0, q);
     }
+    for (char c : rest) {
+        // A NUL would cut the path where hiredis hands it to connect(2).
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+            error = "redis.url: control byte in the unix socket path";
+            return std::nullopt;
+        }
+    }
     if (rest.empty() || rest.front() != '/') {
         error = "redis.url: unix socket path must be absolute, got '" + std::string(rest) + "'";
         return std::nullopt;

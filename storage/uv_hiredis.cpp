@@ -1,6 +1,8 @@
 // UvHiredis: hiredis 0.14's event hooks on a uv_poll_t, and deferred freeing of the context.
 #include "storage/uv_hiredis.hpp"
 
+#include "storage/redis_reply.hpp"
+
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -125,6 +127,7 @@ std::unique_ptr<UvHiredis> UvHiredis::Glue::attach(redisAsyncContext* ac, uv_loo
         redisAsyncFree(ac);  // no event hooks or callbacks yet: freed at once, nothing called
         return nullptr;
     }
+    bound_reply_arrays(ac->c.reader);
     auto g = std::make_unique<Glue>();
     if (uv_poll_init(loop, &g->poll, ac->c.fd) != 0) {
         error = "cannot attach to the event loop";

@@ -13,6 +13,13 @@ namespace calloutd {
 std::optional<IpAddress> IpAddress::parse(std::string_view text) {
     // inet_pton needs a terminated string; addresses are short.
     if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+    // inet_pton stops at a NUL, so "10.0.0.1\0junk" would pass for 10.0.0.1: only the bytes
+    // an address literal can contain reach it.
+    for (char c : text) {
+        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                  c == '.' || c == ':';
+        if (!ok) return std::nullopt;
+    }
     char buf[INET6_ADDRSTRLEN];
     std::memcpy(buf, text.data(), text.size());
     buf[text.size()] = '\0';

@@ -62,6 +62,7 @@ DnsmasqZones test_zones(const std::string& servfail_upstream, const std::string&
         {"v6only.test", {"2001:db8::14"}},
     };
     z.txt_only = {"noaddr.test"};
+    z.cnames = {{"alias.test", "implicit.test"}};
     z.forwards = {{"servfail.test", servfail_upstream}, {"slow.test", silent_upstream}};
     return z;
 }
@@ -192,6 +193,18 @@ TEST_F(DnsResolverTest, NoMxMeansImplicitMxFromTheDomainsAddresses) {
     EXPECT_EQ(res.hosts[0].name, "implicit.test");
     EXPECT_TRUE(res.hosts[0].implicit);
     EXPECT_EQ(res.hosts[0].preference, 0);
+    EXPECT_EQ(res.hosts[0].addresses, (std::vector<std::string>{"127.0.0.13", "2001:db8::13"}));
+}
+
+// Found by fuzzing: an MX answer with only a CNAME (the canonical name has no MX) was taken for
+// an answer without any record and called no_mail_domain (a 5.1.8 rejection) instead of the
+// implicit MX of RFC 5321 5.1.
+TEST_F(DnsResolverTest, CnameWithoutMxMeansImplicitMx) {
+    auto res = resolve_local("alias.test");
+    EXPECT_EQ(res.status, Status::ok) << res.reason;
+    EXPECT_EQ(res.reason, "implicit-mx");
+    ASSERT_EQ(res.hosts.size(), 1u);
+    EXPECT_EQ(res.hosts[0].name, "alias.test");
     EXPECT_EQ(res.hosts[0].addresses, (std::vector<std::string>{"127.0.0.13", "2001:db8::13"}));
 }
 

@@ -272,6 +272,8 @@ class EximE2E : public ::testing::Test {
     std::vector<std::string> decisions(const std::string& sender) const {
         std::vector<std::string> lines;
         if (!daemon_) return lines;
+        // The reply leaves before the log lines of its loop turn are written: wait for them.
+        daemon_->wait_for_log(" sender=" + sender + " client=", 2s);
         auto deadline = std::chrono::steady_clock::now() + 5s;
         while (true) {
             std::istringstream log(daemon_->log());

@@ -59,7 +59,7 @@ std::string join(const std::vector<std::string>& parts, const char* sep) {
 
 }  // namespace
 
-Dnsmasq::Dnsmasq(const DnsmasqZones& zones) : dir_(make_temp_dir("dnsmasq")) {
+Dnsmasq::Dnsmasq(const DnsmasqZones& zones) : zones_(zones), dir_(make_temp_dir("dnsmasq")) {
     std::string why;
     // The free port may be taken between picking and binding; try a few.
     for (int attempt = 0; attempt < 5; ++attempt) {
@@ -85,8 +85,8 @@ std::string Dnsmasq::log() const {
     return read_file(log_path()) + read_file(dir_ + "/dnsmasq.stderr");
 }
 
-bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why) {
-    port_ = pick_free_port();
+bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why, std::uint16_t port) {
+    port_ = port != 0 ? port : pick_free_port();
     std::vector<std::string> args = {
         "dnsmasq",
         "--conf-file=/dev/null",  // never read /etc/dnsmasq.conf
@@ -115,6 +115,7 @@ bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why) {
         args.push_back("--host-record=" + h.name + "," + join(h.addresses, ","));
     }
     for (const auto& t : zones.txt_only) args.push_back("--txt-record=" + t + ",calloutd-test");
+    for (const auto& c : zones.cnames) args.push_back("--cname=" + c.alias + "," + c.target);
     args.push_back(std::string("--host-record=") + kDnsCanaryName + ",192.0.2.53");
 
     std::vector<char*> argv;
@@ -174,14 +175,30 @@ bool Dnsmasq::answers() const {
     return ok;
 }
 
+void Dnsmasq::kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+}
+
+void Dnsmasq::restart() {
+    stop();
+    std::string why;
+    if (!start_once(zones_, why, port_)) {
+        throw std::runtime_error("dnsmasq did not restart on port " + std::to_string(port_) + ": " +
+                                 why + "\n" + log());
+    }
+}
+
 void Dnsmasq::stop() {
     if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
+    ::kill(pid_, SIGTERM);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     int status = 0;
     while (waitpid(pid_, &status, WNOHANG) == 0) {
         if (std::chrono::steady_clock::now() > deadline) {
-            kill(pid_, SIGKILL);
+            ::kill(pid_, SIGKILL);
             waitpid(pid_, &status, 0);
             break;
         }

@@ -31,6 +31,11 @@ struct DnsmasqZones {
     std::vector<Mx> mx;
     std::vector<Host> hosts;
     std::vector<std::string> txt_only;  // names that exist with nothing but a TXT record
+    struct Cname {
+        std::string alias;   // answered with a CNAME ...
+        std::string target;  // ... to this name (declared in `hosts`)
+    };
+    std::vector<Cname> cnames;
     std::vector<Forward> forwards;
 };
 
@@ -54,11 +59,17 @@ class Dnsmasq {
     std::string log_path() const { return dir_ + "/dnsmasq.log"; }
     std::string log() const;  // the query log and anything dnsmasq printed to stderr
     void stop();              // idempotent: SIGTERM, then SIGKILL after 5 s, then waitpid
+    // SIGKILL at once, like a crash: queries go unanswered (ICMP port unreachable).
+    void kill();
+    // Starts again with the same zones on the same port (throws std::runtime_error if the
+    // port was taken meanwhile or dnsmasq does not answer).
+    void restart();
 
   private:
-    bool start_once(const DnsmasqZones& zones, std::string& why);
+    bool start_once(const DnsmasqZones& zones, std::string& why, std::uint16_t port = 0);
     bool answers() const;
 
+    DnsmasqZones zones_;
     std::string dir_;
     std::uint16_t port_ = 0;
     pid_t pid_ = -1;

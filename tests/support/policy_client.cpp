@@ -111,6 +111,34 @@ bool PolicyClient::wait_closed(std::chrono::milliseconds timeout) {
     }
 }
 
+std::optional<std::string> PolicyClient::rest_until_closed(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string rest = std::move(buffer_);
+    buffer_.clear();
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return std::nullopt;
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+        char buf[4096];
+        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) return rest;
+        if (n < 0) return std::nullopt;
+        rest.append(buf, static_cast<size_t>(n));
+    }
+}
+
+std::string PolicyClient::unread(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+        char buf[4096];
+        ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) buffer_.append(buf, static_cast<size_t>(n));
+    }
+    return buffer_;
+}
+
 std::string policy_request(const std::string& sender, const std::string& client,
                            const std::string& instance, const std::string& queue_id) {
     return "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"

@@ -28,6 +28,12 @@ class PolicyClient {
     // True when the server closed the connection (EOF) within the timeout; unread replies
     // are discarded.
     bool wait_closed(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    // What the server sends after the replies read so far, until it closes ("" when it closed
+    // right after them); nullopt if it does not close within the timeout.
+    std::optional<std::string> rest_until_closed(std::chrono::milliseconds timeout);
+    // Bytes received beyond the replies read so far, after waiting `timeout` for more ("" when
+    // the server sent nothing else; the connection stays usable).
+    std::string unread(std::chrono::milliseconds timeout);
 
   private:
     explicit PolicyClient(int fd) : fd_(fd) {}

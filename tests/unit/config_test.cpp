@@ -72,6 +72,14 @@ TEST(ConfigValues, ListenAddresses) {
         EXPECT_FALSE(err.empty()) << bad;
     }
     EXPECT_FALSE(parse_listen_address("unix:/" + std::string(200, 'x'), nullptr));
+    // Found by fuzzing: a leading NUL names a Linux abstract socket, one inside cuts the path.
+    using namespace std::string_literals;
+    for (const std::string& bad : {"unix:\0abstract"s, "unix:/run/a\0b.sock"s,
+                                   "inet:127.0.0.1\0x:25"s, "unix:/run/a\nb.sock"s}) {
+        std::string err;
+        EXPECT_FALSE(parse_listen_address(bad, &err)) << bad;
+        EXPECT_FALSE(err.empty()) << bad;
+    }
 }
 
 TEST(ConfigValues, Actions) {
@@ -309,10 +317,42 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"sentinels_without_master_name",
                   "[redis]\nurl = \"redis://s/0\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
                   "needs redis.master_name"},
+        // Found by fuzzing: a quoted dotted key is one TOML key, and it used to be accepted
+        // and ignored (the check joined names as text, the value was read with at_path()).
+        ErrorCase{"quoted_dotted_key", "\"server.listen\" = [\"inet:0.0.0.0:10023\"]\n", "1:1",
+                  "unknown key '\"server.listen\"'"},
+        ErrorCase{"quoted_dotted_key_in_section", "[server]\n\"reply_timeout.x\" = \"5s\"\n", "2:1",
+                  "unknown key 'server.\"reply_timeout.x\"'"},
+        ErrorCase{"quoted_dotted_section", "[\"server.x\"]\nlisten = []\n", "1:2",
+                  "unknown key '\"server.x\"'"},
+        // Found by fuzzing: a NUL cut addresses, hosts and paths short where C APIs read them.
+        ErrorCase{"nul_in_network", "[policy]\ntrusted_networks = [\"10.0.0.0\\u0000junk/8\"]\n",
+                  "2:20", "control character (0x00)"},
+        ErrorCase{"nul_in_listen", "[server]\nlisten = [\"unix:\\u0000abstract\"]\n", "2:10",
+                  "control character (0x00)"},
+        ErrorCase{"nul_in_redis_host", "[redis]\nurl = \"redis://127.0.0.1\\u0000x:6379/0\"\n",
+                  "2:7", "control character (0x00)"},
+        ErrorCase{"nul_in_sentinel",
+                  "[redis]\nurl = \"redis://s/0\"\nmaster_name = \"m\"\n"
+                  "sentinels = [\"127.0.0.1\\u0000x:26379\"]\n",
+                  "4:13", "control character (0x00)"},
+        ErrorCase{"nul_in_source_address", "[callout]\nsource_address = \"192.0.2.1\\u0000\"\n",
+                  "2:18", "control character (0x00)"},
+        ErrorCase{"newline_in_helo_name", "[callout]\nhelo_name = \"a.example\\r\\nRSET\"\n",
+                  "2:13", "control character (0x0d)"},
         ErrorCase{"sentinels_without_url",
                   "[redis]\nmaster_name = \"m\"\nsentinels = [\"127.0.0.1:26379\"]\n", "3:13",
                   "needs redis.url"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// Dotted keys written unquoted are the section's keys: honoured like [section] name = ...
+TEST(Config, UnquotedDottedKeysAreHonoured) {
+    Config c =
+        load_ok("server.reply_timeout = \"3s\"\nserver.listen = [\"inet:127.0.0.1:10099\"]\n");
+    EXPECT_EQ(c.server.reply_timeout, 3s);
+    ASSERT_EQ(c.server.listen.size(), 1u);
+    EXPECT_EQ(c.server.listen[0].port, 10099);
+}
 
 TEST(Config, CalloutTlsModes) {
     Config d = load_ok("");
@@ -358,6 +398,15 @@ TEST(Config, SkipDomainsFromAFileRelativeToTheConfig) {
         load_config_text("[policy]\nskip_domains = [\"file:nope.list\"]\n", dir + "/calloutd.toml");
     ASSERT_TRUE(std::holds_alternative<std::vector<std::string>>(missing));
     std::filesystem::remove_all(dir);
+}
+
+// A device or a directory is refused at once: "file:/dev/zero" used to read forever.
+TEST(Config, DomainListMustBeARegularFile) {
+    for (const char* path : {"/dev/zero", "/tmp"}) {
+        auto errs = load_errors("[policy]\nskip_domains = [\"file:" + std::string(path) + "\"]\n");
+        ASSERT_EQ(errs.size(), 1u) << path;
+        EXPECT_NE(errs[0].find("is not a regular file"), std::string::npos) << errs[0];
+    }
 }
 
 TEST(DomainSet, MatchesDomainAndSubdomainsOnly) {

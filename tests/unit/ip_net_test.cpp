@@ -16,6 +16,17 @@ TEST(IpNet, ParsesAndFormatsAddresses) {
     EXPECT_EQ(IpAddress::parse("::ffff:10.1.2.3")->unmapped(), IpAddress::v4(10, 1, 2, 3));
 }
 
+// Found by fuzzing: inet_pton stops at a NUL, so "10.0.0.0<NUL>junk" passed for 10.0.0.0.
+TEST(IpNet, RefusesNulAndControlBytes) {
+    using namespace std::string_literals;
+    for (const std::string& bad : {"10.0.0.0\0junk"s, "10.0.0.1\0"s, "::1\0"s, "\0"s, "10.0.0.1\n"s,
+                                   " 10.0.0.1"s, "10.0.0.1\t"s, "fe80::1%eth0"s}) {
+        EXPECT_FALSE(IpAddress::parse(bad)) << bad;
+    }
+    EXPECT_FALSE(Cidr::parse("10.0.0.0\0junk/8"s));
+    EXPECT_FALSE(Cidr::parse("10.0.0.0/8\0"s));
+}
+
 struct CidrCase {
     const char* net;
     const char* ip;

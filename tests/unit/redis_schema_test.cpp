@@ -94,5 +94,66 @@ TEST(RedisSchema, RejectsGarbage) {
     }
 }
 
+// Found by fuzzing: a probe time beyond what system_clock holds overflowed in the chrono
+// conversion (undefined behaviour). A corrupted or hostile value is malformed, not a verdict.
+TEST(RedisSchema, RejectsProbeTimesTheClockCannotHold) {
+    for (const char* bad :
+         {"v1|valid|9223372036855||||", "v1|valid|9223372036854775807|||", "v1|invalid|-1|||",
+          "v1|valid|-9223372036855|||", "v1|valid|99999999999999999999|||",
+          "v1|valid|0||||9223372036855", "v1|valid|0||||-9223372036855"}) {
+        EXPECT_FALSE(decode(bad)) << bad;
+    }
+    auto last = decode("v1|valid|9223372036854|||");
+    ASSERT_TRUE(last);
+    EXPECT_EQ(
+        std::chrono::duration_cast<std::chrono::milliseconds>(last->probed_at.time_since_epoch())
+            .count(),
+        9223372036854);
+    EXPECT_TRUE(decode("v1|valid|0|||"));
+}
+
+RedisReply strings(std::vector<std::string> parts) {
+    std::vector<RedisReply> e;
+    for (auto& p : parts) e.push_back(RedisReply::string(std::move(p)));
+    return RedisReply::array(std::move(e));
+}
+
+// The scripts' replies are believed only in the shape the scripts build; anything else from a
+// corrupted or hostile Redis is malformed and the caller falls back to local budgets.
+TEST(RedisSchema, AdmissionRepliesAreReadDefensively) {
+    using Kind = AdmitReply::Kind;
+    const std::string token = "node:7";
+    const std::string v = "v1|valid|1764547200000||rcpt-accepted|250 ok";
+    EXPECT_EQ(read_admit_reply(strings({"admitted", token}), token).kind, Kind::admitted);
+    EXPECT_EQ(read_admit_reply(strings({"in_flight"}), token).kind, Kind::in_flight);
+    auto cached = read_admit_reply(strings({"cached", v, "a"}), token);
+    EXPECT_EQ(cached.kind, Kind::cached);
+    ASSERT_TRUE(cached.cached);
+    EXPECT_EQ(cached.cached->cls, VerdictClass::valid);
+    auto unreadable =
+        read_admit_reply(strings({"cached", "v1|valid|9223372036855|||", "d"}), token);
+    EXPECT_EQ(unreadable.kind, Kind::cached);
+    EXPECT_FALSE(unreadable.cached);
+    auto denied = read_admit_reply(strings({"denied", "client"}), token);
+    EXPECT_EQ(denied.kind, Kind::denied);
+    EXPECT_EQ(denied.denied_by, BudgetKind::client);
+    for (const RedisReply& bad :
+         {strings({"admitted", "someone-else:1"}), strings({"admitted"}),
+          strings({"admitted", token, "x"}), strings({"cached", v, "x"}), strings({"cached", v}),
+          strings({"denied", "mx"}), strings({"denied"}), strings({"yes"}), strings({}),
+          RedisReply::array({RedisReply::string("admitted"), RedisReply::integer(7)}),
+          RedisReply::string("admitted"), RedisReply::integer(1), RedisReply{},
+          RedisReply::error("ERR"), RedisReply::status("OK")}) {
+        EXPECT_EQ(read_admit_reply(bad, token).kind, Kind::malformed);
+    }
+    EXPECT_EQ(read_admit_mx_reply(strings({"admitted", token}), token).kind, Kind::admitted);
+    EXPECT_EQ(read_admit_mx_reply(strings({"denied", "provider"}), token).denied_by,
+              BudgetKind::provider);
+    EXPECT_EQ(read_admit_mx_reply(strings({"denied", "concurrency"}), token).denied_by,
+              BudgetKind::mx);
+    EXPECT_EQ(read_admit_mx_reply(strings({"admitted", "other"}), token).kind, Kind::malformed);
+    EXPECT_EQ(read_admit_mx_reply(RedisReply::integer(0), token).kind, Kind::malformed);
+}
+
 }  // namespace
 }  // namespace calloutd

@@ -61,6 +61,21 @@ TEST(RedisUrl, AcceptsDocumentedForms) {
     }
 }
 
+// Found by fuzzing: a NUL in a host or socket path was cut off where it reached C APIs.
+TEST(RedisUrl, RefusesNulAndControlBytesInHostsAndPaths) {
+    using namespace std::string_literals;
+    for (const std::string& bad :
+         {"redis://127.0.0.1\0junk:6379/0"s, "redis://[::1\0]:6379"s, "redis://host\0x:1"s,
+          "unix:/tmp/r\0.sock"s, "unix:\0abstract"s, "unix:/tmp/r.sock\n"s}) {
+        std::string error;
+        EXPECT_FALSE(parse_redis_url(bad, error)) << bad;
+        EXPECT_FALSE(error.empty());
+    }
+    std::string error;
+    EXPECT_FALSE(parse_sentinel_address("127.0.0.1\0junk:26379"s, error));
+    EXPECT_FALSE(parse_sentinel_address("127.0.0.1:26379\0"s, error));
+}
+
 struct BadUrl {
     const char* url;
     const char* message;  // a substring of the error

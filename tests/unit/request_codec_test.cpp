@@ -130,6 +130,34 @@ std::vector<CodecCase> cases() {
          false,
          {"error: request too large"},
          {100, 60}},
+        // Found by fuzzing: whole, this stream said "binary or control byte"; split before
+        // the control byte, "line too long". The first byte that breaks a rule decides.
+        {"control_byte_after_line_limit",
+         "request=smtpd_access_policy\nsender=" + std::string(200, 'a') + "\x01\n\n",
+         false,
+         {"error: line too long"},
+         {100, 1000}},
+        {"control_byte_before_line_limit",
+         "request=smtpd_access_policy\nsender=a\x01" + std::string(200, 'a') + "\n\n",
+         false,
+         {"error: binary or control byte in request"},
+         {100, 1000}},
+        {"control_byte_after_request_limit",
+         "request=smtpd_access_policy\n" + std::string(20, 'x') + "=1\n" + std::string(20, 'y') +
+             "=1\n" + std::string(20, 'z') + "=1\x02\n\n",
+         false,
+         {"error: request too large"},
+         {100, 60}},
+        {"lone_cr_at_line_limit",
+         "request=smtpd_access_policy\nsender=" + std::string(92, 'a') + "\rb\n\n",
+         false,
+         {"error: binary or control byte in request"},
+         {100, 1000}},
+        {"crlf_line_at_limit",
+         "request=smtpd_access_policy\nsender=" + std::string(92, 'a') + "\r\n\n",
+         false,
+         {"state= sender=" + std::string(92, 'a') + " client= instance="},
+         {100, 1000}},
         {"good_then_bad", kReq + "garbage\n\n", false, {kOut, "error: attribute line without '='"}},
     };
 }
@@ -170,6 +198,32 @@ TEST(Codec, LongStreamOfRequestsKeepsMemoryBounded) {
         r.append(kReq);
         ASSERT_EQ(r.next(req), RequestReader::Status::request);
         ASSERT_EQ(r.pending_bytes(), 0u);
+    }
+}
+
+// Invalid UTF-8 anywhere is still a request (answered: the address parser refuses such a
+// sender), with a warning that makes the connection close after the reply.
+TEST(Codec, InvalidUtf8IsAnsweredWithAWarning) {
+    using namespace std::string_literals;
+    const std::pair<std::string, std::string> cases[] = {
+        {"sender=j\xf6rg@example.org\n", "invalid UTF-8 in attribute 'sender'"},
+        {"helo_name=\xc3\x28\n", "invalid UTF-8 in attribute 'helo_name'"},
+        {"x-unknown=\xed\xa0\x80\n", "invalid UTF-8 in attribute 'x-unknown'"},  // surrogate
+        {"client_name=\xc0\xaf\n", "invalid UTF-8 in attribute 'client_name'"},  // overlong
+        {"na\xffme=v\n", "invalid UTF-8 in attribute 'na?me'"},
+        {"sender=j\xc3\xb6rg@b\xc3\xbc"
+         "cher.example\n",
+         ""},
+        {"helo_name=\xf0\x9f\x98\x80\n", ""},
+    };
+    for (const auto& [line, warning] : cases) {
+        RequestReader r;
+        PolicyRequest req;
+        r.append("request=smtpd_access_policy\n" + line + "\n" + kReq);
+        ASSERT_EQ(r.next(req), RequestReader::Status::request) << line;
+        EXPECT_EQ(r.warning(), warning) << line;
+        ASSERT_EQ(r.next(req), RequestReader::Status::request);
+        EXPECT_EQ(r.warning(), "") << "the warning is about one request";
     }
 }
 

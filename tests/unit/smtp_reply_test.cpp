@@ -91,6 +91,13 @@ const std::vector<Case>& cases() {
          "reply too large",
          false,
          ReplyLimits{2048, 40}},
+        // Each reply is within the cap; together they are not: no error however they are read.
+        {"replies within the cap, their sum over it",
+         "250 aaaaaaaaaa\r\n251 bbbbbbbbbb\r\n252 cccccccccc\r\n",
+         {{250, "", {"aaaaaaaaaa"}}, {251, "", {"bbbbbbbbbb"}}, {252, "", {"cccccccccc"}}},
+         "",
+         false,
+         ReplyLimits{2048, 20}},
         {"reply at limit",
          "250-aaaaaaaaaa\r\n250 aaaaaaaaaa\r\n",
          {{250, "", {"aaaaaaaaaa", "aaaaaaaaaa"}}},
@@ -177,14 +184,42 @@ TEST(SmtpReplyParser, MegabyteBannerIsAnErrorNotUnboundedMemory) {
     EXPECT_FALSE(p.next());
 }
 
-// Replies nobody takes count against max_reply too (only when not drained, so not in the table).
-TEST(SmtpReplyParser, UnreadFloodIsBounded) {
-    SmtpReplyParser p(ReplyLimits{2048, 40});
-    p.feed("250 aaaaaaaaaa\r\n250 aaaaaaaaaa\r\n250 aaaaaaaaaa\r\n");
-    EXPECT_NE(p.error().find("unread"), std::string::npos);
-    EXPECT_TRUE(p.next());
-    EXPECT_TRUE(p.next());
-    EXPECT_FALSE(p.next());
+// Found by fuzzing: replies parsed but not yet taken counted against max_reply, so ten short
+// replies succeeded when read one by one and failed ("too much unread reply data") when read
+// at the end. The limits now depend on the bytes only.
+TEST(SmtpReplyParser, LimitsDoNotDependOnWhenRepliesAreTaken) {
+    const ReplyLimits tight{2048, 40};
+    std::string ten;
+    for (int i = 0; i < 10; ++i) ten += "250 aaaaaaaaaa\r\n";  // 16 octets each, 160 in all
+
+    SmtpReplyParser one_by_one(tight);
+    int taken = 0;
+    for (std::size_t i = 0; i < ten.size(); ++i) {
+        one_by_one.feed(std::string_view(ten).substr(i, 1));
+        while (one_by_one.next()) ++taken;
+    }
+    EXPECT_FALSE(one_by_one.failed()) << one_by_one.error();
+    EXPECT_EQ(taken, 10);
+
+    SmtpReplyParser at_the_end(tight);
+    at_the_end.feed(ten);
+    EXPECT_FALSE(at_the_end.failed()) << at_the_end.error();
+    int later = 0;
+    while (at_the_end.next()) ++later;
+    EXPECT_EQ(later, 10);
+
+    // One reply over the cap fails the same way however it is read.
+    const std::string big = "250-aaaaaaaaaa\r\n250-aaaaaaaaaa\r\n250 aaaaaaaaaa\r\n";
+    for (bool take_early : {false, true}) {
+        SmtpReplyParser p(tight);
+        p.feed(ten);
+        if (take_early) {
+            while (p.next()) {
+            }
+        }
+        p.feed(big);
+        EXPECT_NE(p.error().find("reply too large"), std::string::npos) << p.error();
+    }
 }
 
 TEST(SmtpReplyParser, ErrorIsStickyAndResetClearsIt) {
