@@ -180,11 +180,15 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
         size_t stop = scanned_ + scan.newline;  // the '\n', the forbidden byte, or the end
         // The first byte that breaks a rule names the error, so the reason never depends on
         // how the stream was split into reads: a limit counts when it is passed before `stop`.
+        // A stray CR is judged by the byte after it (a CR ending one read is still pending),
+        // and the CR itself counts against the limits, whatever follows it.
+        size_t judged_at = scan.forbidden && buf_[stop] == '\r' ? stop + 1 : stop;
         size_t too_long_at = line_start_ + limits_.max_line_bytes;
         size_t too_large_at = consumed_ + limits_.max_request_bytes;
-        if (too_long_at < stop && too_long_at <= too_large_at)
+        if (too_long_at < judged_at && too_long_at <= too_large_at)
             return fail(ProtocolError::line_too_long, "line too long");
-        if (too_large_at < stop) return fail(ProtocolError::request_too_large, "request too large");
+        if (too_large_at < judged_at)
+            return fail(ProtocolError::request_too_large, "request too large");
         if (scan.forbidden) return fail(ProtocolError::binary, "binary or control byte in request");
         if (stop == buf_.size()) {
             scanned_ = buf_[stop - 1] == '\r' ? stop - 1 : stop;

@@ -110,7 +110,7 @@ struct EvalRetry {
 // context silences itself when destroyed, and the lookup finds its attempt expired. A new
 // attempt is a new object, so nothing from an older one can reach it. One level up the rule is
 // the same: what reaches user code waits in RedisShared::queue, which dies with the client.
-class RedisLinkMachine : private UvHiredis::Events {
+class RedisLinkMachine final : private UvHiredis::Events {
   public:
     RedisLinkMachine(RedisShared& shared, RedisLink role);
     ~RedisLinkMachine();

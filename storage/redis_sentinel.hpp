@@ -52,7 +52,7 @@ class RedisSentinel {
     std::size_t current_ = 0;
 };
 
-class RedisSentinel::Round : private UvHiredis::Events {
+class RedisSentinel::Round final : private UvHiredis::Events {
   public:
     Round(RedisSentinel& sentinels, Done done);
     Round(const Round&) = delete;

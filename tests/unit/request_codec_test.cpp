@@ -153,6 +153,14 @@ std::vector<CodecCase> cases() {
          false,
          {"error: binary or control byte in request"},
          {100, 1000}},
+        // Found by fuzzing after merging issue 15's word-at-a-time scan: a stray CR on the
+        // request limit said "binary" whole and "request too large" byte by byte. The CR
+        // counts against the limits and is judged by the byte after it.
+        {"lone_cr_at_request_limit",
+         "request=smtpd_access_policy\nx=" + std::string(30, 'a') + "\rb\n\n",
+         false,
+         {"error: request too large"},
+         {1000, 60}},
         {"crlf_line_at_limit",
          "request=smtpd_access_policy\nsender=" + std::string(92, 'a') + "\r\n\n",
          false,
