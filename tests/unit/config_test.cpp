@@ -1,4 +1,5 @@
 // Configuration: value parsers, schema defaults, error positions, and the sample file.
+// Over 500 lines as one concept: the schema's tests, one value kind and one error case at a time.
 #include <gtest/gtest.h>
 
 #include <filesystem>
