@@ -101,6 +101,17 @@ int attribute_index(std::string_view name) {
     return -1;
 }
 
+// Whether every byte is below 0x80, eight at a time (the common case: Postfix's requests are
+// ASCII unless a sender or a HELO name uses SMTPUTF8).
+bool is_ascii(std::string_view s) {
+    using namespace byte_words;
+    uint64_t seen = 0;
+    size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) seen |= load(s.data() + i);
+    for (; i < s.size(); ++i) seen |= static_cast<unsigned char>(s[i]);
+    return (seen & kHigh) == 0;
+}
+
 // RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
 bool is_utf8(std::string_view s) {
     for (size_t i = 0; i < s.size();) {
@@ -221,7 +232,8 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
     // Cleared, not replaced: the reader's caller reuses `out`, and the strings keep their capacity.
     for (const auto& a : kAttributes) (out.*(a.field)).clear();
     warning_.clear();
-    uint32_t seen = 0;  // bit per known attribute, to catch duplicates
+    uint32_t seen = 0;                   // bit per known attribute, to catch duplicates
+    const bool ascii = is_ascii(block);  // then every attribute is UTF-8
     while (!block.empty()) {
         auto nl = block.find('\n');
         std::string_view line = block.substr(0, nl);
@@ -235,7 +247,7 @@ RequestReader::Status RequestReader::parse_request(std::string_view block, Polic
         std::string_view value = line.substr(eq + 1);
         // Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is answered (the address
         // parser refuses such a sender) and reported, and the client is then let go.
-        if (warning_.empty() && (!is_utf8(name) || !is_utf8(value))) {
+        if (!ascii && warning_.empty() && (!is_utf8(name) || !is_utf8(value))) {
             std::string shown;
             for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';
             warning_ = "invalid UTF-8 in attribute '" + shown + "'";
