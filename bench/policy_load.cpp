@@ -7,6 +7,7 @@
 // re-asking while the answer is the in_progress action, until all have a verdict or S seconds
 // pass (used to fill the verdict cache before a measurement). With --requests N it sends exactly N
 // requests and stops when all are answered (per-request profiles: instructions, syscalls).
+// Over 500 lines as one concept: one load generator (options, connections, latency histogram).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

@@ -1,7 +1,7 @@
 // Sender address parsing: RFC 5321 Mailbox syntax, IDNA2008 domains via libidn2, hard length
 // limits, and refusal of anything (controls, CR/LF, brackets) that could break the SMTP line.
 #include "callout/address.hpp"
-#include "callout/ascii.hpp"
+#include "util/ascii.hpp"
 
 #include <idn2.h>
 

@@ -3,10 +3,10 @@
 
 #include <unistd.h>
 
-#include "callout/ascii.hpp"
 #include "callout/classifier.hpp"
 #include "callout/random_local_part.hpp"
 #include "callout/tls_context.hpp"
+#include "util/ascii.hpp"
 
 namespace calloutd {
 

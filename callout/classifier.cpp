@@ -11,8 +11,10 @@
 // `invalid`, "552 5.1.1 Mailbox delivery failure policy error" is not. Every judgement also says
 // what it is evidence about (EvidenceScope): a reply to the real RCPT speaks for that address
 // only, and becomes a domain fact only when the random local part got the same refusal.
+// Over 500 lines as one concept: the rule and the phrase tables it cites, each table's reason next
+// to the judgement that uses it; split apart, neither half reads on its own.
 #include "callout/classifier.hpp"
-#include "callout/ascii.hpp"
+#include "util/ascii.hpp"
 
 #include <array>
 #include <optional>
@@ -647,53 +649,43 @@ Verdict judge_mail_from_reject(const ReplyFacts& f, SmtpStage stage, bool first_
     return verdict(V::null_sender_rejected, "null-sender-rejected", f, stage, domain);
 }
 
-std::string waiting_for(SmtpStage stage) {
-    if (stage == SmtpStage::connect) return "connecting";
-    if (stage == SmtpStage::banner) return "waiting for banner";
-    if (stage == SmtpStage::tls_handshake) return "doing the TLS handshake";
-    return "waiting for " + std::string(stage_name(stage)) + " reply";
-}
-
-// A conversation that ended without a reply: tempfail naming the stage, except that an address
-// the server cannot be asked about without SMTPUTF8 is `skipped` (never asked, so no claim).
+// A conversation that ended without a reply: tempfail naming the event and the stage in the
+// words of the wording table (transcript.cpp), except that an address the server cannot be asked
+// about without SMTPUTF8 is `skipped` (never asked, so no claim).
 Verdict judge_event(const HostAttempt& a) {
-    const std::string where = waiting_for(a.last_stage);
+    const std::string stage(stage_name(a.last_stage));
+    const std::string detail = a.detail.empty() ? std::string() : ": " + a.detail;
     if (a.last_stage == SmtpStage::tls_handshake && a.event != StageEvent::deadline) {
-        std::string what =
-            a.event == StageEvent::protocol_error
-                ? a.detail
-                : std::string(event_name(a.event)) + (a.detail.empty() ? "" : ": " + a.detail);
+        std::string what = a.event == StageEvent::protocol_error
+                               ? a.detail
+                               : std::string(event_phrase(a.event)) + detail;
         return {VerdictClass::tempfail, "tls-failed: handshake " + what};
     }
     switch (a.event) {
         case StageEvent::connect_failed:
-            return {VerdictClass::tempfail,
-                    a.detail.empty() ? "connect failed" : "connect failed: " + a.detail};
+            // The OS reason tells refused from unreachable; other events name the stage only, so
+            // their reasons stay the same from one failure to the next.
+            return {VerdictClass::tempfail, event_in_stage(a.event, a.last_stage) + detail};
         case StageEvent::timeout:
-            return {VerdictClass::tempfail, "timeout while " + where};
         case StageEvent::deadline:
-            return {VerdictClass::tempfail, "deadline expired while " + where};
         case StageEvent::closed:
-            return {VerdictClass::tempfail, "connection closed while " + where};
         case StageEvent::io_error:
-            return {VerdictClass::tempfail, "io error while " + where};
         case StageEvent::protocol_error:
-            return {VerdictClass::tempfail, "protocol error while " + where};
+            return {VerdictClass::tempfail, event_in_stage(a.event, a.last_stage)};
         case StageEvent::tls_unavailable:
             // callout.tls = encrypt: MAIL FROM is never sent in plaintext. The scope is decided
             // over all MX hosts in classify().
             return {VerdictClass::tempfail,
-                    "tls-unavailable: " +
-                        (a.detail.empty()
-                             ? "STARTTLS not offered at " + std::string(stage_name(a.last_stage))
-                             : a.detail)};
+                    "tls-unavailable: " + (a.detail.empty()
+                                               ? std::string(event_phrase(a.event)) + " at " + stage
+                                               : a.detail)};
         case StageEvent::smtputf8_unsupported:
-            return {VerdictClass::skipped, "smtputf8-unsupported: UTF-8 address, no SMTPUTF8 at " +
-                                               std::string(stage_name(a.last_stage))};
+            return {VerdictClass::skipped,
+                    "smtputf8-unsupported: " + std::string(event_phrase(a.event)) + " at " + stage};
         case StageEvent::reply:
             break;
     }
-    return {VerdictClass::tempfail, "missing reply at " + std::string(stage_name(a.last_stage))};
+    return {VerdictClass::tempfail, "missing reply at " + stage};
 }
 
 bool is_positive(int code) {

@@ -1,17 +1,20 @@
 // MX resolution with c-ares on a libuv loop: one uv_poll_t per c-ares socket, one timer for
 // c-ares retransmissions, and a deferred delivery step so callbacks never run re-entrantly.
+// Over 500 lines as one concept: one c-ares channel on the loop; its socket polls, timer, query
+// bookkeeping and answer parsing share the channel's lifetime and generation rule.
 #include "callout/dns_resolver.hpp"
-#include "callout/ascii.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <mutex>
 #include <set>
 #include <utility>
+
+#include "util/ascii.hpp"
+#include "util/host_port.hpp"
 
 namespace calloutd {
 
@@ -81,34 +84,10 @@ DnsQueryResult query_result(int status) {
 
 // Parses "IP", "IP:PORT", "[V6]:PORT", "[V6]" or a bare IPv6 literal.
 bool parse_server(std::string_view text, ares_addr_port_node& out) {
-    std::string host;
-    std::string_view port;
-    if (!text.empty() && text.front() == '[') {
-        auto close = text.find(']');
-        if (close == std::string_view::npos) return false;
-        host = std::string(text.substr(1, close - 1));
-        auto rest = text.substr(close + 1);
-        if (!rest.empty()) {
-            if (rest.front() != ':') return false;
-            port = rest.substr(1);
-            if (port.empty()) return false;
-        }
-    } else if (std::count(text.begin(), text.end(), ':') == 1) {
-        auto colon = text.find(':');
-        host = std::string(text.substr(0, colon));
-        port = text.substr(colon + 1);
-        if (port.empty()) return false;
-    } else {
-        host = std::string(text);
-    }
-    int port_number = 0;
-    if (!port.empty()) {
-        auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), port_number);
-        if (ec != std::errc() || end != port.data() + port.size() || port_number < 1 ||
-            port_number > 65535) {
-            return false;
-        }
-    }
+    auto hp = parse_host_port(text);
+    if (!hp) return false;
+    std::string host(hp->host);
+    int port_number = hp->port.value_or(0);
     out = ares_addr_port_node{};
     if (inet_pton(AF_INET, host.c_str(), &out.addr.addr4) == 1) {
         out.family = AF_INET;

@@ -4,8 +4,8 @@
 #include <charconv>
 #include <string_view>
 
-#include "callout/ascii.hpp"
 #include "callout/transcript.hpp"
+#include "util/ascii.hpp"
 
 namespace calloutd {
 

@@ -1,13 +1,14 @@
 // SMTP callout probe over libuv: per-stage table, conversation driver, handle lifetime.
+// Over 500 lines as one concept: one state machine; the stage table, the conversation driver and
+// the handle lifetime share its invariants (one phase, one open-handle count, one deadline).
 #include "callout/smtp_probe.hpp"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
 #include "callout/tls_context.hpp"
 #include "callout/tls_session.hpp"
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -17,11 +18,11 @@ using std::chrono::milliseconds;
 
 using Timeout = milliseconds ProbeOptions::*;
 
-// Per-stage facts, indexed by SmtpStage (Postfix smtp_proto.c keeps the same kind of table).
+// Per-stage facts, indexed by SmtpStage (Postfix smtp_proto.c keeps the same kind of table). The
+// words for each stage are in the wording table of transcript.cpp.
 struct StageRow {
     SmtpStage stage;
-    Timeout timeout;           // the option that bounds this stage
-    std::string_view waiting;  // what we were doing when it ended: "waiting for RCPT reply"
+    Timeout timeout;  // the option that bounds this stage
     // A timeout, hang-up, garbage or 421 here says something about this host only, so the next
     // target is tried. At the RCPT stages it would only make us probe the same domain twice.
     // (A failed TLS handshake at callout.tls = may first retries the same host in plaintext.)
@@ -29,20 +30,18 @@ struct StageRow {
 };
 
 constexpr StageRow kStages[] = {
-    {SmtpStage::connect, &ProbeOptions::connect_timeout, "connecting", true},
-    {SmtpStage::banner, &ProbeOptions::command_timeout, "waiting for banner", true},
-    {SmtpStage::ehlo, &ProbeOptions::command_timeout, "waiting for EHLO reply", true},
-    {SmtpStage::helo, &ProbeOptions::command_timeout, "waiting for HELO reply", true},
-    {SmtpStage::starttls, &ProbeOptions::command_timeout, "waiting for STARTTLS reply", true},
-    {SmtpStage::tls_handshake, &ProbeOptions::tls_timeout, "doing the TLS handshake", true},
-    {SmtpStage::mail_from, &ProbeOptions::command_timeout, "waiting for MAIL FROM reply", true},
-    {SmtpStage::random_rcpt, &ProbeOptions::command_timeout, "waiting for random RCPT reply",
-     false},
-    {SmtpStage::rset, &ProbeOptions::command_timeout, "waiting for RSET reply", true},
-    {SmtpStage::mail_from_again, &ProbeOptions::command_timeout, "waiting for MAIL FROM reply",
-     true},
-    {SmtpStage::rcpt, &ProbeOptions::command_timeout, "waiting for RCPT reply", false},
-    {SmtpStage::quit, &ProbeOptions::command_timeout, "waiting for QUIT reply", false},
+    {SmtpStage::connect, &ProbeOptions::connect_timeout, true},
+    {SmtpStage::banner, &ProbeOptions::command_timeout, true},
+    {SmtpStage::ehlo, &ProbeOptions::command_timeout, true},
+    {SmtpStage::helo, &ProbeOptions::command_timeout, true},
+    {SmtpStage::starttls, &ProbeOptions::command_timeout, true},
+    {SmtpStage::tls_handshake, &ProbeOptions::tls_timeout, true},
+    {SmtpStage::mail_from, &ProbeOptions::command_timeout, true},
+    {SmtpStage::random_rcpt, &ProbeOptions::command_timeout, false},
+    {SmtpStage::rset, &ProbeOptions::command_timeout, true},
+    {SmtpStage::mail_from_again, &ProbeOptions::command_timeout, true},
+    {SmtpStage::rcpt, &ProbeOptions::command_timeout, false},
+    {SmtpStage::quit, &ProbeOptions::command_timeout, false},
 };
 
 constexpr bool table_in_stage_order() {
@@ -66,11 +65,6 @@ struct WriteReq {
     uv_write_t req{};
     std::string data;
 };
-
-[[noreturn]] void impossible(const char* where, const char* what) {
-    std::fprintf(stderr, "calloutd: impossible state in %s: %s\n", where, what);
-    std::abort();
-}
 
 bool parse_ip(const std::string& ip, uint16_t port, sockaddr_storage* out) {
     *out = {};
@@ -131,34 +125,31 @@ bool is_safe_command_line(std::string_view line, bool utf8) {
 }
 
 std::string describe(const HostAttempt& a) {
-    const std::string waiting(row(a.last_stage).waiting);
+    const std::string name(stage_name(a.last_stage));
+    const std::string detail = a.detail.empty() ? std::string() : ": " + a.detail;
     switch (a.event) {
         case StageEvent::reply:
             if (a.last_reply)
-                return std::to_string(a.last_reply->code) + " reply to " +
-                       std::string(stage_name(a.last_stage)) + ": " + a.last_reply->text();
-            return "reply to " + std::string(stage_name(a.last_stage));
+                return std::to_string(a.last_reply->code) + " reply to " + name + ": " +
+                       a.last_reply->text();
+            return "reply to " + name;
         case StageEvent::timeout:
-            return "timeout while " + waiting;
         case StageEvent::deadline:
-            return "probe deadline reached while " + waiting;
         case StageEvent::closed:
-            return "connection closed while " + waiting;
+            return event_in_stage(a.event, a.last_stage);
         case StageEvent::connect_failed:
-            return a.detail.empty() ? std::string("connection failed") : a.detail;
         case StageEvent::io_error:
-            return "I/O error while " + waiting + ": " + a.detail;
+            return event_in_stage(a.event, a.last_stage) + detail;
         case StageEvent::protocol_error:
-            if (a.detail.rfind("unsafe", 0) == 0)
-                return "refused to send " + std::string(stage_name(a.last_stage)) + ": " + a.detail;
-            if (a.last_stage == SmtpStage::tls_handshake)
-                return "TLS handshake failed: " + a.detail;
-            return "protocol error while " + waiting + ": " + a.detail;
+            if (a.detail.starts_with("unsafe")) return "refused to send " + name + detail;
+            if (a.last_stage == SmtpStage::tls_handshake) return "TLS handshake failed" + detail;
+            return event_in_stage(a.event, a.last_stage) + detail;
         case StageEvent::tls_unavailable:
-            return a.detail.empty() ? "STARTTLS not offered, and callout.tls = encrypt"
-                                    : "no TLS, and callout.tls = encrypt: " + a.detail;
+            return a.detail.empty()
+                       ? std::string(event_phrase(a.event)) + ", and callout.tls = encrypt"
+                       : "no TLS, and callout.tls = encrypt" + detail;
         case StageEvent::smtputf8_unsupported:
-            return "SMTPUTF8 not offered: a UTF-8 address is not asked";
+            return std::string(event_phrase(a.event)) + ": a UTF-8 address is not asked";
     }
     return "unknown";
 }
@@ -173,12 +164,12 @@ SmtpProbe::SmtpProbe(Key, uv_loop_t* loop, ProbeOptions options)
       parser_(ReplyLimits{options_.max_line, options_.max_reply}) {}
 
 SmtpProbe::~SmtpProbe() {
-    if (open_handles_ != 0) impossible(__func__, "destroyed with libuv handles open");
+    if (open_handles_ != 0) panic(__func__, "destroyed with libuv handles open");
 }
 
 void SmtpProbe::start(std::vector<ProbeTarget> targets, std::string sender,
                       std::string random_local_part, Callback done) {
-    if (phase_ != Phase::idle) impossible(__func__, "started twice");
+    if (phase_ != Phase::idle) panic(__func__, "started twice");
     if (cancelled_) return;
     targets_ = std::move(targets);
     sender_ = std::move(sender);
@@ -293,25 +284,26 @@ bool SmtpProbe::open_target(std::size_t index) {
     if (!options_.source_address.empty()) {
         sockaddr_storage src;
         if (!parse_ip(options_.source_address, 0, &src)) {
-            end_attempt(StageEvent::connect_failed, "invalid source address", After::stop, false);
+            end_attempt(StageEvent::connect_failed, "invalid source address", After::stop,
+                        Leave::at_once);
             return true;
         }
         if (src.ss_family != addr.ss_family) {
             end_attempt(StageEvent::connect_failed, "source address family mismatch",
-                        After::next_target, false);
+                        After::next_target, Leave::at_once);
             return true;
         }
         if (int r = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&src), 0); r < 0) {
             end_attempt(StageEvent::connect_failed,
                         std::string("bind to source address: ") + uv_strerror(r), After::stop,
-                        false);
+                        Leave::at_once);
             return true;
         }
     }
     if (int r =
             uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<sockaddr*>(&addr), connect_cb);
         r < 0) {
-        end_attempt(StageEvent::connect_failed, uv_strerror(r), After::next_target, false);
+        end_attempt(StageEvent::connect_failed, uv_strerror(r), After::next_target, Leave::at_once);
         return true;
     }
     arm_stage_timer();
@@ -321,13 +313,14 @@ bool SmtpProbe::open_target(std::size_t index) {
 void SmtpProbe::on_connected(int status) {
     if (status == UV_ECANCELED || phase_ != Phase::connecting) return;
     if (status < 0) {
-        end_attempt(StageEvent::connect_failed, uv_strerror(status), After::next_target, false);
+        end_attempt(StageEvent::connect_failed, uv_strerror(status), After::next_target,
+                    Leave::at_once);
         return;
     }
     stage_ = SmtpStage::banner;
     phase_ = Phase::waiting;
     if (int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), alloc_cb, read_cb); r < 0) {
-        end_attempt(StageEvent::io_error, uv_strerror(r), After::next_target, false);
+        end_attempt(StageEvent::io_error, uv_strerror(r), After::next_target, Leave::at_once);
         return;
     }
     arm_stage_timer();
@@ -351,20 +344,20 @@ void SmtpProbe::on_read(ssize_t nread) {
     if (status == TlsSession::Status::closed) return on_stream_end(UV_EOF);
     if (status == TlsSession::Status::failed) {
         if (phase_ == Phase::quitting) return close_connection();
-        const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
-        end_attempt(StageEvent::protocol_error, "TLS: " + tls_->error(), after, false);
+        end_attempt(StageEvent::protocol_error, "TLS: " + tls_->error(), after_failure(),
+                    Leave::at_once);
     }
 }
 
 void SmtpProbe::on_stream_end(ssize_t status) {
     if (phase_ == Phase::quitting) return close_connection();
-    const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
-    if (status == UV_EOF) return end_attempt(StageEvent::closed, "", after, false);
-    end_attempt(StageEvent::io_error, uv_strerror(static_cast<int>(status)), after, false);
+    if (status == UV_EOF)
+        return end_attempt(StageEvent::closed, "", after_failure(), Leave::at_once);
+    end_attempt(StageEvent::io_error, uv_strerror(static_cast<int>(status)), after_failure(),
+                Leave::at_once);
 }
 
 void SmtpProbe::on_plaintext(std::string_view bytes) {
-    const After on_failure = row(stage_).try_next_on_failure ? After::next_target : After::stop;
     parser_.feed(bytes);
     if (phase_ == Phase::quitting) {
         auto bye = parser_.next();
@@ -375,7 +368,8 @@ void SmtpProbe::on_plaintext(std::string_view bytes) {
     auto reply = parser_.next();
     if (!reply) {
         if (parser_.failed())
-            end_attempt(StageEvent::protocol_error, parser_.error(), on_failure, false);
+            end_attempt(StageEvent::protocol_error, parser_.error(), after_failure(),
+                        Leave::at_once);
         return;  // a partial reply; the stage timer keeps running, it is not reset by data
     }
     record_reply(*reply);
@@ -387,17 +381,18 @@ void SmtpProbe::on_plaintext(std::string_view bytes) {
         stage_ = SmtpStage::tls_handshake;
         return end_attempt(StageEvent::protocol_error,
                            "data after the 220 reply to STARTTLS, before the handshake",
-                           After::next_target, false);
+                           After::next_target, Leave::at_once);
     }
     if (parser_.failed())
-        return end_attempt(StageEvent::protocol_error, parser_.error(), on_failure, false);
+        return end_attempt(StageEvent::protocol_error, parser_.error(), after_failure(),
+                           Leave::at_once);
     // We never pipeline, so anything past the reply to our one outstanding command is a
     // violation; acting on it could desynchronise command and reply.
     if (parser_.has_pending()) {
         return end_attempt(StageEvent::protocol_error,
                            "unexpected data after " + std::string(stage_name(stage_)) +
                                " reply (pipelining violation)",
-                           on_failure, false);
+                           after_failure(), Leave::at_once);
     }
     on_reply(std::move(*reply));
 }
@@ -421,16 +416,13 @@ void SmtpProbe::on_reply(SmtpReply reply) {
     }
     // 421: the server is closing this channel. Before any recipient is named another MX may
     // well answer; at the RCPT stages that would only probe the same address again.
-    if (reply.code == 421) {
-        const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
-        return end_with_reply(std::move(reply), after, false);
-    }
+    if (reply.code == 421) return end_with_reply(std::move(reply), after_failure(), Leave::at_once);
 
     const std::string rcpt = "RCPT TO:<" + sender_ + ">";
     switch (stage_) {
         case SmtpStage::banner:
             if (cls == 2) return send("EHLO " + options_.helo_name, SmtpStage::ehlo);
-            return end_with_reply(std::move(reply), After::next_target, true);
+            return end_with_reply(std::move(reply), After::next_target, Leave::with_quit);
         case SmtpStage::ehlo:
             if (cls == 2) {
                 // Read once per EHLO; after STARTTLS only the EHLO inside TLS counts (RFC 3207
@@ -441,19 +433,19 @@ void SmtpProbe::on_reply(SmtpReply reply) {
                 return after_greeting();
             }
             if (cls == 5) return send("HELO " + options_.helo_name, SmtpStage::helo);
-            return end_with_reply(std::move(reply), After::next_target, true);
+            return end_with_reply(std::move(reply), After::next_target, Leave::with_quit);
         case SmtpStage::helo:
             if (cls == 2) {
                 ext_ = {};  // HELO announces nothing
                 attempt().extensions = ext_;
                 return after_greeting();
             }
-            return end_with_reply(std::move(reply), After::next_target, true);
+            return end_with_reply(std::move(reply), After::next_target, Leave::with_quit);
         case SmtpStage::starttls:
             if (cls == 2) return begin_handshake();
             // RFC 3207 4: a refused STARTTLS leaves a usable plaintext session.
             if (options_.tls == TlsMode::may) return start_mail();
-            return end_with_reply(std::move(reply), After::next_target, true);
+            return end_with_reply(std::move(reply), After::next_target, Leave::with_quit);
         case SmtpStage::mail_from:
         case SmtpStage::mail_from_again:
             if (cls == 2) {
@@ -463,19 +455,19 @@ void SmtpProbe::on_reply(SmtpReply reply) {
             }
             // 5xx to MAIL FROM:<> is a fact about the domain's policy; 4xx may be this host.
             return end_with_reply(std::move(reply), cls == 5 ? After::stop : After::next_target,
-                                  true);
+                                  Leave::with_quit);
         case SmtpStage::random_rcpt:
-            if (cls == 2) return end_with_reply(std::move(reply), After::stop, true);
+            if (cls == 2) return end_with_reply(std::move(reply), After::stop, Leave::with_quit);
             return send("RSET", SmtpStage::rset);
         case SmtpStage::rset:
             if (cls == 2) return send(mail_command(), SmtpStage::mail_from_again);
-            return end_with_reply(std::move(reply), After::next_target, true);
+            return end_with_reply(std::move(reply), After::next_target, Leave::with_quit);
         case SmtpStage::rcpt:
-            return end_with_reply(std::move(reply), After::stop, true);
+            return end_with_reply(std::move(reply), After::stop, Leave::with_quit);
         case SmtpStage::connect:
         case SmtpStage::tls_handshake:
         case SmtpStage::quit:
-            impossible(__func__, "reply outside a conversation stage");
+            panic(__func__, "reply outside a conversation stage");
     }
 }
 
@@ -485,7 +477,7 @@ void SmtpProbe::after_greeting() {
     std::string why;
     if (ext_.starttls && ensure_tls_context(why)) return send("STARTTLS", SmtpStage::starttls);
     if (options_.tls == TlsMode::encrypt)
-        return end_attempt(StageEvent::tls_unavailable, why, After::next_target, true);
+        return end_attempt(StageEvent::tls_unavailable, why, After::next_target, Leave::with_quit);
     if (!why.empty()) record_note("TLS not attempted: " + why);
     start_mail();
 }
@@ -494,7 +486,7 @@ void SmtpProbe::after_greeting() {
 // not asked at all (an SMTPUTF8-less server may mangle it into "user unknown").
 void SmtpProbe::start_mail() {
     if (utf8_address_ && !ext_.smtputf8)
-        return end_attempt(StageEvent::smtputf8_unsupported, "", After::stop, true);
+        return end_attempt(StageEvent::smtputf8_unsupported, "", After::stop, Leave::with_quit);
     send(mail_command(), SmtpStage::mail_from);
 }
 
@@ -513,7 +505,8 @@ void SmtpProbe::begin_handshake() {
     stage_ = SmtpStage::tls_handshake;
     std::string error;
     tls_ = TlsSession::create(options_.tls_context->get(), targets_[current_].mx_host, error);
-    if (!tls_) return end_attempt(StageEvent::protocol_error, error, After::next_target, false);
+    if (!tls_)
+        return end_attempt(StageEvent::protocol_error, error, After::next_target, Leave::at_once);
     phase_ = Phase::waiting;
     arm_stage_timer();
     drive_handshake();
@@ -525,7 +518,8 @@ void SmtpProbe::drive_handshake() {
     if (!flush_tls()) return;
     if (status == TlsSession::Status::more) return;  // the stage timer keeps running
     if (status != TlsSession::Status::ok)
-        return end_attempt(StageEvent::protocol_error, tls_->error(), After::next_target, false);
+        return end_attempt(StageEvent::protocol_error, tls_->error(), After::next_target,
+                           Leave::at_once);
     uv_timer_stop(&stage_timer_);
     TlsSessionInfo info = tls_->info();
     record_note("TLS " + info.version + " " + info.cipher);
@@ -544,7 +538,7 @@ void SmtpProbe::drive_handshake() {
                            early.empty() ? "TLS: " + tls_->error()
                                          : std::string("unexpected data right after the TLS "
                                                        "handshake (pipelining violation)"),
-                           After::next_target, false);
+                           After::next_target, Leave::at_once);
     }
     send("EHLO " + options_.helo_name, SmtpStage::ehlo);
 }
@@ -559,8 +553,8 @@ bool SmtpProbe::flush_tls() {
             close_connection();
             return false;
         }
-        const After after = row(stage_).try_next_on_failure ? After::next_target : After::stop;
-        end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(r), after, false);
+        end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(r), after_failure(),
+                    Leave::at_once);
         return false;
     }
     return true;
@@ -575,12 +569,11 @@ void SmtpProbe::send(std::string line, SmtpStage stage) {
     if (!is_safe_command_line(line, utf8)) {
         const bool helo = stage == SmtpStage::ehlo || stage == SmtpStage::helo;
         return end_attempt(StageEvent::protocol_error, helo ? "unsafe HELO name" : "unsafe address",
-                           After::stop, true);
+                           After::stop, Leave::with_quit);
     }
     if (int r = write_line(std::move(line)); r < 0) {
-        const After after = row(stage).try_next_on_failure ? After::next_target : After::stop;
-        return end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(r), after,
-                           false);
+        return end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(r),
+                           after_failure(), Leave::at_once);
     }
     phase_ = Phase::waiting;
     arm_stage_timer();
@@ -608,8 +601,7 @@ int SmtpProbe::write_raw(std::string bytes) {
 void SmtpProbe::on_stage_timeout() {
     if (phase_ == Phase::quitting) return close_connection();
     if (phase_ != Phase::connecting && phase_ != Phase::waiting) return;
-    end_attempt(StageEvent::timeout, "",
-                row(stage_).try_next_on_failure ? After::next_target : After::stop, false);
+    end_attempt(StageEvent::timeout, "", after_failure(), Leave::at_once);
 }
 
 void SmtpProbe::on_deadline() {
@@ -617,7 +609,7 @@ void SmtpProbe::on_deadline() {
     switch (phase_) {
         case Phase::connecting:
         case Phase::waiting:
-            return end_attempt(StageEvent::deadline, "", After::stop, false);
+            return end_attempt(StageEvent::deadline, "", After::stop, Leave::at_once);
         case Phase::quitting:
             return close_connection();
         case Phase::admitting:  // waiting for the gate: nothing is open but the timers
@@ -629,13 +621,18 @@ void SmtpProbe::on_deadline() {
     }
 }
 
-void SmtpProbe::end_with_reply(SmtpReply reply, After after, bool say_quit) {
+void SmtpProbe::end_with_reply(SmtpReply reply, After after, Leave leave) {
     attempt().last_reply = std::move(reply);
-    end_attempt(StageEvent::reply, "", after, say_quit);
+    end_attempt(StageEvent::reply, "", after, leave);
+}
+
+// What a failure in the current stage leads to (kStages: try_next_on_failure).
+SmtpProbe::After SmtpProbe::after_failure() const {
+    return row(stage_).try_next_on_failure ? After::next_target : After::stop;
 }
 
 // Records how the current attempt ended and winds the connection down (politely if asked).
-void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, bool say_quit) {
+void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, Leave leave) {
     if (phase_ == Phase::idle || phase_ == Phase::closing || phase_ == Phase::finished) return;
     uv_timer_stop(&stage_timer_);
     HostAttempt& a = attempt();
@@ -647,11 +644,12 @@ void SmtpProbe::end_attempt(StageEvent event, std::string detail, After after, b
         // new connection without STARTTLS, so a broken TLS stack costs no verification.
         a.tls_failed = true;
         record_note("TLS handshake failed: " +
-                    (a.detail.empty() ? std::string(event_name(event)) : a.detail));
+                    (a.detail.empty() ? std::string(event_phrase(event)) : a.detail));
         if (options_.tls == TlsMode::may) after = After::retry_plain;
     }
     after_close_ = deadline_hit_ ? After::stop : after;
-    if (say_quit && tcp_open_ && phase_ == Phase::waiting && write_line("QUIT") == 0) {
+    if (leave == Leave::with_quit && tcp_open_ && phase_ == Phase::waiting &&
+        write_line("QUIT") == 0) {
         phase_ = Phase::quitting;
         arm_stage_timer(std::min(options_.command_timeout, kQuitWait));
         return;
@@ -773,9 +771,8 @@ void SmtpProbe::write_cb(uv_write_t* req, int status) {
     if (status >= 0 || status == UV_ECANCELED) return;
     if (self->phase_ == Phase::quitting) return self->close_connection();
     if (self->phase_ != Phase::waiting) return;
-    const After after = row(self->stage_).try_next_on_failure ? After::next_target : After::stop;
-    self->end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(status), after,
-                      false);
+    self->end_attempt(StageEvent::io_error, std::string("write: ") + uv_strerror(status),
+                      self->after_failure(), Leave::at_once);
 }
 
 void SmtpProbe::stage_timer_cb(uv_timer_t* timer) {

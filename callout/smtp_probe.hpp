@@ -55,8 +55,10 @@ struct ProbeResult {
     std::chrono::milliseconds elapsed{};
 };
 
-// One sentence naming the stage where an attempt ended: "timeout while waiting for RCPT reply",
-// "connection closed while waiting for banner", "connection refused", "550 reply to RCPT: ...".
+// One sentence naming the stage where an attempt ended, in the words of the wording table
+// (transcript.hpp): "timeout while waiting for RCPT reply",
+// "connection closed while waiting for banner", "connect failed: connection refused",
+// "550 reply to RCPT: ...".
 std::string describe(const HostAttempt& attempt);
 
 // True when `line` may be written as one SMTP command: no CR, LF, NUL or other control byte,
@@ -112,6 +114,9 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     // What follows a closed connection: the next target, the same target again without
     // STARTTLS (a failed handshake at callout.tls = may), or nothing.
     enum class After { next_target, retry_plain, stop };
+    // How a connection is left when an attempt ends: QUIT first (and a short wait for its
+    // reply) while the conversation is still in step, or closed at once.
+    enum class Leave { with_quit, at_once };
 
     void connect_next();
     void after_connection();
@@ -137,8 +142,9 @@ class SmtpProbe : public std::enable_shared_from_this<SmtpProbe> {
     void on_deadline();
     void on_tcp_closed();
     void maybe_deliver();
-    void end_with_reply(SmtpReply reply, After after, bool say_quit);
-    void end_attempt(StageEvent event, std::string detail, After after, bool say_quit);
+    void end_with_reply(SmtpReply reply, After after, Leave leave);
+    void end_attempt(StageEvent event, std::string detail, After after, Leave leave);
+    After after_failure() const;
     void close_connection();
     void finish();
     void record(bool sent, std::string_view text);

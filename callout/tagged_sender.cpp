@@ -4,7 +4,7 @@
 
 #include <optional>
 
-#include "callout/ascii.hpp"
+#include "util/ascii.hpp"
 
 namespace calloutd {
 

@@ -1,11 +1,11 @@
 // Special-purpose address ranges (IANA IPv4/IPv6 special-purpose registries) the prober refuses.
 #include "callout/target_guard.hpp"
 
+#include "util/panic.hpp"
+
 #include <ifaddrs.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <string_view>
 
 namespace calloutd {
@@ -72,11 +72,7 @@ std::vector<ParsedRange> parse_ranges(const Range (&ranges)[N]) {
     std::vector<ParsedRange> out;
     for (const auto& r : ranges) {
         auto c = Cidr::parse(r.cidr);
-        if (!c) {
-            std::fprintf(stderr, "%s: bad built-in range %.*s\n", __func__,
-                         static_cast<int>(r.cidr.size()), r.cidr.data());
-            std::abort();
-        }
+        if (!c) panic(__func__, "bad built-in range " + std::string(r.cidr));
         out.push_back({r.name, *c});
     }
     return out;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "callout/ip_net.hpp"
+#include "util/ip_net.hpp"
 
 namespace calloutd {
 

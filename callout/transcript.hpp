@@ -27,8 +27,11 @@ enum class SmtpStage {
     quit,
 };
 
-// Human wording for a stage, used in reasons: "timeout while waiting for RCPT reply".
+// The words for a stage, from the one wording table (transcript.cpp) that `calloutd probe`,
+// describe() and the classifier's reasons all use: its name ("RCPT", "random RCPT"), and what
+// the probe is doing in it ("waiting for RCPT reply", "doing the TLS handshake").
 std::string_view stage_name(SmtpStage s);
+std::string_view stage_doing(SmtpStage s);
 
 // One parsed SMTP reply (possibly multi-line).
 struct SmtpReply {
@@ -53,7 +56,11 @@ enum class StageEvent {
     smtputf8_unsupported,  // a UTF-8 address and the server offers no SMTPUTF8
 };
 
-std::string_view event_name(StageEvent e);
+// The same table's words for an event: "timeout", "probe deadline reached", "I/O error".
+std::string_view event_phrase(StageEvent e);
+// An event in a stage: "timeout while waiting for RCPT reply"; a failed connect is just
+// "connect failed" (it has no stage to speak of).
+std::string event_in_stage(StageEvent e, SmtpStage s);
 
 // One line on the wire, for `calloutd probe` transcripts.
 struct WireLine {

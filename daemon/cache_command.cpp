@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "callout/address.hpp"
-#include "callout/uv_timer.hpp"
 #include "daemon/control_client.hpp"
 #include "storage/redis_client.hpp"
 #include "storage/redis_schema.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 

@@ -7,10 +7,10 @@
 #include <variant>
 #include <vector>
 
-#include "callout/ip_net.hpp"
 #include "policy/settings.hpp"
 #include "storage/probe_budget.hpp"
 #include "storage/rate.hpp"
+#include "util/ip_net.hpp"
 
 namespace calloutd {
 

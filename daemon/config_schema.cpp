@@ -1,16 +1,22 @@
-// The configuration schema table and typed parsing of TOML values against it.
+// The configuration schema: one row per key, made by a builder per value kind.
 #include "daemon/config_schema.hpp"
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
+#include <chrono>
 
-#include "daemon/config_values.hpp"
 #include "policy/domain_list.hpp"
 
 namespace calloutd {
 
 namespace {
+
+using namespace std::chrono_literals;
+using std::chrono::days;
+
+// How a key reaches its Config member: store a parsed value, compare two configurations.
+struct Field {
+    void (*apply)(Config&, ConfigValue&&);
+    bool (*same)(const Config&, const Config&);
+};
 
 template <class T>
 void assign(T& dst, ConfigValue&& v) {
@@ -22,362 +28,316 @@ void assign_action(Config& c, ConfigValue&& v) {
     c.policy.actions[static_cast<size_t>(C)] = std::get<std::string>(std::move(v));
 }
 
-// Domain lists arrive expanded (the loader reads "file:" and "builtin:" entries).
-template <DomainSet PolicySettings::*Field>
-void assign_domains(Config& c, ConfigValue&& v) {
-    c.policy.*Field = DomainSet(std::get<std::vector<std::string>>(v));
+template <VerdictClass C>
+bool same_action(const Config& a, const Config& b) {
+    return a.policy.actions[static_cast<size_t>(C)] == b.policy.actions[static_cast<size_t>(C)];
 }
 
-#define FIELD(member) [](Config& c, ConfigValue&& v) { assign(c.member, std::move(v)); }
-#define ACTION(cls) &assign_action<VerdictClass::cls>
+// Domain lists arrive expanded (the loader reads "file:" and "builtin:" entries).
+template <DomainSet PolicySettings::*Member>
+void assign_domains(Config& c, ConfigValue&& v) {
+    c.policy.*Member = DomainSet(std::get<std::vector<std::string>>(v));
+}
 
-constexpr int64_t kMs = 1;
-constexpr int64_t kSec = 1000;
-constexpr int64_t kMin = 60 * kSec;
-constexpr int64_t kHour = 60 * kMin;
-constexpr int64_t kDay = 24 * kHour;
+// clang-format off
+#define FIELD(member)                                                                      \
+    Field{[](Config& c, ConfigValue&& v) { assign(c.member, std::move(v)); },              \
+          [](const Config& a, const Config& b) { return a.member == b.member; }}
+#define DOMAINS(member)                                                                    \
+    Field{&assign_domains<&PolicySettings::member>,                                        \
+          [](const Config& a, const Config& b) { return a.policy.member == b.policy.member; }}
+#define ACTION(cls) Field{&assign_action<VerdictClass::cls>, &same_action<VerdictClass::cls>}
+// clang-format on
 
-using K = ValueKind;
+constexpr KeyDef row(std::string_view key, ValueKind kind, Reload reload,
+                     std::string_view default_toml, std::string_view doc, Field field) {
+    KeyDef def;
+    def.key = key;
+    def.kind = kind;
+    def.reload = reload;
+    def.default_toml = default_toml;
+    def.doc = doc;
+    def.apply = field.apply;
+    def.same = field.same;
+    return def;
+}
 
-const KeyDef kSchema[] = {
+// One builder per kind: only the arguments that kind has.
+constexpr KeyDef integer_key(std::string_view key, Reload reload, std::string_view default_toml,
+                             int64_t min, int64_t max, std::string_view doc, Field field) {
+    KeyDef def = row(key, ValueKind::integer, reload, default_toml, doc, field);
+    def.min = min;
+    def.max = max;
+    return def;
+}
+
+constexpr KeyDef duration_key(std::string_view key, Reload reload, std::string_view default_toml,
+                              Duration min, Duration max, std::string_view doc, Field field) {
+    KeyDef def = row(key, ValueKind::duration, reload, default_toml, doc, field);
+    def.min = min.count();
+    def.max = max.count();
+    return def;
+}
+
+constexpr KeyDef choice_key(std::string_view key, Reload reload, std::string_view default_toml,
+                            std::string_view choices, std::string_view doc, Field field) {
+    KeyDef def = row(key, ValueKind::choice, reload, default_toml, doc, field);
+    def.choices = choices;
+    return def;
+}
+
+// The kinds that take nothing but key, reload, default, doc and field.
+template <ValueKind Kind>
+constexpr KeyDef plain_key(std::string_view key, Reload reload, std::string_view default_toml,
+                           std::string_view doc, Field field) {
+    return row(key, Kind, reload, default_toml, doc, field);
+}
+constexpr auto boolean_key = &plain_key<ValueKind::boolean>;
+constexpr auto string_key = &plain_key<ValueKind::string>;
+constexpr auto ip_key = &plain_key<ValueKind::ip_or_empty>;
+constexpr auto dns_name_key = &plain_key<ValueKind::dns_name_or_empty>;
+constexpr auto rate_key = &plain_key<ValueKind::rate>;
+constexpr auto log_level_key = &plain_key<ValueKind::log_level>;
+constexpr auto file_mode_key = &plain_key<ValueKind::file_mode>;
+constexpr auto action_key = &plain_key<ValueKind::action>;
+constexpr auto string_list_key = &plain_key<ValueKind::string_list>;
+constexpr auto state_list_key = &plain_key<ValueKind::state_list>;
+constexpr auto domain_list_key = &plain_key<ValueKind::domain_list>;
+constexpr auto dns_server_list_key = &plain_key<ValueKind::dns_server_list>;
+constexpr auto cidr_list_key = &plain_key<ValueKind::cidr_list>;
+constexpr auto listen_list_key = &plain_key<ValueKind::listen_list>;
+
+// Reload::restart marks what the running daemon cannot change: listeners and sockets, the
+// identity it dropped to, the resolver and probe settings the callout was built with, the cache
+// size, and the Redis connection.
+constexpr KeyDef kSchema[] = {
     // [server]
-    {"server.listen", K::listen_list, R"(["inet:127.0.0.1:10023"])", 0, 0, "",
-     "policy listeners: inet:HOST:PORT, inet:[V6]:PORT, unix:PATH", FIELD(server.listen)},
-    {"server.reply_timeout", K::duration, R"("10s")", 100 * kMs, kHour, "",
-     "answer budget per request; a probe still running then gets actions.in_progress",
-     FIELD(server.reply_timeout)},
-    {"server.max_connections", K::integer, "1024", 1, 1'000'000, "",
-     "concurrent policy connections; more are closed at once", FIELD(server.max_connections)},
-    {"server.max_line_bytes", K::integer, "4096", 64, 1 << 20, "",
-     "longest attribute line accepted", FIELD(server.max_line_bytes)},
-    {"server.max_request_bytes", K::integer, "16384", 256, 16 << 20, "", "largest request accepted",
-     FIELD(server.max_request_bytes)},
-    {"server.idle_timeout", K::duration, R"("10m")", kSec, kDay, "",
-     "close a connection idle this long (longer than Postfix's smtpd_policy_service_max_idle)",
-     FIELD(server.idle_timeout)},
-    {"server.request_timeout", K::duration, R"("10s")", kSec, kHour, "",
-     "a request must be complete this long after its first bytes arrived; slower clients "
-     "(slowloris) are closed",
-     FIELD(server.request_timeout)},
-    {"server.shutdown_timeout", K::duration, R"("10s")", 0, 10 * kMin, "",
-     "on SIGTERM, how long in-flight requests may still be answered",
-     FIELD(server.shutdown_timeout)},
-    {"server.socket_mode", K::file_mode, R"("0666")", 0, 0, "",
-     "permissions of unix listener sockets", FIELD(server.socket_mode)},
-    {"server.user", K::string, R"("")", 0, 0, "",
-     "user to run as after binding listeners (empty = do not change)", FIELD(server.user)},
-    {"server.group", K::string, R"("")", 0, 0, "",
-     "group to run as after binding listeners (empty = the user's group)", FIELD(server.group)},
-    {"server.control_socket", K::string, R"("/run/calloutd/control.sock")", 0, 0, "",
-     "unix socket (mode 0660) where `calloutd status` and `calloutd cache` reach the running "
-     "daemon (empty = none)",
-     FIELD(server.control_socket)},
+    listen_list_key("server.listen", Reload::restart, R"(["inet:127.0.0.1:10023"])",
+                    "policy listeners: inet:HOST:PORT, inet:[V6]:PORT, unix:PATH",
+                    FIELD(server.listen)),
+    duration_key("server.reply_timeout", Reload::live, R"("10s")", 100ms, 1h,
+                 "answer budget per request; a probe still running then gets actions.in_progress",
+                 FIELD(server.reply_timeout)),
+    integer_key("server.max_connections", Reload::live, "1024", 1, 1'000'000,
+                "concurrent policy connections; more are closed at once",
+                FIELD(server.max_connections)),
+    integer_key("server.max_line_bytes", Reload::live, "4096", 64, 1 << 20,
+                "longest attribute line accepted", FIELD(server.max_line_bytes)),
+    integer_key("server.max_request_bytes", Reload::live, "16384", 256, 16 << 20,
+                "largest request accepted", FIELD(server.max_request_bytes)),
+    duration_key(
+        "server.idle_timeout", Reload::live, R"("10m")", 1s, days(1),
+        "close a connection idle this long (longer than Postfix's smtpd_policy_service_max_idle)",
+        FIELD(server.idle_timeout)),
+    duration_key("server.request_timeout", Reload::live, R"("10s")", 1s, 1h,
+                 "a request must be complete this long after its first bytes arrived; slower "
+                 "clients (slowloris) are closed",
+                 FIELD(server.request_timeout)),
+    duration_key("server.shutdown_timeout", Reload::live, R"("10s")", 0ms, 10min,
+                 "on SIGTERM, how long in-flight requests may still be answered",
+                 FIELD(server.shutdown_timeout)),
+    file_mode_key("server.socket_mode", Reload::restart, R"("0666")",
+                  "permissions of unix listener sockets", FIELD(server.socket_mode)),
+    string_key("server.user", Reload::restart, R"("")",
+               "user to run as after binding listeners (empty = do not change)",
+               FIELD(server.user)),
+    string_key("server.group", Reload::restart, R"("")",
+               "group to run as after binding listeners (empty = the user's group)",
+               FIELD(server.group)),
+    string_key(
+        "server.control_socket", Reload::restart, R"("/run/calloutd/control.sock")",
+        "unix socket (mode 0660) where `calloutd status` and `calloutd cache` reach the running "
+        "daemon (empty = none)",
+        FIELD(server.control_socket)),
     // [log]
-    {"log.target", K::choice, R"("stderr")", 0, 0, "stderr|syslog|journald", "where log lines go",
-     FIELD(log.target)},
-    {"log.level", K::log_level, R"("info")", 0, 0, "", "debug, info, notice, warning or error",
-     FIELD(log.level)},
-    {"log.syslog_facility", K::choice, R"("mail")", 0, 0,
-     "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|local7", "syslog facility",
-     FIELD(log.syslog_facility)},
-    {"log.syslog_ident", K::string, R"("calloutd")", 0, 0, "", "syslog program name",
-     FIELD(log.syslog_ident)},
-    {"log.flush_interval", K::duration, R"("1ms")", 0, kHour, "",
-     "longest a log line waits to be written together with later ones (also written at 64 KiB "
-     "queued, on SIGHUP and at shutdown)",
-     FIELD(log.flush_interval)},
-    {"log.socket", K::string, R"("")", 0, 0, "",
-     "socket of the syslog or journald target (empty = /dev/log, /run/systemd/journal/socket)",
-     FIELD(log.socket)},
+    choice_key("log.target", Reload::live, R"("stderr")", "stderr|syslog|journald",
+               "where log lines go", FIELD(log.target)),
+    log_level_key("log.level", Reload::live, R"("info")", "debug, info, notice, warning or error",
+                  FIELD(log.level)),
+    choice_key("log.syslog_facility", Reload::live, R"("mail")",
+               "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|local7",
+               "syslog facility", FIELD(log.syslog_facility)),
+    string_key("log.syslog_ident", Reload::live, R"("calloutd")", "syslog program name",
+               FIELD(log.syslog_ident)),
+    duration_key(
+        "log.flush_interval", Reload::live, R"("1ms")", 0ms, 1h,
+        "longest a log line waits to be written together with later ones (also written at 64 KiB "
+        "queued, on SIGHUP and at shutdown)",
+        FIELD(log.flush_interval)),
+    string_key(
+        "log.socket", Reload::live, R"("")",
+        "socket of the syslog or journald target (empty = /dev/log, /run/systemd/journal/socket)",
+        FIELD(log.socket)),
     // [policy]
-    {"policy.protocol_states", K::state_list, R"(["RCPT"])", 0, 0, "",
-     "Postfix protocol_state values that are verified; others are skipped",
-     FIELD(policy.protocol_states)},
-    {"policy.trusted_networks", K::cidr_list, "[]", 0, 0, "",
-     "client networks whose mail is never verified", FIELD(policy.trusted_networks)},
-    {"policy.own_domains", K::domain_list, "[]", 0, 0, "",
-     "our own domains (and subdomains): never probed; entries as for skip_domains",
-     &assign_domains<&PolicySettings::own_domains>},
-    {"policy.skip_domains", K::domain_list, R"(["builtin:never-probe"])", 0, 0, "",
-     "sender domains (and subdomains) never probed: a domain, \"file:PATH\" (one domain per "
-     "line, relative to this file) or \"builtin:never-probe\" (etc/never-probe.list)",
-     &assign_domains<&PolicySettings::skip_domains>},
-    {"policy.skip_mx_hosts", K::domain_list, R"(["builtin:never-probe-mx"])", 0, 0, "",
-     "MX host names (and names below them) never connected to; a domain with such an MX is "
-     "answered skipped (skip-mx): entries as for skip_domains, \"builtin:never-probe-mx\" is "
-     "etc/never-probe-mx.list",
-     &assign_domains<&PolicySettings::skip_mx_hosts>},
-    {"policy.dry_run", K::boolean, "false", 0, 0, "", "log verdicts but always answer DUNNO",
-     FIELD(policy.dry_run)},
+    state_list_key("policy.protocol_states", Reload::live, R"(["RCPT"])",
+                   "Postfix protocol_state values that are verified; others are skipped",
+                   FIELD(policy.protocol_states)),
+    cidr_list_key("policy.trusted_networks", Reload::live, "[]",
+                  "client networks whose mail is never verified", FIELD(policy.trusted_networks)),
+    domain_list_key("policy.own_domains", Reload::live, "[]",
+                    "our own domains (and subdomains): never probed; entries as for skip_domains",
+                    DOMAINS(own_domains)),
+    domain_list_key(
+        "policy.skip_domains", Reload::live, R"(["builtin:never-probe"])",
+        "sender domains (and subdomains) never probed: a domain, \"file:PATH\" (one domain per "
+        "line, relative to this file) or \"builtin:never-probe\" (etc/never-probe.list)",
+        DOMAINS(skip_domains)),
+    domain_list_key(
+        "policy.skip_mx_hosts", Reload::live, R"(["builtin:never-probe-mx"])",
+        "MX host names (and names below them) never connected to; a domain with such an MX is "
+        "answered skipped (skip-mx): entries as for skip_domains, \"builtin:never-probe-mx\" is "
+        "etc/never-probe-mx.list",
+        DOMAINS(skip_mx_hosts)),
+    boolean_key("policy.dry_run", Reload::live, "false", "log verdicts but always answer DUNNO",
+                FIELD(policy.dry_run)),
     // [dns]
-    {"dns.servers", K::dns_server_list, "[]", 0, 0, "",
-     "resolvers as IP, IP:PORT or [V6]:PORT; empty = /etc/resolv.conf", FIELD(dns.servers)},
-    {"dns.timeout", K::duration, R"("5s")", 100 * kMs, kMin, "", "timeout of one DNS query try",
-     FIELD(dns.timeout)},
-    {"dns.tries", K::integer, "2", 1, 10, "", "tries per DNS query", FIELD(dns.tries)},
-    {"dns.canary", K::dns_name_or_empty, R"(".")", 0, 0, "",
-     "a name that must resolve (\".\" = the root zone's NS set, \"\" = none) before an NXDOMAIN or "
-     "MX-less, address-less domain is answered no_mail_domain; while it fails: tempfail",
-     FIELD(dns.canary)},
+    dns_server_list_key("dns.servers", Reload::restart, "[]",
+                        "resolvers as IP, IP:PORT or [V6]:PORT; empty = /etc/resolv.conf",
+                        FIELD(dns.servers)),
+    duration_key("dns.timeout", Reload::restart, R"("5s")", 100ms, 1min,
+                 "timeout of one DNS query try", FIELD(dns.timeout)),
+    integer_key("dns.tries", Reload::restart, "2", 1, 10, "tries per DNS query", FIELD(dns.tries)),
+    dns_name_key(
+        "dns.canary", Reload::restart, R"(".")",
+        "a name that must resolve (\".\" = the root zone's NS set, \"\" = none) before an NXDOMAIN "
+        "or "
+        "MX-less, address-less domain is answered no_mail_domain; while it fails: tempfail",
+        FIELD(dns.canary)),
     // [callout]
-    {"callout.port", K::integer, "25", 1, 65535, "", "SMTP port probed", FIELD(callout.port)},
-    {"callout.helo_name", K::string, R"("")", 0, 0, "",
-     "name sent in EHLO/HELO (empty = this host's name)", FIELD(callout.helo_name)},
-    {"callout.allow_networks", K::cidr_list, "[]", 0, 0, "",
-     "private/loopback/reserved networks that may be probed anyway", FIELD(callout.allow_networks)},
-    {"callout.source_address", K::ip_or_empty, R"("")", 0, 0, "",
-     "local IP to probe from (empty = chosen by the kernel)", FIELD(callout.source_address)},
-    {"callout.connect_timeout", K::duration, R"("10s")", 100 * kMs, 5 * kMin, "",
-     "TCP connect timeout per MX address", FIELD(callout.connect_timeout)},
-    {"callout.command_timeout", K::duration, R"("30s")", 100 * kMs, 10 * kMin, "",
-     "timeout for the banner and each reply", FIELD(callout.command_timeout)},
-    {"callout.probe_timeout", K::duration, R"("60s")", kSec, 30 * kMin, "",
-     "overall deadline of one probe across all MX hosts", FIELD(callout.probe_timeout)},
-    {"callout.max_mx", K::integer, "3", 1, 10, "", "MX hosts tried per probe",
-     FIELD(callout.max_mx)},
-    {"callout.random_check", K::boolean, "true", 0, 0, "",
-     "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
-     "random local part was refused as unknown)",
-     FIELD(callout.random_check)},
-    {"callout.tls", K::choice, R"("may")", 0, 0, "may|encrypt|none",
-     "STARTTLS: may = when offered (a failed handshake is retried once in plaintext), encrypt = "
-     "never MAIL FROM without TLS (no STARTTLS offered: tempfail tls-unavailable), none = never",
-     FIELD(callout.tls)},
-    {"callout.tls_timeout", K::duration, R"("10s")", 100 * kMs, 10 * kMin, "",
-     "timeout of the TLS handshake after the server's 220 to STARTTLS (a few round trips; the "
-     "probe deadline bounds it too)",
-     FIELD(callout.tls_timeout)},
+    integer_key("callout.port", Reload::restart, "25", 1, 65535, "SMTP port probed",
+                FIELD(callout.port)),
+    string_key("callout.helo_name", Reload::restart, R"("")",
+               "name sent in EHLO/HELO (empty = this host's name)", FIELD(callout.helo_name)),
+    cidr_list_key("callout.allow_networks", Reload::restart, "[]",
+                  "private/loopback/reserved networks that may be probed anyway",
+                  FIELD(callout.allow_networks)),
+    ip_key("callout.source_address", Reload::restart, R"("")",
+           "local IP to probe from (empty = chosen by the kernel)", FIELD(callout.source_address)),
+    duration_key("callout.connect_timeout", Reload::restart, R"("10s")", 100ms, 5min,
+                 "TCP connect timeout per MX address", FIELD(callout.connect_timeout)),
+    duration_key("callout.command_timeout", Reload::restart, R"("30s")", 100ms, 10min,
+                 "timeout for the banner and each reply", FIELD(callout.command_timeout)),
+    duration_key("callout.probe_timeout", Reload::restart, R"("60s")", 1s, 30min,
+                 "overall deadline of one probe across all MX hosts", FIELD(callout.probe_timeout)),
+    integer_key("callout.max_mx", Reload::restart, "3", 1, 10, "MX hosts tried per probe",
+                FIELD(callout.max_mx)),
+    boolean_key(
+        "callout.random_check", Reload::restart, "true",
+        "ask a random local part first to detect accept-all domains (a 2xx is valid only after the "
+        "random local part was refused as unknown)",
+        FIELD(callout.random_check)),
+    choice_key(
+        "callout.tls", Reload::restart, R"("may")", "may|encrypt|none",
+        "STARTTLS: may = when offered (a failed handshake is retried once in plaintext), encrypt = "
+        "never MAIL FROM without TLS (no STARTTLS offered: tempfail tls-unavailable), none = never",
+        FIELD(callout.tls)),
+    duration_key(
+        "callout.tls_timeout", Reload::restart, R"("10s")", 100ms, 10min,
+        "timeout of the TLS handshake after the server's 220 to STARTTLS (a few round trips; the "
+        "probe deadline bounds it too)",
+        FIELD(callout.tls_timeout)),
     // [cache]
-    {"cache.positive_ttl", K::duration, R"("31d")", kMin, 365 * kDay, "",
-     "how long valid and accept_all address verdicts are kept", FIELD(cache.positive_ttl)},
-    {"cache.negative_ttl", K::duration, R"("3d")", kMin, 365 * kDay, "",
-     "how long invalid verdicts are kept", FIELD(cache.negative_ttl)},
-    {"cache.tempfail_ttl", K::duration, R"("10m")", 10 * kSec, 7 * kDay, "",
-     "how long tempfail verdicts are kept (and a UTF-8 address skipped for want of SMTPUTF8)",
-     FIELD(cache.tempfail_ttl)},
-    {"cache.domain_ttl", K::duration, R"("1d")", kMin, 90 * kDay, "",
-     "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain verdicts (domain "
-     "facts or one address's) and the not-accept-all fact are kept",
-     FIELD(cache.domain_ttl)},
-    {"cache.positive_refresh", K::duration, R"("7d")", kMin, 365 * kDay, "",
-     "a valid verdict older than this is served and re-probed in the background",
-     FIELD(cache.positive_refresh)},
-    {"cache.memory_entries", K::integer, "100000", 100, 100'000'000, "",
-     "entries kept in the in-memory cache (LRU)", FIELD(cache.memory_entries)},
+    duration_key("cache.positive_ttl", Reload::live, R"("31d")", 1min, days(365),
+                 "how long valid and accept_all address verdicts are kept",
+                 FIELD(cache.positive_ttl)),
+    duration_key("cache.negative_ttl", Reload::live, R"("3d")", 1min, days(365),
+                 "how long invalid verdicts are kept", FIELD(cache.negative_ttl)),
+    duration_key(
+        "cache.tempfail_ttl", Reload::live, R"("10m")", 10s, days(7),
+        "how long tempfail verdicts are kept (and a UTF-8 address skipped for want of SMTPUTF8)",
+        FIELD(cache.tempfail_ttl)),
+    duration_key("cache.domain_ttl", Reload::live, R"("1d")", 1min, days(90),
+                 "how long accept_all, null_sender_rejected, policy_blocked, no_mail_domain "
+                 "verdicts (domain "
+                 "facts or one address's) and the not-accept-all fact are kept",
+                 FIELD(cache.domain_ttl)),
+    duration_key("cache.positive_refresh", Reload::live, R"("7d")", 1min, days(365),
+                 "a valid verdict older than this is served and re-probed in the background",
+                 FIELD(cache.positive_refresh)),
+    integer_key("cache.memory_entries", Reload::restart, "100000", 100, 100'000'000,
+                "entries kept in the in-memory cache (LRU)", FIELD(cache.memory_entries)),
     // [limits]
-    {"limits.domain_rate", K::rate, R"("10/1m")", 0, 0, "", "probes per sender domain",
-     FIELD(limits.budgets.domain_rate)},
-    {"limits.client_rate", K::rate, R"("60/1m")", 0, 0, "", "probes caused by one client IP",
-     FIELD(limits.budgets.client_rate)},
-    {"limits.global_rate", K::rate, R"("600/1m")", 0, 0, "", "probes in total",
-     FIELD(limits.budgets.global_rate)},
-    {"limits.global_concurrency", K::integer, "200", 1, 100'000, "", "probes running at once",
-     FIELD(limits.budgets.global_concurrency)},
-    {"limits.mx_rate", K::rate, R"("30/1m")", 0, 0, "", "connections per target MX IP",
-     FIELD(limits.budgets.mx_rate)},
-    {"limits.mx_concurrency", K::integer, "2", 1, 1000, "",
-     "concurrent connections per target MX IP", FIELD(limits.budgets.mx_concurrency)},
-    {"limits.provider_rate", K::rate, R"("60/1m")", 0, 0, "",
-     "connections per provider: the registrable domain of the MX host name, whatever its "
-     "number of MX IPs",
-     FIELD(limits.budgets.provider_rate)},
-    {"limits.client_ipv6_prefix", K::integer, "64", 1, 128, "",
-     "IPv6 clients share one client budget per network of this prefix length (IPv4: per "
-     "address)",
-     FIELD(limits.client_ipv6_prefix)},
-    {"limits.backoff_ttl", K::duration, R"("1h")", kMin, 7 * kDay, "",
-     "after connection-level push-back (421, banner reject, \"too many connections\"), leave that "
-     "MX IP (and the domain, when it decided the probe) alone this long",
-     FIELD(limits.backoff_ttl)},
+    rate_key("limits.domain_rate", Reload::live, R"("10/1m")", "probes per sender domain",
+             FIELD(limits.budgets.domain_rate)),
+    rate_key("limits.client_rate", Reload::live, R"("60/1m")", "probes caused by one client IP",
+             FIELD(limits.budgets.client_rate)),
+    rate_key("limits.global_rate", Reload::live, R"("600/1m")", "probes in total",
+             FIELD(limits.budgets.global_rate)),
+    integer_key("limits.global_concurrency", Reload::live, "200", 1, 100'000,
+                "probes running at once", FIELD(limits.budgets.global_concurrency)),
+    rate_key("limits.mx_rate", Reload::live, R"("30/1m")", "connections per target MX IP",
+             FIELD(limits.budgets.mx_rate)),
+    integer_key("limits.mx_concurrency", Reload::live, "2", 1, 1000,
+                "concurrent connections per target MX IP", FIELD(limits.budgets.mx_concurrency)),
+    rate_key("limits.provider_rate", Reload::live, R"("60/1m")",
+             "connections per provider: the registrable domain of the MX host name, whatever its "
+             "number of MX IPs",
+             FIELD(limits.budgets.provider_rate)),
+    integer_key("limits.client_ipv6_prefix", Reload::live, "64", 1, 128,
+                "IPv6 clients share one client budget per network of this prefix length (IPv4: per "
+                "address)",
+                FIELD(limits.client_ipv6_prefix)),
+    duration_key("limits.backoff_ttl", Reload::live, R"("1h")", 1min, days(7),
+                 "after connection-level push-back (421, banner reject, \"too many connections\"), "
+                 "leave that "
+                 "MX IP (and the domain, when it decided the probe) alone this long",
+                 FIELD(limits.backoff_ttl)),
     // [redis]
-    {"redis.url", K::string, R"("")", 0, 0, "",
-     "shared cache and budgets: redis://[:PASSWORD@]HOST:PORT/DB or unix:PATH; empty = "
-     "in-memory",
-     FIELD(redis.url)},
-    {"redis.sentinels", K::string_list, "[]", 0, 0, "",
-     "Redis Sentinels as IP:PORT or [V6]:PORT, asked for the master before every connect; "
-     "redis.url then gives only password and db",
-     FIELD(redis.sentinels)},
-    {"redis.master_name", K::string, R"("")", 0, 0, "",
-     "the master's name as the sentinels know it (sentinel monitor NAME ...)",
-     FIELD(redis.master_name)},
-    {"redis.timeout", K::duration, R"("250ms")", 10 * kMs, kMin, "",
-     "deadline of one Redis command", FIELD(redis.timeout)},
-    {"redis.near_cache_ttl", K::duration, R"("10s")", 0, kHour, "",
-     "how long Redis answers are reused locally", FIELD(redis.near_cache_ttl)},
-    {"redis.nodes", K::integer, "1", 1, 1000, "",
-     "nodes sharing this Redis; while Redis is out of reach each node spends at most "
-     "ceil(limit / nodes) of every budget",
-     FIELD(redis.nodes)},
+    string_key("redis.url", Reload::restart, R"("")",
+               "shared cache and budgets: redis://[:PASSWORD@]HOST:PORT/DB or unix:PATH; empty = "
+               "in-memory",
+               FIELD(redis.url)),
+    string_list_key(
+        "redis.sentinels", Reload::restart, "[]",
+        "Redis Sentinels as IP:PORT or [V6]:PORT, asked for the master before every connect; "
+        "redis.url then gives only password and db",
+        FIELD(redis.sentinels)),
+    string_key("redis.master_name", Reload::restart, R"("")",
+               "the master's name as the sentinels know it (sentinel monitor NAME ...)",
+               FIELD(redis.master_name)),
+    duration_key("redis.timeout", Reload::restart, R"("250ms")", 10ms, 1min,
+                 "deadline of one Redis command", FIELD(redis.timeout)),
+    duration_key("redis.near_cache_ttl", Reload::restart, R"("10s")", 0ms, 1h,
+                 "how long Redis answers are reused locally", FIELD(redis.near_cache_ttl)),
+    integer_key("redis.nodes", Reload::restart, "1", 1, 1000,
+                "nodes sharing this Redis; while Redis is out of reach each node spends at most "
+                "ceil(limit / nodes) of every budget",
+                FIELD(redis.nodes)),
     // [metrics]
-    {"metrics.listen", K::string, R"("")", 0, 0, "",
-     "Prometheus metrics over HTTP (GET /metrics): \"inet:HOST:PORT\", \"inet:[V6]:PORT\" or "
-     "\"unix:PATH\" (empty = off)",
-     FIELD(metrics.listen)},
+    string_key(
+        "metrics.listen", Reload::restart, R"("")",
+        "Prometheus metrics over HTTP (GET /metrics): \"inet:HOST:PORT\", \"inet:[V6]:PORT\" or "
+        "\"unix:PATH\" (empty = off)",
+        FIELD(metrics.listen)),
     // [actions]
-    {"actions.valid", K::action, R"("DUNNO")", 0, 0, "", "action for valid senders", ACTION(valid)},
-    {"actions.invalid", K::action,
-     R"("REJECT 5.1.7 The sender's mail server says this address does not exist")", 0, 0, "",
-     "action for senders whose mailbox does not exist", ACTION(invalid)},
-    {"actions.no_mail_domain", K::action,
-     R"("REJECT 5.1.8 The sender's domain does not accept mail")", 0, 0, "",
-     "action for sender domains that cannot receive mail", ACTION(no_mail_domain)},
-    {"actions.accept_all", K::action, R"("DUNNO")", 0, 0, "",
-     "action when the sender's domain accepts every address", ACTION(accept_all)},
-    {"actions.null_sender_rejected", K::action, R"("DUNNO")", 0, 0, "",
-     "action when the sender's MX rejects MAIL FROM:<>", ACTION(null_sender_rejected)},
-    {"actions.policy_blocked", K::action, R"("DUNNO")", 0, 0, "",
-     "action when the sender's MX refuses to talk to us", ACTION(policy_blocked)},
-    {"actions.tempfail", K::action, R"("DUNNO")", 0, 0, "",
-     "action when the probe failed temporarily", ACTION(tempfail)},
-    {"actions.in_progress", K::action,
-     R"("DEFER_IF_PERMIT 4.1.7 Verifying the sender address, please try again later")", 0, 0, "",
-     "action when the probe is still running at reply time", ACTION(in_progress)},
-    {"actions.rate_limited", K::action, R"("DUNNO")", 0, 0, "",
-     "action when a probe budget is exhausted", ACTION(rate_limited)},
-    {"actions.skipped", K::action, R"("DUNNO")", 0, 0, "", "action when a skip rule matched",
-     ACTION(skipped)},
+    action_key("actions.valid", Reload::live, R"("DUNNO")", "action for valid senders",
+               ACTION(valid)),
+    action_key("actions.invalid", Reload::live,
+               R"("REJECT 5.1.7 The sender's mail server says this address does not exist")",
+               "action for senders whose mailbox does not exist", ACTION(invalid)),
+    action_key("actions.no_mail_domain", Reload::live,
+               R"("REJECT 5.1.8 The sender's domain does not accept mail")",
+               "action for sender domains that cannot receive mail", ACTION(no_mail_domain)),
+    action_key("actions.accept_all", Reload::live, R"("DUNNO")",
+               "action when the sender's domain accepts every address", ACTION(accept_all)),
+    action_key("actions.null_sender_rejected", Reload::live, R"("DUNNO")",
+               "action when the sender's MX rejects MAIL FROM:<>", ACTION(null_sender_rejected)),
+    action_key("actions.policy_blocked", Reload::live, R"("DUNNO")",
+               "action when the sender's MX refuses to talk to us", ACTION(policy_blocked)),
+    action_key("actions.tempfail", Reload::live, R"("DUNNO")",
+               "action when the probe failed temporarily", ACTION(tempfail)),
+    action_key("actions.in_progress", Reload::live,
+               R"("DEFER_IF_PERMIT 4.1.7 Verifying the sender address, please try again later")",
+               "action when the probe is still running at reply time", ACTION(in_progress)),
+    action_key("actions.rate_limited", Reload::live, R"("DUNNO")",
+               "action when a probe budget is exhausted", ACTION(rate_limited)),
+    action_key("actions.skipped", Reload::live, R"("DUNNO")", "action when a skip rule matched",
+               ACTION(skipped)),
 };
 
 #undef FIELD
+#undef DOMAINS
 #undef ACTION
-
-std::string type_name(const toml::node& node) {
-    switch (node.type()) {
-        case toml::node_type::string:
-            return "a string";
-        case toml::node_type::integer:
-            return "an integer";
-        case toml::node_type::floating_point:
-            return "a float";
-        case toml::node_type::boolean:
-            return "a boolean";
-        case toml::node_type::array:
-            return "an array";
-        case toml::node_type::table:
-            return "a table";
-        default:
-            return "a date/time";
-    }
-}
-
-std::string expected_name(ValueKind kind) {
-    switch (kind) {
-        case K::boolean:
-            return "a boolean (true or false)";
-        case K::integer:
-            return "an integer";
-        case K::duration:
-            return "a duration string like \"15s\"";
-        case K::rate:
-            return "a rate string like \"10/1m\"";
-        case K::file_mode:
-            return "an octal mode string like \"0660\"";
-        case K::string_list:
-        case K::state_list:
-        case K::domain_list:
-        case K::dns_server_list:
-            return "an array of strings";
-        case K::cidr_list:
-            return "an array of networks like \"192.0.2.0/24\"";
-        case K::listen_list:
-            return "an array of listen addresses like \"inet:127.0.0.1:10023\"";
-        default:
-            return "a string";
-    }
-}
-
-bool is_protocol_state(std::string_view s) {
-    static constexpr std::string_view kStates[] = {"CONNECT", "EHLO", "HELO", "MAIL",
-                                                   "RCPT",    "DATA", "BDAT", "END-OF-MESSAGE",
-                                                   "VRFY",    "ETRN"};
-    return std::find(std::begin(kStates), std::end(kStates), s) != std::end(kStates);
-}
-
-bool is_dns_server(std::string_view s) {
-    if (IpAddress::parse(s)) return true;
-    std::string_view host;
-    std::string_view port;
-    if (s.starts_with("[")) {
-        auto close = s.find("]:");
-        if (close == std::string_view::npos) return false;
-        host = s.substr(1, close - 1);
-        port = s.substr(close + 2);
-    } else {
-        auto colon = s.find(':');
-        if (colon == std::string_view::npos) return false;
-        host = s.substr(0, colon);
-        port = s.substr(colon + 1);
-    }
-    auto ip = IpAddress::parse(host);
-    if (!ip || ip->is_v4() == s.starts_with("[")) return false;
-    if (port.empty() || port.size() > 5) return false;
-    int p = 0;
-    for (char c : port) {
-        if (c < '0' || c > '9') return false;
-        p = p * 10 + (c - '0');
-    }
-    return p >= 1 && p <= 65535;
-}
-
-// No configuration string has a use for control bytes, and in one that names an address,
-// host or path a NUL silently cuts it short where the C APIs read it (inet_pton, bind, open).
-bool refuse_control_bytes(std::string_view s, std::string* error) {
-    for (char c : s) {
-        auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7f) {
-            char hex[8];
-            std::snprintf(hex, sizeof hex, "0x%02x", u);
-            *error = "a control character (" + std::string(hex) + ") is not allowed in a value";
-            return true;
-        }
-    }
-    return false;
-}
-
-// A host name as DNS carries it: labels of letters, digits, '-' and '_', at most 63 octets
-// each, 253 in all; a trailing dot is allowed.
-bool is_dns_name(std::string_view s) {
-    if (s.ends_with('.')) s.remove_suffix(1);
-    if (s.empty() || s.size() > 253) return false;
-    size_t label = 0;
-    for (char c : s) {
-        if (c == '.') {
-            if (label == 0) return false;
-            label = 0;
-            continue;
-        }
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_';
-        if (!ok || ++label > 63) return false;
-    }
-    return label > 0;
-}
-
-std::string range_text(const KeyDef& def) {
-    if (def.kind == K::duration) {
-        return format_duration(Duration(def.min)) + ".." + format_duration(Duration(def.max));
-    }
-    return std::to_string(def.min) + ".." + std::to_string(def.max);
-}
-
-// Parses each string of an array with `one`, reporting the first bad element.
-template <class Out, class Fn>
-std::optional<Out> parse_string_array(const toml::node& node, std::string* error, Fn one) {
-    const auto* arr = node.as_array();
-    if (arr == nullptr) return std::nullopt;
-    Out out;
-    for (const auto& el : *arr) {
-        const auto* s = el.as_string();
-        if (s == nullptr) {
-            *error = "array elements must be strings, found " + type_name(el);
-            return std::nullopt;
-        }
-        if (refuse_control_bytes(s->get(), error)) return std::nullopt;
-        if (!one(out, std::string_view(s->get()), error)) return std::nullopt;
-    }
-    return out;
-}
 
 }  // namespace
 
@@ -392,174 +352,12 @@ const KeyDef* find_key(std::string_view key) {
     return nullptr;
 }
 
-std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node,
-                                       std::string* error) {
-    std::string why;
-    auto wrong_type = [&]() -> std::optional<ConfigValue> {
-        if (why.empty()) why = "expected " + expected_name(def.kind) + ", got " + type_name(node);
-        *error = std::string(def.key) + ": " + why;
-        return std::nullopt;
-    };
-    const auto* str = node.as_string();
-    if (str != nullptr && refuse_control_bytes(str->get(), &why)) return wrong_type();
-    switch (def.kind) {
-        case K::boolean:
-            if (const auto* b = node.as_boolean()) return ConfigValue(b->get());
-            return wrong_type();
-        case K::integer: {
-            const auto* i = node.as_integer();
-            if (i == nullptr) return wrong_type();
-            if (i->get() < def.min || i->get() > def.max) {
-                why = "value " + std::to_string(i->get()) + " is out of range " + range_text(def);
-                return wrong_type();
-            }
-            return ConfigValue(static_cast<int64_t>(i->get()));
-        }
-        case K::string:
-            if (str == nullptr) return wrong_type();
-            return ConfigValue(str->get());
-        case K::ip_or_empty:
-            if (str == nullptr) return wrong_type();
-            if (!str->get().empty() && !IpAddress::parse(str->get())) {
-                why = "'" + str->get() + "' is not an IP address";
-                return wrong_type();
-            }
-            return ConfigValue(str->get());
-        case K::dns_name_or_empty:
-            if (str == nullptr) return wrong_type();
-            if (!str->get().empty() && str->get() != "." && !is_dns_name(str->get())) {
-                why = "'" + str->get() + "' is not a DNS name (letters, digits, '-', '_', dots)";
-                return wrong_type();
-            }
-            return ConfigValue(str->get());
-        case K::duration: {
-            if (str == nullptr) return wrong_type();
-            auto d = parse_duration(str->get(), &why);
-            if (!d) return wrong_type();
-            if (d->count() < def.min || d->count() > def.max) {
-                why = "duration " + str->get() + " is out of range " + range_text(def);
-                return wrong_type();
-            }
-            return ConfigValue(*d);
-        }
-        case K::rate: {
-            if (str == nullptr) return wrong_type();
-            auto r = parse_rate(str->get(), &why);
-            if (!r) return wrong_type();
-            return ConfigValue(*r);
-        }
-        case K::choice: {
-            if (str == nullptr) return wrong_type();
-            std::string_view choices = def.choices;
-            while (!choices.empty()) {
-                auto bar = choices.find('|');
-                if (choices.substr(0, bar) == str->get()) return ConfigValue(str->get());
-                choices = bar == std::string_view::npos ? "" : choices.substr(bar + 1);
-            }
-            why = "'" + str->get() + "' is not one of " + std::string(def.choices);
-            return wrong_type();
-        }
-        case K::log_level: {
-            if (str == nullptr) return wrong_type();
-            if (auto l = parse_log_level(str->get())) return ConfigValue(*l);
-            why = "'" + str->get() + "' is not a log level (debug, info, notice, warning, error)";
-            return wrong_type();
-        }
-        case K::file_mode: {
-            if (str == nullptr) return wrong_type();
-            auto m = parse_file_mode(str->get(), &why);
-            if (!m) return wrong_type();
-            return ConfigValue(*m);
-        }
-        case K::action:
-            if (str == nullptr) return wrong_type();
-            if (!validate_action(str->get(), &why)) return wrong_type();
-            return ConfigValue(str->get());
-        case K::string_list:
-        case K::state_list:
-        case K::domain_list:
-        case K::dns_server_list: {
-            if (node.as_array() == nullptr) return wrong_type();
-            auto list = parse_string_array<std::vector<std::string>>(
-                node, &why, [&](auto& out, std::string_view s, std::string* err) {
-                    std::string v(s);
-                    if (def.kind == K::state_list) {
-                        if (!is_protocol_state(v)) {
-                            *err = "'" + v + "' is not a Postfix protocol_state (RCPT, MAIL, ...)";
-                            return false;
-                        }
-                    } else if (def.kind == K::domain_list) {
-                        if (builtin_list(v) || (v.starts_with("file:") && v.size() > 5)) {
-                            out.push_back(std::move(v));
-                            return true;
-                        }
-                        // U-labels and A-labels alike, normalised as the probe would.
-                        auto domain = list_domain(v);
-                        if (!domain) {
-                            *err = "'" + v + "' is not a domain name, \"file:PATH\", \"" +
-                                   std::string(kBuiltinNeverProbe) + "\" or \"" +
-                                   std::string(kBuiltinNeverProbeMx) + "\"";
-                            return false;
-                        }
-                        v = std::move(*domain);
-                    } else if (def.kind == K::dns_server_list && !is_dns_server(v)) {
-                        *err = "'" + v + "' is not IP, IP:PORT or [V6]:PORT";
-                        return false;
-                    }
-                    out.push_back(std::move(v));
-                    return true;
-                });
-            if (!list) return wrong_type();
-            return ConfigValue(std::move(*list));
-        }
-        case K::cidr_list: {
-            if (node.as_array() == nullptr) return wrong_type();
-            auto nets = parse_string_array<std::vector<Cidr>>(
-                node, &why, [](auto& out, std::string_view s, std::string* err) {
-                    auto c = Cidr::parse(s, err);
-                    if (c) out.push_back(*c);
-                    return c.has_value();
-                });
-            if (!nets) return wrong_type();
-            return ConfigValue(CidrSet(std::move(*nets)));
-        }
-        case K::listen_list: {
-            if (node.as_array() == nullptr) return wrong_type();
-            auto addrs = parse_string_array<std::vector<ListenAddress>>(
-                node, &why, [](auto& out, std::string_view s, std::string* err) {
-                    auto a = parse_listen_address(s, err);
-                    if (a) out.push_back(*a);
-                    return a.has_value();
-                });
-            if (!addrs) return wrong_type();
-            if (addrs->empty()) {
-                why = "at least one listener is needed";
-                return wrong_type();
-            }
-            return ConfigValue(std::move(*addrs));
-        }
+std::vector<std::string_view> restart_keys_changed(const Config& running, const Config& next) {
+    std::vector<std::string_view> changed;
+    for (const auto& def : kSchema) {
+        if (def.reload == Reload::restart && !def.same(running, next)) changed.push_back(def.key);
     }
-    return wrong_type();
-}
-
-ConfigValue default_value(const KeyDef& def) {
-    // Defaults are TOML text so the sample file and the schema are compared in one language.
-    std::string doc = "v = " + std::string(def.default_toml);
-    std::string error;
-    std::optional<ConfigValue> v;
-    try {
-        toml::table parsed = toml::parse(doc);
-        if (const auto* node = parsed.get("v")) v = parse_value(def, *node, &error);
-    } catch (const toml::parse_error& e) {
-        error = std::string(e.description());
-    }
-    if (!v) {
-        // A broken default is a programming error, caught by the schema unit test.
-        std::fprintf(stderr, "default_value: bad default for %s: %s\n",
-                     std::string(def.key).c_str(), error.c_str());
-        std::abort();
-    }
-    return std::move(*v);
+    return changed;
 }
 
 }  // namespace calloutd

@@ -1,4 +1,6 @@
-// The one declaration of every configuration key: name, type, default, bounds, doc.
+// The one declaration of every configuration key: name, type, default, bounds, whether a reload
+// applies it, doc. The table is config_schema.cpp; parsing a value of each kind is
+// config_kinds.cpp.
 #pragma once
 
 #include <cstdint>
@@ -35,18 +37,27 @@ enum class ValueKind {
     listen_list,
 };
 
+// Whether SIGHUP applies a key (Redis's config table marks the same as MODIFIABLE/IMMUTABLE).
+enum class Reload {
+    live,     // a reload applies the new value
+    restart,  // the value the daemon started with stays in force; a reload that changes it says so
+};
+
 using ConfigValue = std::variant<bool, int64_t, std::string, Duration, Rate, LogLevel,
                                  std::vector<std::string>, CidrSet, std::vector<ListenAddress>>;
 
+// One row of the schema, made by the per-kind builders in config_schema.cpp.
 struct KeyDef {
     std::string_view key;  // "section.name"
-    ValueKind kind;
+    ValueKind kind = ValueKind::string;
+    Reload reload = Reload::live;
     std::string_view default_toml;  // the default, written as a TOML value
-    int64_t min;                    // integer bound, or duration bound in ms
-    int64_t max;
-    std::string_view choices;  // for ValueKind::choice
-    std::string_view doc;      // one line
-    void (*apply)(Config&, ConfigValue&&);
+    std::string_view doc;           // one line
+    int64_t min = 0;                // integer: bounds; duration: bounds in milliseconds
+    int64_t max = 0;
+    std::string_view choices;                              // choice: "a|b|c"
+    void (*apply)(Config&, ConfigValue&&) = nullptr;       // stores a parsed value
+    bool (*same)(const Config&, const Config&) = nullptr;  // equal in both configurations
 };
 
 inline constexpr std::string_view kBuiltinNeverProbe = "builtin:never-probe";
@@ -59,5 +70,8 @@ std::optional<ConfigValue> parse_value(const KeyDef& def, const toml::node& node
                                        std::string* error);
 // The key's default as a typed value (parsed from default_toml).
 ConfigValue default_value(const KeyDef& def);
+// The Reload::restart keys whose values differ between the two, in schema order: what a reload
+// from `running` to `next` does not apply.
+std::vector<std::string_view> restart_keys_changed(const Config& running, const Config& next);
 
 }  // namespace calloutd

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cstdint>
 
+#include "util/host_port.hpp"
+
 namespace calloutd {
 
 namespace {
@@ -113,43 +115,27 @@ std::optional<ListenAddress> parse_listen_address(std::string_view text, std::st
                              "unix:PATH)");
         return std::nullopt;
     }
-    std::string_view rest = text.substr(5);
-    std::string_view host;
-    std::string_view port;
-    if (rest.starts_with("[")) {
-        auto close = rest.find("]:");
-        if (close == std::string_view::npos) {
-            set_error(error, "'" + out.text + "': IPv6 host must be written [ADDR]:PORT");
-            return std::nullopt;
-        }
-        host = rest.substr(1, close - 1);
-        port = rest.substr(close + 2);
-    } else {
-        auto colon = rest.rfind(':');
-        if (colon == std::string_view::npos) {
-            set_error(error, "'" + out.text + "' has no port");
-            return std::nullopt;
-        }
-        host = rest.substr(0, colon);
-        port = rest.substr(colon + 1);
-        if (host.find(':') != std::string_view::npos) {
-            set_error(error, "'" + out.text + "': IPv6 host must be written [ADDR]:PORT");
-            return std::nullopt;
-        }
+    std::string why;
+    auto hp = parse_host_port(text.substr(5), {.min_port = 0}, &why);
+    if (hp && !hp->bracketed && hp->host.find(':') != std::string_view::npos) {
+        why = "IPv6 host must be written [ADDR]:PORT";
+        hp.reset();
+    } else if (hp && !hp->port) {
+        why = "no port";
+        hp.reset();
     }
-    if (host == "localhost") host = "127.0.0.1";
+    if (!hp) {
+        set_error(error, "'" + out.text + "': " + why);
+        return std::nullopt;
+    }
+    std::string_view host = hp->host == "localhost" ? "127.0.0.1" : hp->host;
     auto ip = IpAddress::parse(host);
-    if (!ip || (rest.starts_with("[") == ip->is_v4())) {
+    if (!ip || hp->bracketed == ip->is_v4()) {
         set_error(error, "'" + out.text + "': host must be an IP address or localhost");
         return std::nullopt;
     }
-    auto p = parse_uint(port);
-    if (!p || *p > 65535) {
-        set_error(error, "'" + out.text + "': port must be a number 0..65535");
-        return std::nullopt;
-    }
     out.host = ip->to_string();
-    out.port = static_cast<uint16_t>(*p);
+    out.port = *hp->port;
     return out;
 }
 

@@ -6,20 +6,14 @@
 #include <chrono>
 #include <memory>
 
-#include "callout/callout.hpp"
 #include "daemon/config.hpp"
 #include "daemon/control_server.hpp"
-#include "daemon/counting_cache.hpp"
+#include "daemon/engine.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_listener.hpp"
 #include "daemon/server.hpp"
-#include "policy/callout_verifier.hpp"
 #include "policy/decider.hpp"
-#include "policy/mx_budget.hpp"
-#include "storage/memory_cache.hpp"
-#include "storage/redis_budget.hpp"
-#include "storage/redis_cache.hpp"
-#include "storage/redis_client.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 
@@ -41,13 +35,7 @@ class Daemon {
     void finish_shutdown();
     bool drop_privileges();
     bool start_engine();
-    bool start_redis(std::string& error);
-    void adopt_cluster_secret();
-    // `settle_redis`: let the commands queued while stopping (probe and MX slot releases) reach
-    // Redis first; false when the loop no longer runs.
-    void stop_engine(bool settle_redis);
-    void close_redis(std::chrono::steady_clock::time_point deadline);
-    void log_stats();
+    void on_probe(const SenderAddress& sender, const CalloutReport& r, bool refresh);
     bool start_observability();
     void tick_rates();
     MetricsSnapshot snapshot() const;
@@ -61,18 +49,7 @@ class Daemon {
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
     std::unique_ptr<Decider> decider_;
     std::unique_ptr<Server> server_;
-    std::unique_ptr<MemoryVerdictCache> cache_;
-    std::unique_ptr<MemoryProbeBudget> budget_;
-    std::unique_ptr<RedisClient> redis_;
-    std::unique_ptr<RedisVerdictCache> redis_cache_;
-    std::unique_ptr<RedisProbeBudget> redis_budget_;
-    uint64_t redis_ups_ = 0;
-    std::unique_ptr<CountingCache> counting_cache_;
-    std::unique_ptr<UvTimer> redis_settle_;
-    std::unique_ptr<MxBudget> mx_budget_;
-    std::unique_ptr<Callout> callout_;
-    std::unique_ptr<UvTimer> stats_timer_;
-    std::unique_ptr<CalloutVerifier> verifier_;
+    std::unique_ptr<Engine> engine_;  // null until started, and if it could not be
     std::unique_ptr<UvTimer> rates_timer_;
     std::unique_ptr<MetricsListener> metrics_listener_;
     std::unique_ptr<ControlServer> control_;

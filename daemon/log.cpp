@@ -10,9 +10,9 @@
 #include <memory>
 #include <vector>
 
-#include "callout/byte_words.hpp"
 #include "daemon/config_values.hpp"
 #include "daemon/log_writer.hpp"
+#include "util/byte_words.hpp"
 
 namespace calloutd {
 

@@ -1,4 +1,6 @@
 // Batched, non-blocking log output: queue, flush policy, per-destination writing, drop counting.
+// Over 500 lines as one concept: one writer; queue, flush policy and the three destinations share
+// the one rule that the loop never blocks and every dropped line is counted.
 #include "daemon/log_writer.hpp"
 
 #include <fcntl.h>
@@ -17,6 +19,7 @@
 #include <cstring>
 
 #include "daemon/config_values.hpp"
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -119,9 +122,8 @@ LogWriter::~LogWriter() {
     // A handle still active (not even closing) would be freed under libuv's feet. Closing ones
     // are fine once the loop will not run again (process exit, or a loop closed by uv_walk).
     if (open_handles_ > 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) {
-        std::fprintf(stderr, "LogWriter::~LogWriter: destroyed with %d handles open\n",
-                     open_handles_);
-        std::abort();
+        panic("LogWriter::~LogWriter",
+              "destroyed with " + std::to_string(open_handles_) + " handles open");
     }
     if (own_write_fd_) ::close(write_fd_);
     if (own_fd_) ::close(fd_);

@@ -159,13 +159,12 @@ void Server::forget(Connection* c) {
 }
 
 void Server::update_settings(const ServerSettings& settings) {
-    if (settings.listen != settings_.listen || settings.socket_mode != settings_.socket_mode) {
-        LogLine(LogLevel::warning, "reload")
-            .field("reason", "server.listen and server.socket_mode changes need a restart");
-    }
+    // The listeners stay as bound (server.listen and server.socket_mode need a restart).
     auto listen = settings_.listen;
+    auto socket_mode = settings_.socket_mode;
     settings_ = settings;
     settings_.listen = std::move(listen);
+    settings_.socket_mode = socket_mode;
 }
 
 void Server::close_listeners() {

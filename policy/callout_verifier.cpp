@@ -3,8 +3,8 @@
 
 #include <set>
 
-#include "callout/ip_net.hpp"
 #include "callout/tagged_sender.hpp"
+#include "util/ip_net.hpp"
 
 namespace calloutd {
 
@@ -55,7 +55,6 @@ CalloutVerifier::~CalloutVerifier() {
     // The cache may outlive us (the daemon lets the releases below reach Redis first).
     cache_.set_listener({});
     for (auto& [key, flight] : flights_) {
-        if (flight.remote) continue;
         callout_.cancel(flight.handle);
         budget_.release_probe(flight.sender.domain, key, flight.token);
     }
@@ -83,28 +82,33 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const Poli
         return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
     }
     std::string key = sender_key(*parsed.address).key;
-    Asked asked{std::move(*parsed.address), std::move(key), req.client_address};
+    Request request{{std::move(*parsed.address), std::move(key), req.client_address}, {}};
+    const Asked& asked = request.asked;
     // Built in a reused buffer: every cached answer passes here.
     std::string& address = address_;
     address.assign(asked.sender.local).append(1, '@').append(asked.sender.domain);
     // The common case answers from memory at once: a hit, or a miss of an untagged sender. A
     // cache hit never needs the completion callback: it is made only for the rest.
-    Done done;
     if (auto now = cache_.peek(asked.sender.domain, address);
         now && (*now || asked.key == address)) {
-        if (!*now) done = make_done();
-        return after_lookup(asked, std::move(*now), done);
+        if (!*now) request.done = make_done();
+        return after_lookup(request, std::move(*now));
     }
-    done = make_done();
+    request.done = make_done();
+    auto pending = std::make_shared<Request>(std::move(request));
     std::weak_ptr<bool> alive = alive_;
-    auto found = find(asked.sender.domain, address, asked.key,
-                      [this, alive, asked, done](std::optional<CacheHit> hit) mutable {
+    auto found = find(pending->asked.sender.domain, address, pending->asked.key,
+                      [this, alive, pending](std::optional<CacheHit> hit) {
                           if (alive.expired()) return;
-                          auto answer = after_lookup(asked, std::move(hit), done);
-                          if (answer) done(std::move(answer->verdict), answer->source);
+                          answer(*pending, after_lookup(*pending, std::move(hit)));
                       });
-    if (found) return after_lookup(asked, std::move(*found), done);
+    if (found) return after_lookup(*pending, std::move(*found));
     return std::nullopt;
+}
+
+// From a callback: a stage that answered at once is answered through the request's callback.
+void CalloutVerifier::answer(Request& req, std::optional<Immediate> answer) {
+    if (answer) req.done(std::move(answer->verdict), answer->source);
 }
 
 // The cached answer for one sender: a domain fact or the verdict of the address as given, then,
@@ -145,61 +149,70 @@ VerdictCache::Immediate CalloutVerifier::find_by_key(const std::string& domain,
     return std::nullopt;
 }
 
-std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(const Asked& asked,
-                                                                       std::optional<CacheHit> hit,
-                                                                       Done& done) {
+std::optional<SenderVerifier::Immediate> CalloutVerifier::after_lookup(
+    Request& req, std::optional<CacheHit> hit) {
+    const Asked& asked = req.asked;
     if (hit) {
         ++counters_.cache_hits;
         // Serve the cached positive and re-probe it in the background (refresh-ahead).
-        if (hit->refresh_due && !flights_.contains(asked.key)) refresh(asked);
+        if (hit->refresh_due && !flights_.contains(asked.key) &&
+            !remote_waits_.contains(asked.key)) {
+            refresh(asked);
+        }
         return Immediate{{hit->verdict.cls, std::move(hit->verdict.reason)}, DecisionSource::cache};
     }
-    // Joining a running probe costs no budget.
+    // Joining a running probe, ours or another node's, costs no budget.
     if (auto it = flights_.find(asked.key); it != flights_.end()) {
         ++counters_.joined;
-        add_waiter(it->second, asked.sender.address(), std::move(done));
+        add_waiter(it->second.waiters, asked.key, req);
+        return std::nullopt;
+    }
+    if (auto it = remote_waits_.find(asked.key); it != remote_waits_.end()) {
+        ++counters_.joined;
+        add_waiter(it->second.waiters, asked.key, req);
         return std::nullopt;
     }
     // Admission comes before any DNS query or connection. For a tagged sender the verdict
-    // under its key may be about another tag, so it is no reason to refuse the probe.
+    // under its key may be about another tag, so it is no reason to refuse the probe. An
+    // admission that answers later gets the request; one that answers at once leaves it here.
+    auto pending = std::make_shared<Request>(std::move(req));
     std::weak_ptr<bool> alive = alive_;
-    auto decision =
-        budget_.admit_probe(asked.sender.domain, asked.key, client_key(asked.client),
-                            asked.tagged(), [this, alive, asked, done](BudgetDecision d) mutable {
-                                if (alive.expired()) return;
-                                auto answer = after_admission(asked, d, done);
-                                if (answer) done(std::move(answer->verdict), answer->source);
-                            });
+    auto decision = budget_.admit_probe(
+        pending->asked.sender.domain, pending->asked.key, client_key(pending->asked.client),
+        pending->asked.tagged(), [this, alive, pending](BudgetDecision d) {
+            if (alive.expired()) return;
+            answer(*pending, after_admission(*pending, std::move(d)));
+        });
     if (!decision) return std::nullopt;
-    return after_admission(asked, *decision, done);
+    req = std::move(*pending);
+    return after_admission(req, std::move(*decision));
 }
 
-std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(const Asked& asked,
-                                                                          BudgetDecision d,
-                                                                          Done& done) {
+std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(Request& req,
+                                                                          BudgetDecision d) {
+    const Asked& asked = req.asked;
     if (d.cached) {
         // Stored by another node between our cache lookup and the admission.
         ++counters_.cache_hits;
         return Immediate{{d.cached->cls, d.cached->reason}, DecisionSource::cache};
     }
-    std::string address = asked.sender.address();
     if (d.in_flight_elsewhere) {
-        // Another node probes this key: wait for its verdict within our reply budget.
         ++counters_.joined;
-        auto it = flights_.find(asked.key);
-        Flight& flight = it != flights_.end() ? it->second : flights_[asked.key];
-        bool first_waiter = it == flights_.end();
-        if (first_waiter) {
-            flight.sender = asked.sender;
-            flight.key = asked.key;
-            flight.remote = true;
+        // Our own probe of this key started while the admission was on its way: join it.
+        if (auto it = flights_.find(asked.key); it != flights_.end()) {
+            add_waiter(it->second.waiters, asked.key, req);
+            return std::nullopt;
         }
-        add_waiter(flight, address, std::move(done));
+        // Another node probes this key: wait for its verdict within our reply budget.
+        std::string domain = asked.sender.domain;
+        std::string address = asked.sender.address();
+        auto [wait, first_waiter] = remote_waits_.try_emplace(asked.key);
+        add_waiter(wait->second.waiters, wait->first, req);
         // The prober's "stored" message travels on the pub/sub connection and can be handled
-        // before this admission reply, when no flight was registered to receive it: look once
+        // before this admission reply, when no wait was registered to receive it: look once
         // more, or this request would wait out the whole reply budget for nothing. (Runs from
         // the admission's Redis callback, so a hit answering at once is not a synchronous call.)
-        if (first_waiter) on_stored_elsewhere(asked.sender.domain, address);
+        if (first_waiter) on_stored_elsewhere(domain, address);
         return std::nullopt;
     }
     if (!d.admitted) {
@@ -208,14 +221,14 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::after_admission(const 
                          DecisionSource::limit};
     }
     ++counters_.admitted;
-    auto it = flights_.find(asked.key);
-    if (it != flights_.end() && !it->second.remote) {
+    if (auto it = flights_.find(asked.key); it != flights_.end()) {
         // Another request started the probe while our admission was pending.
         budget_.release_probe(asked.sender.domain, asked.key, d.token);
-        add_waiter(it->second, address, std::move(done));
+        add_waiter(it->second.waiters, asked.key, req);
         return std::nullopt;
     }
-    add_waiter(start_flight(asked, false, d.token), address, std::move(done));
+    Flight& flight = start_flight(asked, false, std::move(d.token));
+    add_waiter(flight.waiters, flight.key, req);
     return std::nullopt;
 }
 
@@ -229,11 +242,11 @@ void CalloutVerifier::refresh(const Asked& asked) {
             return;
         }
         ++counters_.admitted;
-        if (flights_.contains(asked.key)) {
+        if (flights_.contains(asked.key) || remote_waits_.contains(asked.key)) {
             budget_.release_probe(asked.sender.domain, asked.key, d.token);
             return;
         }
-        start_flight(asked, true, d.token);
+        start_flight(asked, true, std::move(d.token));
     };
     if (auto d = budget_.admit_probe(asked.sender.domain, asked.key, client_key(asked.client), true,
                                      start)) {
@@ -242,11 +255,11 @@ void CalloutVerifier::refresh(const Asked& asked) {
 }
 
 void CalloutVerifier::on_stored_elsewhere(const std::string& domain, const std::string& address) {
-    // Published under the address stored: a key, or an address as given; flights go by key.
+    // Published under the address stored: a key, or an address as given; waits go by key.
     AddressParse parsed = parse_sender(address);
     std::string key = parsed ? sender_key(*parsed.address).key : address;
-    auto it = flights_.find(key);
-    if (it == flights_.end() || !it->second.remote) return;
+    auto it = remote_waits_.find(key);
+    if (it == remote_waits_.end()) return;
     // Each waiter asked about its own address: answer those the cache answers now.
     std::set<std::string> asked;
     for (const auto& w : it->second.waiters) asked.insert(w.address);
@@ -261,19 +274,19 @@ void CalloutVerifier::on_stored_elsewhere(const std::string& domain, const std::
 void CalloutVerifier::answer_remote(const std::string& key, const std::string& address,
                                     std::optional<CacheHit> hit) {
     if (!hit) return;
-    auto f = flights_.find(key);
-    if (f == flights_.end() || !f->second.remote) return;
+    auto wait = remote_waits_.find(key);
+    if (wait == remote_waits_.end()) return;
     std::list<Waiter> answered;
-    auto& waiters = f->second.waiters;
+    auto& waiters = wait->second.waiters;
     for (auto w = waiters.begin(); w != waiters.end();) {
         auto next = std::next(w);
         if (w->address == address) answered.splice(answered.end(), waiters, w);
         w = next;
     }
-    if (waiters.empty()) flights_.erase(f);
+    if (waiters.empty()) remote_waits_.erase(wait);
     Verdict v{hit->verdict.cls, hit->verdict.reason};
     for (auto& w : answered) {
-        w.budget.reset();
+        w.reply_timer.reset();
         w.done(v, DecisionSource::cache);
     }
 }
@@ -298,25 +311,31 @@ void CalloutVerifier::count_denial(BudgetKind kind) {
     }
 }
 
-void CalloutVerifier::add_waiter(Flight& flight, const std::string& address, Done done) {
-    Waiter& w = flight.waiters.emplace_back();
+// The request waits in `waiters` (those of the flight or remote wait for `key`) until the probe
+// answers it or its reply timer runs out.
+void CalloutVerifier::add_waiter(std::list<Waiter>& waiters, const std::string& key, Request& req) {
+    Waiter& w = waiters.emplace_back();
     w.id = next_waiter_++;
-    w.address = address;
-    w.done = std::move(done);
-    w.budget = std::make_unique<UvTimer>(loop_);
-    w.budget->start(reply_timeout_,
-                    [this, key = flight.key, id = w.id] { on_budget_spent(key, id); });
+    w.address = req.asked.sender.address();
+    w.done = std::move(req.done);
+    w.reply_timer = std::make_unique<UvTimer>(loop_);
+    w.reply_timer->start(reply_timeout_, [this, key, id = w.id] { on_reply_timeout(key, id); });
 }
 
+// A new local probe of `asked`; requests that were waiting for another node's probe of the same
+// key are answered by this one.
 CalloutVerifier::Flight& CalloutVerifier::start_flight(const Asked& asked, bool refresh,
-                                                       std::string token) {
+                                                       ProbeToken token) {
     Flight& flight = flights_[asked.key];
     flight.sender = asked.sender;
     flight.key = asked.key;
     flight.id = next_flight_++;
     flight.refresh = refresh;
-    flight.remote = false;
     flight.token = std::move(token);
+    if (auto wait = remote_waits_.find(asked.key); wait != remote_waits_.end()) {
+        flight.waiters.splice(flight.waiters.end(), wait->second.waiters);
+        remote_waits_.erase(wait);
+    }
     // Whether a recent probe saw the domain refuse its random local part as unknown: then a 2xx
     // counts even if this probe cannot repeat the check (the random local part is greylisted).
     std::weak_ptr<bool> alive = alive_;
@@ -331,7 +350,7 @@ CalloutVerifier::Flight& CalloutVerifier::start_flight(const Asked& asked, bool 
 void CalloutVerifier::start_callout(const std::string& key, uint64_t flight_id,
                                     bool not_accept_all) {
     auto it = flights_.find(key);
-    if (it == flights_.end() || it->second.remote || it->second.id != flight_id) return;
+    if (it == flights_.end() || it->second.id != flight_id) return;
     ClassifyContext ctx;
     ctx.domain_not_accept_all = not_accept_all;
     it->second.handle = callout_.start(
@@ -375,19 +394,27 @@ void CalloutVerifier::store_report(const Flight& flight, const CalloutReport& re
     }
 }
 
-void CalloutVerifier::on_budget_spent(const std::string& key, uint64_t waiter_id) {
-    auto it = flights_.find(key);
-    if (it == flights_.end()) return;
-    auto& waiters = it->second.waiters;
-    for (auto w = waiters.begin(); w != waiters.end(); ++w) {
-        if (w->id != waiter_id) continue;
-        Done done = std::move(w->done);
-        waiters.erase(w);  // the probe goes on; its verdict lands in the cache for the retry
+void CalloutVerifier::on_reply_timeout(const std::string& key, uint64_t waiter_id) {
+    // The waiter is in the flight of `key`, or in the remote wait (a remote wait may have become
+    // a flight meanwhile, see start_flight).
+    auto take = [waiter_id](std::list<Waiter>& waiters) -> std::optional<Done> {
+        for (auto w = waiters.begin(); w != waiters.end(); ++w) {
+            if (w->id != waiter_id) continue;
+            Done done = std::move(w->done);
+            waiters.erase(w);  // the probe goes on; its verdict lands in the cache for the retry
+            return done;
+        }
+        return std::nullopt;
+    };
+    std::optional<Done> done;
+    if (auto flight = flights_.find(key); flight != flights_.end()) {
+        done = take(flight->second.waiters);
+    } else if (auto wait = remote_waits_.find(key); wait != remote_waits_.end()) {
+        done = take(wait->second.waiters);
         // Nobody waits for another node's probe any more: forget it (the retry asks again).
-        if (it->second.remote && waiters.empty()) flights_.erase(it);
-        done({VerdictClass::in_progress, "probe-running"}, DecisionSource::probe);
-        return;
+        if (wait->second.waiters.empty()) remote_waits_.erase(wait);
     }
+    if (done) (*done)({VerdictClass::in_progress, "probe-running"}, DecisionSource::probe);
 }
 
 void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
@@ -412,7 +439,7 @@ void CalloutVerifier::on_report(const std::string& key, CalloutReport report) {
                                 ? DecisionSource::skip
                                 : DecisionSource::probe;
     for (auto& w : flight.waiters) {
-        w.budget.reset();
+        w.reply_timer.reset();
         if (w.address == address || speaks_for_every_tag(report.verdict)) {
             w.done(report.verdict, source);
         } else {

@@ -18,10 +18,10 @@
 #include <unordered_map>
 
 #include "callout/callout.hpp"
-#include "callout/uv_timer.hpp"
 #include "policy/decider.hpp"
 #include "storage/probe_budget.hpp"
 #include "storage/verdict_cache.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 
@@ -59,7 +59,8 @@ class CalloutVerifier : public SenderVerifier {
     void set_client_ipv6_prefix(int bits) { client_ipv6_prefix_ = bits; }
     // The client budget key for a client address: IPv4 by address, IPv6 by network.
     std::string client_key(const std::string& client_address) const;
-    size_t probes_in_flight() const { return flights_.size(); }
+    // Probes this node runs, and addresses it waits for while another node probes them.
+    size_t probes_in_flight() const { return flights_.size() + remote_waits_.size(); }
     const Counters& counters() const { return counters_; }
 
   private:
@@ -70,12 +71,20 @@ class CalloutVerifier : public SenderVerifier {
         std::string client;  // client_address as the MTA sent it
         bool tagged() const { return key != sender.address(); }
     };
-    // A request waiting for a probe; answered in_progress when its reply budget runs out.
+    // A request on its way through the stages (cache lookup, admission, probe): what it asks and
+    // how it is answered. Each stage answers at once, returning the answer and leaving the
+    // request to its caller, or keeps the request (moved into a waiter or a callback) and
+    // answers it later through `done`.
+    struct Request {
+        Asked asked;
+        Done done;
+    };
+    // A request waiting for a probe; answered in_progress when its reply timer runs out.
     struct Waiter {
         uint64_t id = 0;
         std::string address;  // the address it asked about
         Done done;
-        std::unique_ptr<UvTimer> budget;
+        std::unique_ptr<UvTimer> reply_timer;  // server.reply_timeout from when it began waiting
     };
     // One probe per key at a time; every concurrent request for it joins as a waiter.
     struct Flight {
@@ -84,8 +93,12 @@ class CalloutVerifier : public SenderVerifier {
         uint64_t id = 0;             // tells a flight from a later one for the same key
         Callout::Handle handle = 0;  // 0 until the callout starts
         bool refresh = false;
-        bool remote = false;  // probed by another node; we only wait for its verdict
-        std::string token;    // budget admission, released when the verdict is stored
+        ProbeToken token;  // budget admission, released when the verdict is stored
+        std::list<Waiter> waiters;
+    };
+    // Requests for a key that another node is probing: answered from the cache once that node
+    // has stored its verdict.
+    struct RemoteWait {
         std::list<Waiter> waiters;
     };
 
@@ -93,12 +106,12 @@ class CalloutVerifier : public SenderVerifier {
                                  const std::string& key, VerdictCache::LookupDone done);
     VerdictCache::Immediate find_by_key(const std::string& domain, const std::string& key,
                                         VerdictCache::LookupDone done);
-    std::optional<Immediate> after_lookup(const Asked& asked, std::optional<CacheHit> hit,
-                                          Done& done);
-    std::optional<Immediate> after_admission(const Asked& asked, BudgetDecision d, Done& done);
-    void add_waiter(Flight& flight, const std::string& address, Done done);
+    std::optional<Immediate> after_lookup(Request& req, std::optional<CacheHit> hit);
+    std::optional<Immediate> after_admission(Request& req, BudgetDecision d);
+    static void answer(Request& req, std::optional<Immediate> answer);
+    void add_waiter(std::list<Waiter>& waiters, const std::string& key, Request& req);
     void refresh(const Asked& asked);
-    Flight& start_flight(const Asked& asked, bool refresh, std::string token);
+    Flight& start_flight(const Asked& asked, bool refresh, ProbeToken token);
     void start_callout(const std::string& key, uint64_t flight_id, bool not_accept_all);
     void store_report(const Flight& flight, const CalloutReport& report);
     void on_stored_elsewhere(const std::string& domain, const std::string& address);
@@ -106,7 +119,7 @@ class CalloutVerifier : public SenderVerifier {
                        std::optional<CacheHit> hit);
     void count_denial(BudgetKind kind);
     void on_report(const std::string& key, CalloutReport report);
-    void on_budget_spent(const std::string& key, uint64_t waiter_id);
+    void on_reply_timeout(const std::string& key, uint64_t waiter_id);
 
     uv_loop_t* loop_;
     VerdictCache& cache_;
@@ -116,8 +129,9 @@ class CalloutVerifier : public SenderVerifier {
     int client_ipv6_prefix_ = 64;
     Counters counters_;
     ProbeObserver observer_;
-    std::unordered_map<std::string, Flight> flights_;
-    std::string address_;  // verify_lazy()'s cache key, reused
+    std::unordered_map<std::string, Flight> flights_;           // probes of this node, by key
+    std::unordered_map<std::string, RemoteWait> remote_waits_;  // probes of other nodes, by key
+    std::string address_;                                       // verify_lazy()'s cache key, reused
     uint64_t next_waiter_ = 1;
     uint64_t next_flight_ = 1;
     // Guards callbacks that outlive this object (async cache lookups).

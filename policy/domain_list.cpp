@@ -1,7 +1,7 @@
 // Domain list parsing and suffix matching.
 #include "policy/domain_list.hpp"
 #include "callout/address.hpp"
-#include "callout/ascii.hpp"
+#include "util/ascii.hpp"
 
 namespace calloutd {
 

@@ -39,6 +39,7 @@ class DomainSet {
     bool matches(std::string_view domain) const;
     bool empty() const { return domains_.empty(); }
     size_t size() const { return domains_.size(); }
+    friend bool operator==(const DomainSet&, const DomainSet&) = default;
 
   private:
     // Transparent hashing: lookups by string_view allocate nothing.

@@ -3,7 +3,7 @@
 
 #include <libpsl.h>
 
-#include "callout/ascii.hpp"
+#include "util/ascii.hpp"
 
 namespace calloutd {
 

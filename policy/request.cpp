@@ -4,7 +4,7 @@
 #include <array>
 #include <cstdint>
 
-#include "callout/byte_words.hpp"
+#include "util/byte_words.hpp"
 
 namespace calloutd {
 

@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "callout/ip_net.hpp"
 #include "callout/verdict.hpp"
 #include "policy/domain_list.hpp"
+#include "util/ip_net.hpp"
 
 namespace calloutd {
 

@@ -3,8 +3,8 @@
 #include "storage/memory_cache.hpp"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
+
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -51,8 +51,7 @@ VerdictCache::Immediate MemoryVerdictCache::peek(const std::string& domain,
 }
 
 void MemoryVerdictCache::lookup(const std::string&, const std::string&, LookupDone) {
-    std::fprintf(stderr, "MemoryVerdictCache::lookup: called although peek() always answers\n");
-    std::abort();
+    panic("MemoryVerdictCache::lookup", "called although peek() always answers");
 }
 
 void MemoryVerdictCache::store(const std::string& domain, const std::string& address,

@@ -84,7 +84,7 @@ std::optional<BudgetDecision> MemoryProbeBudget::admit_probe(const std::string& 
     return BudgetDecision{};
 }
 
-void MemoryProbeBudget::release_probe(const std::string&, const std::string&, const std::string&) {
+void MemoryProbeBudget::release_probe(const std::string&, const std::string&, const ProbeToken&) {
     if (running_ > 0) --running_;
 }
 

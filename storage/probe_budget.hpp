@@ -36,6 +36,18 @@ struct BudgetLimits {
 // configured rate whenever N divides it.
 BudgetLimits node_share(const BudgetLimits& limits, int64_t nodes);
 
+// What an admitted probe or MX connection holds until it is released. Every admission, through
+// Redis or not, also holds a slot in the node's own budget.
+struct ProbeToken {
+    // Granted by the node's own budget because Redis was down, slow or unreadable.
+    bool local = false;
+    // The admission's token in Redis ("node:seq"), released there too: the admission Redis
+    // granted, or (with `local`) the one it did not answer in time and may still run. Empty:
+    // nothing to release in Redis.
+    std::string redis;
+    friend bool operator==(const ProbeToken&, const ProbeToken&) = default;
+};
+
 struct BudgetDecision {
     bool admitted = true;
     BudgetKind denied_by = BudgetKind::global;  // meaningful when denied
@@ -44,7 +56,7 @@ struct BudgetDecision {
     std::optional<CachedVerdict> cached;  // the verdict is there now (stored by another node)
     std::string cached_scope;             // "d" when `cached` is a domain fact, else "a"
     bool in_flight_elsewhere = false;     // another node is probing this address right now
-    std::string token;                    // admitted: identifies the probe for release_probe()
+    ProbeToken token;                     // admitted: what release_probe() gives back
     bool denied() const { return !admitted && !cached && !in_flight_elsewhere; }
 };
 
@@ -63,7 +75,7 @@ class ProbeBudget {
                                                       const std::string& client, bool refresh,
                                                       Done done) = 0;
     virtual void release_probe(const std::string& domain, const std::string& address,
-                               const std::string& token) = 0;
+                               const ProbeToken& token) = 0;
     // One connection to `ip`, an MX host of `provider` (the registrable domain of its name):
     // per-IP back-off, concurrency and rate, then the provider's rate.
     virtual std::optional<BudgetDecision> admit_mx(const std::string& ip,
@@ -88,7 +100,7 @@ class MemoryProbeBudget : public ProbeBudget {
                                               const std::string& client, bool refresh,
                                               Done done) override;
     void release_probe(const std::string& domain, const std::string& address,
-                       const std::string& token) override;
+                       const ProbeToken& token) override;
     std::optional<BudgetDecision> admit_mx(const std::string& ip, const std::string& provider,
                                            Done done) override;
     void release_mx(const std::string& ip) override;

@@ -9,8 +9,6 @@ namespace calloutd {
 
 namespace {
 
-constexpr std::string_view kLocal = "local";
-
 std::string count_of(const Rate& r) {
     return r.unlimited ? "0" : std::to_string(r.count);
 }
@@ -43,18 +41,23 @@ std::string RedisProbeBudget::next_token() {
 }
 
 BudgetDecision RedisProbeBudget::local_probe(const std::string& domain, const std::string& address,
-                                             const std::string& client, bool refresh) {
+                                             const std::string& client, bool refresh,
+                                             const std::string& redis_token) {
     ++counters_.degraded;
     BudgetDecision d = *local_.admit_probe(domain, address, client, refresh, {});
-    if (d.admitted) d.token = std::string(kLocal);
+    if (d.admitted) d.token = ProbeToken{true, redis_token};
     return d;
+}
+
+bool RedisProbeBudget::releases_in_redis(const ProbeToken& token) const {
+    return !token.redis.empty() && (!token.local || client_.is_connected());
 }
 
 std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& domain,
                                                             const std::string& address,
                                                             const std::string& client, bool refresh,
                                                             Done done) {
-    if (!client_.is_connected()) return local_probe(domain, address, client, refresh);
+    if (!client_.is_connected()) return local_probe(domain, address, client, refresh, {});
     namespace rs = redis_schema;
     std::string token = next_token();
     std::vector<std::string> keys = {
@@ -84,7 +87,7 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
             BudgetDecision d;
             switch (reply.kind) {
                 case Kind::admitted:
-                    d.token = token;
+                    d.token = ProbeToken{false, token};
                     local_.record_probe(domain, client);
                     break;
                 case Kind::cached:
@@ -105,9 +108,8 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
                     // No answer, or one we cannot read. Redis may still run this admission
                     // later (a slow or paused server): remember our token so the release also
                     // clears a late marker.
-                    d = local_probe(domain, address, client, refresh);
-                    if (d.admitted) d.token = std::string(kLocal) + "|" + token;
-                    break;
+                    done(local_probe(domain, address, client, refresh, token));
+                    return;
             }
             done(d);
         });
@@ -115,18 +117,14 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_probe(const std::string& d
 }
 
 void RedisProbeBudget::release_probe(const std::string& domain, const std::string& address,
-                                     const std::string& token) {
+                                     const ProbeToken& token) {
     // Every admitted probe, through Redis or not, holds a local running slot.
     local_.release_probe(domain, address, token);
-    std::string redis_token = token;
-    if (token.empty() || token.starts_with(kLocal)) {
-        // "local|TOKEN": admitted locally after Redis did not answer in time; Redis may have
-        // run the admission anyway, so clear that marker too (harmless if it never ran).
-        if (token.size() <= kLocal.size() + 1 || !client_.is_connected()) return;
-        redis_token = token.substr(kLocal.size() + 1);
-    }
+    // A local grant with a Redis token: Redis may have run the admission anyway, so clear that
+    // marker too (harmless if it never ran).
+    if (!releases_in_redis(token)) return;
     namespace rs = redis_schema;
-    client_.eval("release", {rs::kRunningKey, rs::in_flight_key(domain, address)}, {redis_token},
+    client_.eval("release", {rs::kRunningKey, rs::in_flight_key(domain, address)}, {token.redis},
                  [this](RedisResult r) {
                      // On failure the marker and slot expire by themselves (probe lifetime).
                      if (!r.ok()) ++counters_.errors;
@@ -137,13 +135,9 @@ BudgetDecision RedisProbeBudget::local_mx(const std::string& ip, const std::stri
                                           const std::string& redis_token) {
     ++counters_.degraded;
     BudgetDecision d = *local_.admit_mx(ip, provider, {});
-    if (d.admitted) {
-        std::string token(kLocal);
-        // Redis may still run the admission it did not answer in time: keep its token so the
-        // release also frees that slot (harmless if it never ran).
-        if (!redis_token.empty()) token += "|" + redis_token;
-        mx_tokens_[ip].push_back(std::move(token));
-    }
+    // Redis may still run the admission it did not answer in time: its token is kept so the
+    // release also frees that slot (harmless if it never ran).
+    if (d.admitted) mx_tokens_[ip].push_back(ProbeToken{true, redis_token});
     return d;
 }
 
@@ -174,7 +168,7 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_mx(const std::string& ip,
                      }
                      BudgetDecision d;
                      if (reply.kind == Kind::admitted) {
-                         mx_tokens_[ip].push_back(token);
+                         mx_tokens_[ip].push_back(ProbeToken{false, token});
                          local_.record_mx(ip, provider);
                      } else {
                          d.admitted = false;
@@ -188,16 +182,13 @@ std::optional<BudgetDecision> RedisProbeBudget::admit_mx(const std::string& ip,
 void RedisProbeBudget::release_mx(const std::string& ip) {
     auto it = mx_tokens_.find(ip);
     if (it == mx_tokens_.end() || it->second.empty()) return;
-    std::string token = std::move(it->second.front());
+    ProbeToken token = std::move(it->second.front());
     it->second.pop_front();
     if (it->second.empty()) mx_tokens_.erase(it);
     // Every admitted connection, through Redis or not, holds a local slot.
     local_.release_mx(ip);
-    if (token.starts_with(kLocal)) {
-        if (token.size() <= kLocal.size() + 1 || !client_.is_connected()) return;
-        token = token.substr(kLocal.size() + 1);
-    }
-    client_.command({"ZREM", redis_schema::mx_running_key(ip), token}, [this](RedisResult r) {
+    if (!releases_in_redis(token)) return;
+    client_.command({"ZREM", redis_schema::mx_running_key(ip), token.redis}, [this](RedisResult r) {
         if (!r.ok()) ++counters_.errors;
     });
 }

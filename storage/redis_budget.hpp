@@ -37,7 +37,7 @@ class RedisProbeBudget : public ProbeBudget {
                                               const std::string& client, bool refresh,
                                               Done done) override;
     void release_probe(const std::string& domain, const std::string& address,
-                       const std::string& token) override;
+                       const ProbeToken& token) override;
     std::optional<BudgetDecision> admit_mx(const std::string& ip, const std::string& provider,
                                            Done done) override;
     void release_mx(const std::string& ip) override;
@@ -48,10 +48,15 @@ class RedisProbeBudget : public ProbeBudget {
 
   private:
     std::string next_token();
+    // Admissions by the node's own budget; `redis_token` names the admission Redis did not
+    // answer in time ("" when none was sent).
     BudgetDecision local_probe(const std::string& domain, const std::string& address,
-                               const std::string& client, bool refresh);
+                               const std::string& client, bool refresh,
+                               const std::string& redis_token);
     BudgetDecision local_mx(const std::string& ip, const std::string& provider,
                             const std::string& redis_token);
+    // Frees the Redis side of a released token: a local grant only if Redis is reachable now.
+    bool releases_in_redis(const ProbeToken& token) const;
 
     RedisClient& client_;
     MemoryProbeBudget& local_;
@@ -60,9 +65,8 @@ class RedisProbeBudget : public ProbeBudget {
     std::string node_id_;
     int64_t nodes_ = 1;
     uint64_t sequence_ = 0;
-    // Admitted MX slots per IP, oldest first; "local" marks slots the local budget granted,
-    // "local|TOKEN" those granted locally after Redis did not answer TOKEN's admission in time.
-    std::unordered_map<std::string, std::deque<std::string>> mx_tokens_;
+    // Admitted MX slots per IP, oldest first.
+    std::unordered_map<std::string, std::deque<ProbeToken>> mx_tokens_;
     Counters counters_;
 };
 

@@ -1,9 +1,9 @@
 // RedisClient: option checks, command and EVAL framing, cancel, and subscriptions over two links.
 #include "storage/redis_client.hpp"
 
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
+
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -97,9 +97,7 @@ RedisClient::Id RedisClient::eval(std::string_view script,
                                   ReplyCallback callback) {
     auto it = shared_.scripts.find(script);
     if (it == shared_.scripts.end()) {
-        std::fprintf(stderr, "RedisClient::eval: script '%.*s' was never registered\n",
-                     static_cast<int>(script.size()), script.data());
-        std::abort();
+        panic("RedisClient::eval", "script '" + std::string(script) + "' was never registered");
     }
     if (!commands_.ready()) return fail_fast(std::move(callback));
     EvalRetry retry{it->first, {}};

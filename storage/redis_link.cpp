@@ -1,4 +1,6 @@
 // RedisLinkMachine: attempts through the stages, the handshake, command deadlines, pub/sub.
+// Over 500 lines as one concept: the one state machine that drives the stages redis_link_stage.*
+// declares.
 #include "storage/redis_link.hpp"
 
 #include <netdb.h>
@@ -7,11 +9,10 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
-#include "callout/ip_net.hpp"
+#include "util/ip_net.hpp"
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -23,11 +24,6 @@ using Failure = RedisStageFailure;
 
 // Tags of handshake commands start here, far above any user command id; 0 is pub/sub traffic.
 constexpr std::uint64_t kFirstStepTag = std::uint64_t{1} << 63;
-
-[[noreturn]] void impossible(const char* where, const std::string& what) {
-    std::fprintf(stderr, "calloutd: impossible state in %s: %s\n", where, what.c_str());
-    std::abort();
-}
 
 }  // namespace
 
@@ -329,7 +325,7 @@ void RedisLinkMachine::become_ready() {
 void RedisLinkMachine::fail(const std::string& reason, std::uint64_t expired) {
     const RedisLinkStageRow& row = stage_row(stage_);
     if (row.on_failure == Failure::impossible) {
-        impossible(__func__, "failure while " + std::string(row.name) + ": " + reason);
+        panic(__func__, "failure while " + std::string(row.name) + ": " + reason);
     }
     std::shared_ptr<Attempt> ended = std::move(attempt_);
     for (auto& [id, command] : ended->commands) {

@@ -16,13 +16,13 @@
 #include <string_view>
 #include <vector>
 
-#include "callout/uv_timer.hpp"
 #include "storage/redis_link_stage.hpp"
 #include "storage/redis_reply.hpp"
 #include "storage/redis_sentinel.hpp"
 #include "storage/redis_url.hpp"
 #include "storage/uv_hiredis.hpp"
 #include "util/deferred_queue.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 

@@ -3,9 +3,9 @@
 
 #include <hiredis/hiredis.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
+
+#include "util/panic.hpp"
 
 namespace calloutd {
 
@@ -33,8 +33,7 @@ void bound_reply_arrays(redisReader* reader) {
     (void)copied;
     if (reader->fn == &g_bounded_functions) return;
     if (reader->fn->createArray != g_create_array) {
-        std::fprintf(stderr, "bound_reply_arrays: the reader does not use hiredis's functions\n");
-        std::abort();
+        panic(__func__, "the reader does not use hiredis's functions");
     }
     reader->fn = &g_bounded_functions;
 }

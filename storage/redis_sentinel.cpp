@@ -6,23 +6,9 @@
 #include <utility>
 
 #include "storage/redis_reply.hpp"
+#include "util/host_port.hpp"
 
 namespace calloutd {
-
-namespace {
-
-// A decimal TCP port, 1..65535.
-bool parse_port(const std::string& text, long& port) {
-    if (text.empty() || text.size() > 5) return false;
-    port = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9') return false;
-        port = port * 10 + (c - '0');
-    }
-    return port >= 1 && port <= 65535;
-}
-
-}  // namespace
 
 RedisSentinel::RedisSentinel(uv_loop_t* loop, std::vector<RedisHostPort> sentinels,
                              std::string master_name, std::chrono::milliseconds timeout)
@@ -37,8 +23,7 @@ std::unique_ptr<RedisSentinel::Round> RedisSentinel::discover(Done done) {
 
 std::string RedisSentinel::current() const {
     const RedisHostPort& s = sentinels_[current_];
-    bool v6 = s.host.find(':') != std::string::npos;
-    return (v6 ? "[" + s.host + "]" : s.host) + ":" + std::to_string(s.port);
+    return format_host_port(s.host, s.port);
 }
 
 RedisSentinel::Round::Round(RedisSentinel& sentinels, Done done)
@@ -104,15 +89,15 @@ void RedisSentinel::Round::on_reply(std::uint64_t, const redisReply& raw) {
         return;
     }
     const auto& e = r.reply.elements();
-    long port = 0;
-    if (!r.reply.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_string() ||
-        e[0].text().empty() || !parse_port(e[1].text(), port)) {
+    std::optional<std::uint16_t> port;
+    if (r.reply.is_array() && e.size() == 2 && e[1].is_string()) port = parse_port(e[1].text());
+    if (!r.reply.is_array() || e.size() != 2 || !e[0].is_string() || e[0].text().empty() || !port) {
         give_up_on_current("unexpected reply to SENTINEL get-master-addr-by-name");
         return;
     }
     Answer found;
     found.found = true;
-    found.master = RedisHostPort{e[0].text(), static_cast<std::uint16_t>(port)};
+    found.master = RedisHostPort{e[0].text(), *port};
     finish(std::move(found));
 }
 

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "callout/uv_timer.hpp"
 #include "storage/redis_url.hpp"
 #include "storage/uv_hiredis.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 

@@ -5,7 +5,8 @@
 
 #include <charconv>
 
-#include "callout/ip_net.hpp"
+#include "util/host_port.hpp"
+#include "util/ip_net.hpp"
 
 namespace calloutd {
 
@@ -96,51 +97,29 @@ std::optional<RedisEndpoint> parse_tcp(std::string_view rest, std::string& error
         db_text = rest.substr(slash + 1);
         has_db = true;
     }
-    std::string_view host = hostport;
-    std::string_view port_text;
-    bool has_port = false;
-    if (!hostport.empty() && hostport.front() == '[') {
-        auto close = hostport.find(']');
-        if (close == std::string_view::npos) {
-            error = "redis.url: '[' without ']' around an IPv6 address";
-            return std::nullopt;
-        }
-        host = hostport.substr(1, close - 1);
-        std::string_view after = hostport.substr(close + 1);
-        if (!after.empty()) {
-            if (after.front() != ':') {
-                error = "redis.url: expected ':PORT' after ']'";
-                return std::nullopt;
-            }
-            port_text = after.substr(1);
-            has_port = true;
-        }
-        auto ip = IpAddress::parse(host);
+    std::string why;
+    auto hp = parse_host_port(hostport, {}, &why);
+    if (!hp) {
+        error = "redis.url: " + why;
+        return std::nullopt;
+    }
+    if (hp->bracketed) {
+        auto ip = IpAddress::parse(hp->host);
         if (!ip || ip->is_v4()) {
-            error = "redis.url: '" + std::string(host) + "' in brackets is not an IPv6 address";
+            error = "redis.url: '" + std::string(hp->host) + "' in brackets is not an IPv6 address";
             return std::nullopt;
         }
-    } else {
-        if (auto colon = hostport.find(':'); colon != std::string_view::npos) {
-            host = hostport.substr(0, colon);
-            port_text = hostport.substr(colon + 1);
-            has_port = true;
-        }
-        if (!IpAddress::parse(host) && !is_host_name(host)) {
-            error = host.empty() ? "redis.url: missing host"
-                                 : "redis.url: bad host '" + std::string(host) + "'";
-            return std::nullopt;
-        }
+    } else if (hp->host.find(':') != std::string_view::npos) {
+        error = "redis.url: bad host '" + std::string(hp->host) +
+                "' (an IPv6 address goes in brackets)";
+        return std::nullopt;
+    } else if (!IpAddress::parse(hp->host) && !is_host_name(hp->host)) {
+        error = hp->host.empty() ? "redis.url: missing host"
+                                 : "redis.url: bad host '" + std::string(hp->host) + "'";
+        return std::nullopt;
     }
-    ep.host = std::string(host);
-    if (has_port) {
-        long port = 0;
-        if (!parse_number(port_text, 1, 65535, port)) {
-            error = "redis.url: port must be 1-65535, got '" + std::string(port_text) + "'";
-            return std::nullopt;
-        }
-        ep.port = static_cast<std::uint16_t>(port);
-    }
+    ep.host = std::string(hp->host);
+    if (hp->port) ep.port = *hp->port;
     if (has_db && !db_text.empty()) {
         long db = 0;
         if (!parse_number(db_text, 0, 1 << 20, db)) {
@@ -223,26 +202,14 @@ std::optional<RedisEndpoint> parse_redis_url(std::string_view url, std::string& 
 }
 
 std::optional<RedisHostPort> parse_sentinel_address(std::string_view text, std::string& error) {
-    std::string_view host;
-    std::string_view port;
-    bool bracketed = text.starts_with('[');
-    if (bracketed) {
-        auto close = text.find("]:");
-        if (close != std::string_view::npos) {
-            host = text.substr(1, close - 1);
-            port = text.substr(close + 2);
-        }
-    } else if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
-        host = text.substr(0, colon);
-        port = text.substr(colon + 1);
-    }
-    auto ip = IpAddress::parse(host);
-    long number = 0;
-    if (!ip || ip->is_v4() == bracketed || !parse_number(port, 1, 65535, number)) {
+    auto hp = parse_host_port(text, {.port_required = true});
+    std::optional<IpAddress> ip;
+    if (hp) ip = IpAddress::parse(hp->host);
+    if (!ip || ip->is_v4() == hp->bracketed) {
         error = "redis.sentinels: '" + std::string(text) + "' is not IP:PORT or [V6]:PORT";
         return std::nullopt;
     }
-    return RedisHostPort{std::string(host), static_cast<std::uint16_t>(number)};
+    return RedisHostPort{std::string(hp->host), *hp->port};
 }
 
 std::string to_display_string(const RedisEndpoint& ep) {
@@ -258,9 +225,7 @@ std::string to_display_string(const RedisEndpoint& ep) {
         if (!ep.password.empty()) out += sep + std::string("password=***");
         return out;
     }
-    bool v6 = ep.host.find(':') != std::string::npos;
-    return "redis://" + auth + (v6 ? "[" + ep.host + "]" : ep.host) + ":" +
-           std::to_string(ep.port) + "/" + std::to_string(ep.db);
+    return "redis://" + auth + format_host_port(ep.host, ep.port) + "/" + std::to_string(ep.db);
 }
 
 }  // namespace calloutd

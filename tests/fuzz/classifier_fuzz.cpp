@@ -32,7 +32,7 @@ std::string describe(const HostAttempt& a, const Verdict& v) {
         return x ? std::to_string(x->code) + " " + x->text() : std::string("-");
     };
     return "stage=" + std::string(stage_name(a.last_stage)) +
-           " event=" + std::string(event_name(a.event)) + " last=" + r(a.last_reply) +
+           " event=" + std::string(event_phrase(a.event)) + " last=" + r(a.last_reply) +
            " mail=" + r(a.mail_from) + " random=" + r(a.random_rcpt) + " rcpt=" + r(a.rcpt) +
            " -> " + std::string(to_string(v.cls)) + " " + v.reason;
 }

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "callout/dns_resolver.hpp"
-#include "callout/ip_net.hpp"
 #include "fuzz/fuzz_target.hpp"
+#include "util/ip_net.hpp"
 
 namespace {
 

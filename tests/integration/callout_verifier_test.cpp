@@ -1,5 +1,6 @@
 // The verification pipeline in-process against real dnsmasq and a fake SMTP target: cache,
 // single-flight, reply budget, refresh-ahead, failed refresh, teardown mid-probe.
+// Over 500 lines as one concept: the verifier's tests over one shared world of targets.
 #include "policy/callout_verifier.hpp"
 
 #include "callout/random_local_part.hpp"

@@ -1,6 +1,7 @@
 // A real Exim asking calloutd through contrib/exim/calloutd.acl (included, not copied): Exim in
 // host-checking mode (-bh) -> ${readsocket} -> calloutd -> dnsmasq test zones -> a real Postfix or
 // fake SMTP targets on loopback aliases, asserting the replies Exim itself gives at RCPT.
+// Over 500 lines as one concept: one Exim instance and the recipes' scenarios against it.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>

@@ -251,6 +251,23 @@ TEST_F(PolicyServer, SighupReloadsAndKeepsOldConfigWhenBroken) {
     EXPECT_EQ(c.read_action(), "WARN third");
 }
 
+// A reload applies what it can and names, in one warning, the changed keys that need a restart.
+TEST_F(PolicyServer, SighupNamesTheChangedKeysThatNeedARestart) {
+    start(config());
+    daemon_->write_config(config("max_connections = 5\n",
+                                 "[actions]\nskipped = \"WARN reloaded\"\n[callout]\nport = "
+                                 "2525\n[metrics]\nlisten = \"inet:127.0.0.1:0\"\n"));
+    daemon_->signal(SIGHUP);
+    ASSERT_TRUE(daemon_->wait_for_log(" reloaded ", 5s)) << daemon_->log();
+    EXPECT_NE(daemon_->log().find("warning reload reason=\"these changes take effect after a "
+                                  "restart\" keys=callout.port,metrics.listen\n"),
+              std::string::npos)
+        << daemon_->log();
+    PolicyClient c = tcp();
+    ASSERT_TRUE(c.send(policy_request("a@example.org")));
+    EXPECT_EQ(c.read_action(), "WARN reloaded");
+}
+
 TEST_F(PolicyServer, SigtermDrainsAndExits) {
     start(config("shutdown_timeout = \"3s\"\n"));
     PolicyClient idle = tcp();

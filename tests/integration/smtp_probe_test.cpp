@@ -1,4 +1,5 @@
 // The SMTP probe against the scriptable fake server on loopback: transcript facts and deadlines.
+// Over 500 lines as one concept: the probe state machine's tests, stage by stage.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -507,7 +508,7 @@ TEST(SmtpProbe, RefusedPrimaryThenWorkingSecondary) {
     ASSERT_EQ(run.result.attempts.size(), 2u);
     EXPECT_EQ(run.at(0).event, StageEvent::connect_failed);
     EXPECT_EQ(run.at(0).last_stage, SmtpStage::connect);
-    EXPECT_EQ(describe(run.at(0)), "connection refused");
+    EXPECT_EQ(describe(run.at(0)), "connect failed: connection refused");
     ASSERT_TRUE(run.at(1).rcpt);
     EXPECT_EQ(run.at(1).rcpt->code, 250);
 }

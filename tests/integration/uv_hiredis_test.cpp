@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "callout/uv_timer.hpp"
 #include "storage/redis_reply.hpp"
 #include "support/paths.hpp"
 #include "support/redis_server.hpp"
+#include "util/uv_timer.hpp"
 
 namespace calloutd {
 

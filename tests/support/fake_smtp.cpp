@@ -1,4 +1,5 @@
 // Scriptable fake SMTP server: one poll() thread, non-blocking sockets, scheduled output.
+// Over 500 lines as one concept: one scriptable SMTP server (scripts, faults, STARTTLS).
 #include "support/fake_smtp.hpp"
 
 #include "support/paths.hpp"

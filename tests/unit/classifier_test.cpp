@@ -1,7 +1,10 @@
 // Classifier table: real wording from Postfix, Exim, Microsoft 365, Gmail, Yahoo and others.
+// Over 500 lines as one concept: the classifier's case tables (verbatim vendor replies).
 #include "callout/classifier.hpp"
 
 #include <gtest/gtest.h>
+
+#include "callout/smtp_probe.hpp"
 
 #include <string>
 #include <vector>
@@ -360,9 +363,9 @@ std::vector<Case> cases() {
         {"timeout at RCPT", failed_at(S::rcpt, E::timeout), V::tempfail,
          "timeout while waiting for RCPT reply"},
         {"deadline at RCPT", failed_at(S::rcpt, E::deadline), V::tempfail,
-         "deadline expired while waiting for RCPT reply"},
+         "probe deadline reached while waiting for RCPT reply"},
         {"io error at MAIL FROM", failed_at(S::mail_from_again, E::io_error), V::tempfail,
-         "io error while waiting for MAIL FROM reply"},
+         "I/O error while waiting for MAIL FROM reply"},
         {"protocol error at banner", failed_at(S::banner, E::protocol_error), V::tempfail,
          "protocol error while waiting for banner"},
         // --- accept-all and the random RCPT ---
@@ -882,7 +885,7 @@ TEST(Classifier, TlsAndSmtputf8Outcomes) {
     HostAttempt hung = failed_at(SmtpStage::tls_handshake, StageEvent::timeout);
     EXPECT_EQ(classify({hung}).reason, "tls-failed: handshake timeout");
     HostAttempt late = failed_at(SmtpStage::tls_handshake, StageEvent::deadline);
-    EXPECT_EQ(classify({late}).reason, "deadline expired while doing the TLS handshake");
+    EXPECT_EQ(classify({late}).reason, "probe deadline reached while doing the TLS handshake");
     // The plaintext retry after it decides.
     HostAttempt retry = at_rcpt(R("550 5.1.1 <bob@example.org>: User unknown"));
     retry.plaintext_retry = true;
@@ -919,6 +922,26 @@ TEST(Classifier, TlsAndSmtputf8Outcomes) {
     HostAttempt inside = at_rcpt(R("250 2.1.5 Ok"));
     inside.tls = TlsSessionInfo{"TLSv1.3", "TLS_AES_256_GCM_SHA384", "CN=mx", "CN=mx"};
     EXPECT_EQ(classify({inside}).cls, VerdictClass::valid);
+}
+
+// One wording table: an attempt that ended without a reply reads the same in the transcript's
+// last line (describe) and in the verdict's reason, which leaves out only the OS detail.
+TEST(Classifier, TranscriptAndReasonUseTheSameWords) {
+    for (int st = 0; st <= static_cast<int>(SmtpStage::quit); ++st) {
+        const auto stage = static_cast<SmtpStage>(st);
+        for (auto event :
+             {StageEvent::timeout, StageEvent::deadline, StageEvent::closed, StageEvent::io_error,
+              StageEvent::protocol_error, StageEvent::connect_failed}) {
+            if (stage == SmtpStage::tls_handshake && event != StageEvent::deadline) continue;
+            HostAttempt a = failed_at(stage, event);
+            a.detail = "read: connection reset by peer";
+            const Verdict v = classify_attempt(a, {});
+            EXPECT_EQ(v.cls, VerdictClass::tempfail);
+            EXPECT_TRUE(describe(a).starts_with(v.reason))
+                << "describe: " << describe(a) << "\nreason: " << v.reason;
+            EXPECT_NE(v.reason.find(event_phrase(event)), std::string::npos) << v.reason;
+        }
+    }
 }
 
 }  // namespace

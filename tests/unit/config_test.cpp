@@ -1,4 +1,5 @@
 // Configuration: value parsers, schema defaults, error positions, and the sample file.
+// Over 500 lines as one concept: the schema's tests, one value kind and one error case at a time.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -106,6 +107,73 @@ TEST(ConfigSchema, EveryDefaultParsesAndKeysAreUnique) {
     // One action key per verdict class.
     for (auto c : kAllVerdictClasses) {
         EXPECT_NE(find_key("actions." + std::string(to_string(c))), nullptr) << to_string(c);
+    }
+}
+
+// Another value of the same type, for the comparator test below.
+ConfigValue changed(ConfigValue v) {
+    struct Change {
+        ConfigValue operator()(bool b) const { return !b; }
+        ConfigValue operator()(int64_t i) const { return i + 1; }
+        ConfigValue operator()(const std::string& s) const { return s + "x"; }
+        ConfigValue operator()(Duration d) const { return d + 1ms; }
+        ConfigValue operator()(Rate r) const { return Rate{r.count + 1, r.period, false}; }
+        ConfigValue operator()(LogLevel l) const {
+            return l == LogLevel::debug ? LogLevel::error : LogLevel::debug;
+        }
+        ConfigValue operator()(std::vector<std::string> list) const {
+            list.push_back("changed.example");
+            return list;
+        }
+        ConfigValue operator()(const CidrSet& set) const {
+            auto nets = set.networks();
+            nets.push_back(*Cidr::parse("192.0.2.0/24"));
+            return CidrSet(nets);
+        }
+        ConfigValue operator()(std::vector<ListenAddress> list) const {
+            list.push_back(*parse_listen_address("inet:127.0.0.1:1", nullptr));
+            return list;
+        }
+    };
+    return std::visit(Change{}, std::move(v));
+}
+
+// Each key's comparator sees a change of that key, and a reload reports exactly the changed
+// keys that need a restart.
+TEST(ConfigSchema, ReloadSeesEveryChangedKeyAndReportsThoseNeedingARestart) {
+    Config running;
+    for (const auto& def : config_schema()) def.apply(running, default_value(def));
+    EXPECT_TRUE(restart_keys_changed(running, running).empty());
+    for (const auto& def : config_schema()) {
+        Config next = running;
+        def.apply(next, changed(default_value(def)));
+        EXPECT_FALSE(def.same(running, next)) << def.key;
+        auto keys = restart_keys_changed(running, next);
+        if (def.reload == Reload::restart) {
+            EXPECT_EQ(keys, std::vector<std::string_view>{def.key});
+        } else {
+            EXPECT_TRUE(keys.empty()) << def.key;
+        }
+    }
+}
+
+// What SIGHUP cannot apply: the sockets and identity set up at start, and the parts of the
+// engine built once (resolver, probe settings, cache size, Redis).
+TEST(ConfigSchema, RestartKeys) {
+    std::set<std::string> restart;
+    for (const auto& def : config_schema()) {
+        if (def.reload == Reload::restart) restart.insert(std::string(def.key));
+    }
+    for (const char* key :
+         {"server.listen", "server.socket_mode", "server.user", "server.group",
+          "server.control_socket", "dns.servers", "dns.canary", "callout.port", "callout.tls",
+          "cache.memory_entries", "redis.url", "redis.nodes", "metrics.listen"}) {
+        EXPECT_TRUE(restart.contains(key)) << key;
+    }
+    for (const char* key : {"server.reply_timeout", "server.max_connections", "log.level",
+                            "policy.dry_run", "policy.skip_domains", "cache.positive_ttl",
+                            "limits.domain_rate", "limits.backoff_ttl", "actions.invalid"}) {
+        EXPECT_FALSE(restart.contains(key)) << key;
     }
 }
 

@@ -39,6 +39,25 @@ TEST(ManPage, ConfigPageDescribesEveryKeyWithItsDefault) {
     }
 }
 
+// The page's one sentence on reloads names exactly the keys the schema marks Reload::restart, by
+// key or by a section whose keys all need a restart.
+TEST(ManPage, ConfigPageNamesWhatAReloadDoesNotApply) {
+    std::string page = unroff(read(test::source_dir() + "/docs/calloutd.toml.5"));
+    auto at = page.find("A reload applies every key except ");
+    ASSERT_NE(at, std::string::npos);
+    std::string sentence = page.substr(at, page.find('\n', at) - at);
+    for (const auto& def : config_schema()) {
+        std::string key(def.key);
+        std::string section = "[" + key.substr(0, key.find('.')) + "]";
+        bool named = sentence.find(" " + key + ",") != std::string::npos ||
+                     sentence.find(" " + key + ":") != std::string::npos ||
+                     sentence.find(section) != std::string::npos;
+        EXPECT_EQ(named, def.reload == Reload::restart)
+            << def.key
+            << (named ? " is named but a reload applies it" : " needs a restart but is not named");
+    }
+}
+
 TEST(ManPage, DaemonPageNamesEveryCommandAndClass) {
     std::string page = unroff(read(test::source_dir() + "/docs/calloutd.8"));
     for (const char* word : {"run", "check-config", "probe", "version", "status", "cache-get",

@@ -1,5 +1,5 @@
 // IP address and CIDR parsing and membership.
-#include "callout/ip_net.hpp"
+#include "util/ip_net.hpp"
 
 #include <gtest/gtest.h>
 

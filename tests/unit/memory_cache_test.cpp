@@ -175,7 +175,7 @@ TEST_F(MemoryCache, AFailedRefreshPostponesTheNextByTheTempfailTtl) {
 // the address, as long as a tempfail.
 TEST_F(MemoryCache, SkippedFromAProbeIsKeptForTheTempfailTtl) {
     CachedVerdict v = verdict(VerdictClass::skipped);
-    v.reason = "smtputf8-unsupported: UTF-8 address, no SMTPUTF8 at EHLO";
+    v.reason = "smtputf8-unsupported: SMTPUTF8 not offered at EHLO";
     cache.store("example.org", "jörg@example.org", v);
     ASSERT_TRUE(find("jörg@example.org"));
     EXPECT_EQ(find("jörg@example.org")->verdict.cls, VerdictClass::skipped);

@@ -90,7 +90,7 @@ class Budget : public ::testing::Test {
 TEST_F(Budget, DomainBudgetFirst) {
     for (int i = 0; i < 10; ++i) {
         ASSERT_TRUE(admit("victim.example", "192.0.2." + std::to_string(i)).admitted);
-        budget.release_probe("", "", "");
+        budget.release_probe("", "", {});
     }
     auto d = admit("victim.example", "192.0.2.99");
     EXPECT_FALSE(d.admitted);
@@ -104,7 +104,7 @@ TEST_F(Budget, ClientBudgetStopsOneSpammerForgingManyDomains) {
         auto d = admit("d" + std::to_string(i) + ".example", "198.51.100.1");
         if (d.admitted) {
             ++admitted;
-            budget.release_probe("", "", "");
+            budget.release_probe("", "", {});
         } else {
             EXPECT_EQ(d.denied_by, BudgetKind::client);
         }
@@ -120,13 +120,13 @@ TEST_F(Budget, GlobalRateAndConcurrency) {
     EXPECT_FALSE(busy.admitted);
     EXPECT_EQ(busy.denied_by, BudgetKind::global);
     EXPECT_EQ(budget.probes_running(), 5);
-    for (int i = 0; i < 5; ++i) budget.release_probe("", "", "");
+    for (int i = 0; i < 5; ++i) budget.release_probe("", "", {});
     int admitted = 5;
     for (int i = 5; i < 40; ++i) {
         auto d = admit("d" + std::to_string(i), "c" + std::to_string(i));
         if (d.admitted) {
             ++admitted;
-            budget.release_probe("", "", "");
+            budget.release_probe("", "", {});
         }
     }
     EXPECT_EQ(admitted, 30);
@@ -135,13 +135,13 @@ TEST_F(Budget, GlobalRateAndConcurrency) {
 TEST_F(Budget, DeniedProbesCostNothing) {
     for (int i = 0; i < 10; ++i) {
         admit("victim.example", "c");
-        budget.release_probe("", "", "");
+        budget.release_probe("", "", {});
     }
     for (int i = 0; i < 100; ++i) EXPECT_FALSE(admit("victim.example", "c").admitted);
     // The client spent only the 10 admitted probes.
     for (int i = 0; i < 10; ++i) {
         EXPECT_TRUE(admit("d" + std::to_string(i), "c").admitted) << i;
-        budget.release_probe("", "", "");
+        budget.release_probe("", "", {});
     }
 }
 
@@ -198,7 +198,7 @@ TEST_F(Budget, ProviderRateSpansAllItsMxIps) {
 TEST_F(Budget, RecordedAdmissionsCountAgainstTheLocalWindows) {
     for (int i = 0; i < 10; ++i) budget.record_probe("victim.example", "c" + std::to_string(i));
     EXPECT_EQ(budget.probes_running(), 10);
-    for (int i = 0; i < 10; ++i) budget.release_probe("", "", "");
+    for (int i = 0; i < 10; ++i) budget.release_probe("", "", {});
     auto d = admit("victim.example", "c99");
     EXPECT_FALSE(d.admitted);
     EXPECT_EQ(d.denied_by, BudgetKind::domain);
@@ -241,7 +241,7 @@ TEST_F(Budget, MemoryStaysBoundedUnderDistinctKeys) {
     for (int i = 0; i < 100000; ++i) {
         auto d =
             small.admit_probe("d" + std::to_string(i), "a", "c" + std::to_string(i % 7), false, {});
-        if (d->admitted) small.release_probe("", "", "");
+        if (d->admitted) small.release_probe("", "", {});
     }
     EXPECT_LE(small.tracked_keys(), 3000u);
 }

@@ -1,5 +1,5 @@
 // IP address and CIDR parsing on top of inet_pton/inet_ntop.
-#include "callout/ip_net.hpp"
+#include "util/ip_net.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
