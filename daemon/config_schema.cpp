@@ -16,6 +16,7 @@ using std::chrono::days;
 struct Field {
     void (*apply)(Config&, ConfigValue&&);
     bool (*same)(const Config&, const Config&);
+    void (*keep)(Config& next, const Config& running);
 };
 
 template <class T>
@@ -33,6 +34,11 @@ bool same_action(const Config& a, const Config& b) {
     return a.policy.actions[static_cast<size_t>(C)] == b.policy.actions[static_cast<size_t>(C)];
 }
 
+template <VerdictClass C>
+void keep_action(Config& next, const Config& running) {
+    next.policy.actions[static_cast<size_t>(C)] = running.policy.actions[static_cast<size_t>(C)];
+}
+
 // Domain lists arrive expanded (the loader reads "file:" and "builtin:" entries).
 template <DomainSet PolicySettings::*Member>
 void assign_domains(Config& c, ConfigValue&& v) {
@@ -42,11 +48,15 @@ void assign_domains(Config& c, ConfigValue&& v) {
 // clang-format off
 #define FIELD(member)                                                                      \
     Field{[](Config& c, ConfigValue&& v) { assign(c.member, std::move(v)); },              \
-          [](const Config& a, const Config& b) { return a.member == b.member; }}
+          [](const Config& a, const Config& b) { return a.member == b.member; },           \
+          [](Config& n, const Config& r) { n.member = r.member; }}
 #define DOMAINS(member)                                                                    \
     Field{&assign_domains<&PolicySettings::member>,                                        \
-          [](const Config& a, const Config& b) { return a.policy.member == b.policy.member; }}
-#define ACTION(cls) Field{&assign_action<VerdictClass::cls>, &same_action<VerdictClass::cls>}
+          [](const Config& a, const Config& b) { return a.policy.member == b.policy.member; }, \
+          [](Config& n, const Config& r) { n.policy.member = r.policy.member; }}
+#define ACTION(cls)                                                                        \
+    Field{&assign_action<VerdictClass::cls>, &same_action<VerdictClass::cls>,              \
+          &keep_action<VerdictClass::cls>}
 // clang-format on
 
 constexpr KeyDef row(std::string_view key, ValueKind kind, Reload reload,
@@ -59,6 +69,7 @@ constexpr KeyDef row(std::string_view key, ValueKind kind, Reload reload,
     def.doc = doc;
     def.apply = field.apply;
     def.same = field.same;
+    def.keep = field.keep;
     return def;
 }
 
@@ -358,6 +369,12 @@ std::vector<std::string_view> restart_keys_changed(const Config& running, const 
         if (def.reload == Reload::restart && !def.same(running, next)) changed.push_back(def.key);
     }
     return changed;
+}
+
+void keep_restart_keys(const Config& running, Config& next) {
+    for (const auto& def : kSchema) {
+        if (def.reload == Reload::restart) def.keep(next, running);
+    }
 }
 
 }  // namespace calloutd

@@ -55,9 +55,10 @@ struct KeyDef {
     std::string_view doc;           // one line
     int64_t min = 0;                // integer: bounds; duration: bounds in milliseconds
     int64_t max = 0;
-    std::string_view choices;                              // choice: "a|b|c"
-    void (*apply)(Config&, ConfigValue&&) = nullptr;       // stores a parsed value
-    bool (*same)(const Config&, const Config&) = nullptr;  // equal in both configurations
+    std::string_view choices;                                     // choice: "a|b|c"
+    void (*apply)(Config&, ConfigValue&&) = nullptr;              // stores a parsed value
+    bool (*same)(const Config&, const Config&) = nullptr;         // equal in both configurations
+    void (*keep)(Config& next, const Config& running) = nullptr;  // running's value into next
 };
 
 inline constexpr std::string_view kBuiltinNeverProbe = "builtin:never-probe";
@@ -73,5 +74,9 @@ ConfigValue default_value(const KeyDef& def);
 // The Reload::restart keys whose values differ between the two, in schema order: what a reload
 // from `running` to `next` does not apply.
 std::vector<std::string_view> restart_keys_changed(const Config& running, const Config& next);
+// Gives every Reload::restart key of `next` its value in `running`: what a reload applies, so
+// that the daemon's configuration (what `status` shows, what the next reload compares with) is
+// the one in force.
+void keep_restart_keys(const Config& running, Config& next);
 
 }  // namespace calloutd

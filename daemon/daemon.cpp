@@ -274,9 +274,9 @@ void Daemon::reload_config() {
         return;
     }
     Config next = std::get<Config>(std::move(result));
-    Log::configure(next.log);
-    if (engine_) engine_->apply(next);
-    // Everything else is applied below; the schema marks what only a restart changes.
+    // The schema marks what only a restart changes: those keys keep their running values, so
+    // the configuration kept here (shown by `status`, compared by the next reload) is the one
+    // in force, and a second reload of the same file warns again.
     if (auto keys = restart_keys_changed(config_, next); !keys.empty()) {
         std::string list;
         for (auto k : keys) list.append(list.empty() ? "" : ",").append(k);
@@ -284,6 +284,9 @@ void Daemon::reload_config() {
             .field("reason", "these changes take effect after a restart")
             .field("keys", list);
     }
+    keep_restart_keys(config_, next);
+    Log::configure(next.log);
+    if (engine_) engine_->apply(next);
     decider_->update_settings(next.policy);
     server_->update_settings(next.server);
     config_ = std::move(next);

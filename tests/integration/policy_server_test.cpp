@@ -14,6 +14,7 @@
 #include "support/daemon_process.hpp"
 #include "support/paths.hpp"
 #include "support/policy_client.hpp"
+#include "support/text.hpp"
 
 namespace calloutd::test {
 namespace {
@@ -266,6 +267,15 @@ TEST_F(PolicyServer, SighupNamesTheChangedKeysThatNeedARestart) {
     PolicyClient c = tcp();
     ASSERT_TRUE(c.send(policy_request("a@example.org")));
     EXPECT_EQ(c.read_action(), "WARN reloaded");
+
+    // The old values stay in force, so reloading the same file again says so again.
+    daemon_->signal(SIGHUP);
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (occurrences(daemon_->log(), " reloaded ") < 2 &&
+           std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(occurrences(daemon_->log(), "keys=callout.port,metrics.listen\n"), 2u)
+        << daemon_->log();
 }
 
 TEST_F(PolicyServer, SigtermDrainsAndExits) {

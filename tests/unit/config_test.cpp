@@ -157,6 +157,19 @@ TEST(ConfigSchema, ReloadSeesEveryChangedKeyAndReportsThoseNeedingARestart) {
     }
 }
 
+// A reload keeps the running value of every restart key and takes every live key's new value.
+TEST(ConfigSchema, ReloadKeepsTheRunningValueOfEveryRestartKey) {
+    Config running;
+    for (const auto& def : config_schema()) def.apply(running, default_value(def));
+    for (const auto& def : config_schema()) {
+        Config next = running;
+        def.apply(next, changed(default_value(def)));
+        keep_restart_keys(running, next);
+        EXPECT_EQ(def.same(running, next), def.reload == Reload::restart) << def.key;
+        EXPECT_TRUE(restart_keys_changed(running, next).empty()) << def.key;
+    }
+}
+
 // What SIGHUP cannot apply: the sockets and identity set up at start, and the parts of the
 // engine built once (resolver, probe settings, cache size, Redis).
 TEST(ConfigSchema, RestartKeys) {
