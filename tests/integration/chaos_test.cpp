@@ -383,6 +383,16 @@ TEST(Chaos, SteadyLoadThroughDnsMxRedisFailuresAndReloads) {
     for (int i = 0; i < 12; ++i) workers.emplace_back([&, i] { load.persistent(100 + i, stop); });
     for (int i = 0; i < 4; ++i) workers.emplace_back([&, i] { load.pipelined(200 + i, stop); });
     for (int i = 0; i < 4; ++i) workers.emplace_back([&, i] { load.half_closing(300 + i, stop); });
+    // Whatever ends this scope (a failed step throws) stops and joins the load first.
+    struct JoinLoad {
+        std::atomic<bool>& stop;
+        std::vector<std::thread>& workers;
+        ~JoinLoad() {
+            stop = true;
+            for (auto& w : workers)
+                if (w.joinable()) w.join();
+        }
+    } join_load{stop, workers};
 
     // The schedule, in tenths of the load duration (60 s: one step = 6 s), plus a SIGHUP every
     // 2 s with the broken and the valid configuration in turn.
@@ -427,7 +437,11 @@ TEST(Chaos, SteadyLoadThroughDnsMxRedisFailuresAndReloads) {
     while (Clock::now() < start + duration) {
         auto now = Clock::now();
         if (next_step < steps.size() && now >= at(steps[next_step].when)) {
-            steps[next_step].run();
+            try {
+                steps[next_step].run();
+            } catch (const std::exception& e) {
+                ADD_FAILURE() << "chaos step '" << steps[next_step].what << "': " << e.what();
+            }
             timeline +=
                 std::to_string(
                     std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count()) +
@@ -447,7 +461,7 @@ TEST(Chaos, SteadyLoadThroughDnsMxRedisFailuresAndReloads) {
         std::this_thread::sleep_for(20ms);
     }
     stop = true;
-    for (auto& w : workers) w.join();
+    for (auto& w : workers) w.join();  // (JoinLoad finds them joined)
     // Whatever the schedule left broken is back for the settle phase.
     daemon.write_config(good);
     redis.resume();

@@ -185,10 +185,14 @@ void Dnsmasq::kill() {
 void Dnsmasq::restart() {
     stop();
     std::string why;
-    if (!start_once(zones_, why, port_)) {
-        throw std::runtime_error("dnsmasq did not restart on port " + std::to_string(port_) + ": " +
-                                 why + "\n" + log());
+    // Same port on purpose (calloutd keeps asking it); another process may have taken it for a
+    // moment (tests run in parallel), or a loaded machine may be slow to start dnsmasq: retry.
+    for (int attempt = 0; attempt < 20; ++attempt) {
+        if (start_once(zones_, why, port_)) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    throw std::runtime_error("dnsmasq did not restart on port " + std::to_string(port_) + ": " +
+                             why + "\n" + log());
 }
 
 void Dnsmasq::stop() {
