@@ -49,6 +49,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
     static void on_write(uv_write_t* req, int status);
     static void on_idle(uv_timer_t* t);
+    uint64_t idle_ms() const;
     static void on_request_timeout(uv_timer_t* t);
     static void on_closed(uv_handle_t* h);
 
@@ -73,7 +74,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         uv_pipe_t pipe;
     } handle_;
     uv_timer_t idle_;
-    uv_timer_t request_timer_;  // runs while a request has begun but is not complete
+    uint64_t last_activity_ = 0;  // uv_now() of the last read or reply sent
+    uv_timer_t request_timer_;    // runs while a request has begun but is not complete
     int open_handles_ = 0;
     bool reading_ = false;
     bool read_done_ = false;  // EOF, violation or draining: no more requests will be read
