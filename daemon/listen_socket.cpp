@@ -15,7 +15,8 @@ namespace {
 
 constexpr int kBacklog = 128;
 
-// True when something accepts connections on the unix socket at `path`.
+}  // namespace
+
 bool socket_is_live(const std::string& path) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return false;
@@ -27,7 +28,17 @@ bool socket_is_live(const std::string& path) {
     return live;
 }
 
-}  // namespace
+std::string unix_bind_error(const std::string& path, int rc) {
+    // libuv reports a missing directory as EACCES ("for compatibility with Windows").
+    if (rc == UV_EACCES) {
+        auto slash = path.rfind('/');
+        std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+        struct stat st {};
+        if (slash != std::string::npos && ::stat(dir.c_str(), &st) != 0 && errno == ENOENT)
+            return path + ": directory " + dir + " does not exist";
+    }
+    return path + ": " + uv_strerror(rc);
+}
 
 void init_stream_handle(uv_loop_t* loop, bool is_unix, StreamHandle& h) {
     if (is_unix) {
@@ -62,7 +73,7 @@ bool ListenSocket::listen(uv_loop_t* loop, const ListenAddress& address, int uni
         if (rc == 0 && ::chmod(path.c_str(), static_cast<mode_t>(unix_mode)) != 0) rc = -errno;
         if (rc == 0) rc = uv_listen(stream(), kBacklog, on_connection);
         if (rc != 0) {
-            error = path + ": " + uv_strerror(rc);
+            error = unix_bind_error(path, rc);
             close();
             return false;
         }

@@ -9,6 +9,12 @@
 
 namespace calloutd {
 
+// True when something accepts connections on the unix socket at `path`.
+bool socket_is_live(const std::string& path);
+// Why binding the unix socket `path` failed with libuv error `rc`, as an admin needs it ("PATH:
+// directory DIR does not exist" rather than libuv's "permission denied" for a missing directory).
+std::string unix_bind_error(const std::string& path, int rc);
+
 // Binds inet:HOST:PORT (port 0 = any free port) or unix:PATH. A unix socket file left behind by
 // a process that is gone is replaced; one that still accepts connections is not. The handle's
 // memory must stay valid until the loop has run after close(): keep the object until then.

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "daemon/connection.hpp"
+#include "daemon/listen_socket.hpp"
 #include "daemon/log.hpp"
 
 namespace calloutd {
@@ -20,18 +21,6 @@ constexpr int kBacklog = 511;
 
 void log_bind_error(const ListenAddress& a, const std::string& why) {
     LogLine(LogLevel::error, "listen-failed").field("listen", a.text).field("reason", why);
-}
-
-// True when something accepts connections on the unix socket at `path`.
-bool socket_is_live(const std::string& path) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    sockaddr_un sun{};
-    sun.sun_family = AF_UNIX;
-    std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
-    bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0;
-    ::close(fd);
-    return live;
 }
 
 }  // namespace
@@ -120,7 +109,7 @@ bool Server::bind_unix(Listener& l) {
     if (rc == 0)
         rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l.handle.pipe), kBacklog, on_connection);
     if (rc != 0) {
-        log_bind_error(l.address, uv_strerror(rc));
+        log_bind_error(l.address, unix_bind_error(path, rc));
         return false;
     }
     bound_.push_back("unix:" + path);

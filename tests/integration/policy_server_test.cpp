@@ -105,6 +105,25 @@ TEST_F(PolicyServer, RefusesToStartOnALiveSocketOrBadConfig) {
         << bad.log();
 }
 
+// libuv reports a socket path in a missing directory as "permission denied"; the admin is told
+// which directory is missing instead (policy listener and control socket alike).
+TEST_F(PolicyServer, SocketInAMissingDirectoryNamesTheDirectory) {
+    DaemonProcess policy("nodir",
+                         "[server]\nlisten = [\"unix:/nonexistent-calloutd-test/policy.sock\"]\n");
+    EXPECT_FALSE(policy.started());
+    EXPECT_NE(policy.wait_exit(5s), 0);
+    EXPECT_NE(policy.log().find("directory /nonexistent-calloutd-test does not exist"),
+              std::string::npos)
+        << policy.log();
+
+    start(config("control_socket = \"/nonexistent-calloutd-test/control.sock\"\n"));
+    EXPECT_TRUE(daemon_->wait_for_log(
+        "control-socket-failed reason=\"/nonexistent-calloutd-test/control.sock: directory "
+        "/nonexistent-calloutd-test does not exist\"",
+        5s))
+        << daemon_->log();
+}
+
 TEST_F(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
     // Requests alternate between three answers so order is visible.
     start(config("",
