@@ -20,30 +20,13 @@
 #include <thread>
 
 #include "support/paths.hpp"
+#include "support/ports.hpp"
 
 namespace calloutd::test {
 
 namespace {
 
 // A port that was free on 127.0.0.1 for both UDP and TCP a moment ago (dnsmasq needs both).
-std::uint16_t pick_free_port() {
-    for (int attempt = 0; attempt < 20; ++attempt) {
-        int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof addr;
-        bind(udp, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-        getsockname(udp, reinterpret_cast<sockaddr*>(&addr), &len);
-        int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool ok = bind(tcp, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-        close(tcp);
-        close(udp);
-        if (ok) return ntohs(addr.sin_port);
-    }
-    throw std::runtime_error("Dnsmasq: no free port on 127.0.0.1");
-}
-
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
     std::stringstream ss;
@@ -86,7 +69,7 @@ std::string Dnsmasq::log() const {
 }
 
 bool Dnsmasq::start_once(const DnsmasqZones& zones, std::string& why, std::uint16_t port) {
-    port_ = port != 0 ? port : pick_free_port();
+    port_ = port != 0 ? port : pick_restartable_port(true);
     std::vector<std::string> args = {
         "dnsmasq",
         "--conf-file=/dev/null",  // never read /etc/dnsmasq.conf

@@ -20,24 +20,11 @@
 #include <thread>
 
 #include "support/paths.hpp"
+#include "support/ports.hpp"
 
 namespace calloutd::test {
 
 namespace {
-
-// A TCP port that was free on 127.0.0.1 a moment ago.
-std::uint16_t pick_free_port() {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-              getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-    close(fd);
-    if (!ok) throw std::runtime_error("RedisServer: no free port on 127.0.0.1");
-    return ntohs(addr.sin_port);
-}
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
@@ -62,7 +49,7 @@ RedisServer::RedisServer(RedisServerOptions options)
     std::string why;
     // The free port may be taken between picking and binding; try a few.
     for (int attempt = 0; attempt < 5; ++attempt) {
-        port_ = pick_free_port();
+        port_ = pick_restartable_port(false);
         if (start_once(why)) return;
     }
     std::string text = log();
