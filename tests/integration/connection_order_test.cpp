@@ -3,55 +3,26 @@
 #include <uv.h>
 
 #include <atomic>
-#include <list>
 #include <thread>
 
 #include "daemon/config.hpp"
 #include "daemon/server.hpp"
 #include "policy/decider.hpp"
 #include "support/policy_client.hpp"
+#include "support/timer_verifier.hpp"
 
 namespace calloutd {
 namespace {
 
+constexpr int kCount = 100;
+
 // Answers request N after (kCount - N) milliseconds, so the last request finishes first.
-class ReversedVerifier : public SenderVerifier {
-  public:
-    static constexpr int kCount = 100;
-    explicit ReversedVerifier(uv_loop_t* loop) : loop_(loop) {}
-
-    std::optional<Immediate> verify(const PolicyRequest& req, Done done) override {
-        int n = std::stoi(req.sender.substr(1, req.sender.find('@') - 1));
-        auto& p = pending_.emplace_back();
-        p.done = std::move(done);
-        p.n = n;
-        uv_timer_init(loop_, &p.timer);
-        p.timer.data = &p;
-        uv_timer_start(
-            &p.timer,
-            [](uv_timer_t* t) {
-                auto* self = static_cast<Pending*>(t->data);
-                static constexpr VerdictClass kClasses[] = {
-                    VerdictClass::valid, VerdictClass::invalid, VerdictClass::tempfail};
-                self->done({kClasses[self->n % 3], "test"}, DecisionSource::probe);
-            },
-            static_cast<uint64_t>(kCount - n), 0);
-        return std::nullopt;
-    }
-
-    void close_all() {
-        for (auto& p : pending_) uv_close(reinterpret_cast<uv_handle_t*>(&p.timer), nullptr);
-    }
-
-  private:
-    struct Pending {
-        uv_timer_t timer;
-        Done done;
-        int n = 0;
-    };
-    uv_loop_t* loop_;
-    std::list<Pending> pending_;
-};
+test::TimerVerifier::Later reversed(const PolicyRequest& req) {
+    int n = std::stoi(req.sender.substr(1, req.sender.find('@') - 1));
+    static constexpr VerdictClass kClasses[] = {VerdictClass::valid, VerdictClass::invalid,
+                                                VerdictClass::tempfail};
+    return {std::chrono::milliseconds(kCount - n), {kClasses[n % 3], "test"}};
+}
 
 TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
     uv_loop_t loop;
@@ -60,7 +31,7 @@ TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
         "[server]\nlisten = [\"inet:127.0.0.1:0\"]\n[actions]\nvalid = \"WARN valid\"\n"
         "invalid = \"REJECT invalid\"\ntempfail = \"WARN tempfail\"\n",
         "t.toml"));
-    ReversedVerifier verifier(&loop);
+    test::TimerVerifier verifier(&loop, reversed);
     Decider decider(cfg.policy, &verifier);
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());
@@ -72,11 +43,11 @@ TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
     std::thread client([&] {
         auto c = test::PolicyClient::inet("127.0.0.1", port);
         std::string batch;
-        for (int i = 0; i < ReversedVerifier::kCount; ++i) {
+        for (int i = 0; i < kCount; ++i) {
             batch += test::policy_request("u" + std::to_string(i) + "@example.org");
         }
         c.send(batch);
-        for (int i = 0; i < ReversedVerifier::kCount; ++i) {
+        for (int i = 0; i < kCount; ++i) {
             auto a = c.read_action();
             got.push_back(a.value_or("<none>"));
         }
@@ -98,46 +69,14 @@ TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
     EXPECT_TRUE(drained);
     EXPECT_EQ(uv_loop_close(&loop), 0);
 
-    ASSERT_EQ(got.size(), static_cast<size_t>(ReversedVerifier::kCount));
-    for (int i = 0; i < ReversedVerifier::kCount; ++i) {
+    ASSERT_EQ(got.size(), static_cast<size_t>(kCount));
+    for (int i = 0; i < kCount; ++i) {
         const char* want = i % 3 == 0   ? "WARN valid"
                            : i % 3 == 1 ? "REJECT invalid"
                                         : "WARN tempfail";
         EXPECT_EQ(got[static_cast<size_t>(i)], want) << i;
     }
 }
-
-// Answers every request 1 ms later, from a timer: no answer is ever immediate.
-class DelayedVerifier : public SenderVerifier {
-  public:
-    explicit DelayedVerifier(uv_loop_t* loop) : loop_(loop) {}
-
-    std::optional<Immediate> verify(const PolicyRequest&, Done done) override {
-        auto& p = pending_.emplace_back();
-        p.done = std::move(done);
-        uv_timer_init(loop_, &p.timer);
-        p.timer.data = &p;
-        uv_timer_start(
-            &p.timer,
-            [](uv_timer_t* t) {
-                static_cast<Pending*>(t->data)->done({VerdictClass::valid, "test"},
-                                                     DecisionSource::probe);
-            },
-            1, 0);
-        return std::nullopt;
-    }
-    void close_all() {
-        for (auto& p : pending_) uv_close(reinterpret_cast<uv_handle_t*>(&p.timer), nullptr);
-    }
-
-  private:
-    struct Pending {
-        uv_timer_t timer;
-        Done done;
-    };
-    uv_loop_t* loop_;
-    std::list<Pending> pending_;
-};
 
 TEST(ConnectionOrder, ReadingResumesWhenAsynchronousAnswersDrainThePendingLimit) {
     // More pipelined requests than a connection holds unanswered (256): reading stops, and must
@@ -148,7 +87,11 @@ TEST(ConnectionOrder, ReadingResumesWhenAsynchronousAnswersDrainThePendingLimit)
     Config cfg = std::get<Config>(load_config_text(
         "[server]\nlisten = [\"inet:127.0.0.1:0\"]\n[actions]\nvalid = \"WARN valid\"\n",
         "t.toml"));
-    DelayedVerifier verifier(&loop);
+    // Every request answered 1 ms later, from a timer: no answer is ever immediate.
+    test::TimerVerifier verifier(&loop, [](const PolicyRequest&) {
+        return test::TimerVerifier::Later{std::chrono::milliseconds(1),
+                                          {VerdictClass::valid, "test"}};
+    });
     Decider decider(cfg.policy, &verifier);
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());

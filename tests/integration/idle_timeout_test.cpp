@@ -5,13 +5,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <list>
 #include <thread>
 
 #include "daemon/config.hpp"
 #include "daemon/server.hpp"
 #include "policy/decider.hpp"
 #include "support/policy_client.hpp"
+#include "support/timer_verifier.hpp"
 
 namespace calloutd {
 namespace {
@@ -19,42 +19,15 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
+constexpr auto kSlow = 2500ms;
+
 // Answers "slow@..." after kSlow, everything else at once.
-class SlowVerifier : public SenderVerifier {
-  public:
-    static constexpr auto kSlow = 2500ms;
-    explicit SlowVerifier(uv_loop_t* loop) : loop_(loop) {}
-
-    std::optional<Immediate> verify(const PolicyRequest& req, Done done) override {
-        if (!req.sender.starts_with("slow@")) {
-            return Immediate{{VerdictClass::valid, "test"}, DecisionSource::cache};
-        }
-        auto& p = pending_.emplace_back();
-        p.done = std::move(done);
-        uv_timer_init(loop_, &p.timer);
-        p.timer.data = &p;
-        uv_timer_start(
-            &p.timer,
-            [](uv_timer_t* t) {
-                static_cast<Pending*>(t->data)->done({VerdictClass::valid, "slow"},
-                                                     DecisionSource::probe);
-            },
-            static_cast<uint64_t>(kSlow.count()), 0);
-        return std::nullopt;
-    }
-
-    void close_all() {
-        for (auto& p : pending_) uv_close(reinterpret_cast<uv_handle_t*>(&p.timer), nullptr);
-    }
-
-  private:
-    struct Pending {
-        uv_timer_t timer;
-        Done done;
-    };
-    uv_loop_t* loop_;
-    std::list<Pending> pending_;
-};
+std::variant<SenderVerifier::Immediate, test::TimerVerifier::Later> slow_or_cached(
+    const PolicyRequest& req) {
+    if (!req.sender.starts_with("slow@"))
+        return SenderVerifier::Immediate{{VerdictClass::valid, "test"}, DecisionSource::cache};
+    return test::TimerVerifier::Later{kSlow, {VerdictClass::valid, "slow"}};
+}
 
 // Runs an in-process server with idle_timeout = 1s while `client` runs on its own thread.
 template <class Fn>
@@ -65,7 +38,7 @@ void with_server(Fn client) {
         load_config_text("[server]\nlisten = [\"inet:127.0.0.1:0\"]\nidle_timeout = \"1s\"\n"
                          "reply_timeout = \"10s\"\n",
                          "t.toml"));
-    SlowVerifier verifier(&loop);
+    test::TimerVerifier verifier(&loop, slow_or_cached);
     Decider decider(cfg.policy, &verifier);
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());
