@@ -6,7 +6,6 @@
 // calloutd's random "calloutd-check-..." local part, gets "550 5.1.1 no such user", so a probe
 // ends `valid` rather than `accept_all`. Runs until SIGTERM/SIGINT, then prints its counters
 // on stderr.
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -68,27 +67,12 @@ int main(int argc, char** argv) {
     }
     const size_t listed = script.recipients.size();
 
-    // Block the signals before the server thread starts, so only sigwait() sees them.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-    calloutd::test::FakeSmtpServer server(std::move(script), ip, static_cast<uint16_t>(port));
-    if (!server.ok()) {
-        std::fprintf(stderr, "bench_smtp_target: %s\n", server.error().c_str());
-        return 1;
-    }
-    std::printf("port=%u\n", server.port());
-    std::fflush(stdout);
-
-    int sig = 0;
-    sigwait(&set, &sig);
-    server.stop();
-    std::fprintf(stderr,
-                 "bench_smtp_target: senders=%zu connections=%zu rcpt=%zu random_rcpt=%zu\n",
-                 listed, server.connections_accepted(), server.count_commands("RCPT TO:"),
-                 server.count_commands("RCPT TO:<calloutd-check-"));
-    return 0;
+    return calloutd::test::serve_until_signal(
+        "bench_smtp_target", std::move(script), ip, static_cast<uint16_t>(port),
+        [listed](const calloutd::test::FakeSmtpServer& server) {
+            std::fprintf(
+                stderr, "bench_smtp_target: senders=%zu connections=%zu rcpt=%zu random_rcpt=%zu\n",
+                listed, server.connections_accepted(), server.count_commands("RCPT TO:"),
+                server.count_commands("RCPT TO:<calloutd-check-"));
+        });
 }

@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
 
 namespace calloutd::test {
@@ -552,6 +554,30 @@ FakeSmtpFleet::FakeSmtpFleet(const std::vector<std::pair<std::string, FakeSmtpSc
 
 FakeSmtpFleet::~FakeSmtpFleet() {
     for (auto& s : servers_) s->stop();
+}
+
+int serve_until_signal(const char* name, FakeSmtpScript script, const std::string& ip,
+                       uint16_t port,
+                       const std::function<void(const FakeSmtpServer&)>& after_stop) {
+    // Block the signals before the server thread starts, so only sigwait() sees them.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+    FakeSmtpServer server(std::move(script), ip, port);
+    if (!server.ok()) {
+        std::fprintf(stderr, "%s: %s\n", name, server.error().c_str());
+        return 1;
+    }
+    std::printf("port=%u\n", server.port());
+    std::fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    server.stop();
+    if (after_stop) after_stop(server);
+    return 0;
 }
 
 }  // namespace calloutd::test

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -144,6 +145,14 @@ class FakeSmtpServer {
 
 // A port on `ip` where nothing listens (bound once, then released), for "connection refused".
 uint16_t unused_port(const std::string& ip = "127.0.0.1");
+
+// The body of a fake-target process (tests/tools/fake_smtp_target, bench/bench_smtp_target): serves
+// `script` on ip:port, prints "port=N" on stdout, and stops at SIGTERM or SIGINT, then calls
+// `after_stop` (for final counts). Returns the process's exit status (1 when it cannot listen;
+// the reason on stderr after `name`).
+int serve_until_signal(const char* name, FakeSmtpScript script, const std::string& ip,
+                       uint16_t port,
+                       const std::function<void(const FakeSmtpServer&)>& after_stop = {});
 
 // Several fake servers on different loopback addresses sharing one port, as a probe needs (it
 // uses one port for every target). Retried a few times when the port is taken on another IP.

@@ -9,7 +9,6 @@
 //   tarpit   accepts connections and never says a word
 //   huge     a 1 MB multi-line banner
 //   garbage  RCPT is answered with NUL bytes and a CR LF injection attempt
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -56,22 +55,6 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    // Block the signals before the server thread starts, so only sigwait() sees them.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-    calloutd::test::FakeSmtpServer server(std::move(script), ip, static_cast<uint16_t>(port));
-    if (!server.ok()) {
-        std::fprintf(stderr, "fake_smtp_target: %s\n", server.error().c_str());
-        return 1;
-    }
-    std::printf("port=%u\n", server.port());
-    std::fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
-    server.stop();
-    return 0;
+    return calloutd::test::serve_until_signal("fake_smtp_target", std::move(script), ip,
+                                              static_cast<uint16_t>(port));
 }
