@@ -311,12 +311,8 @@ void LogWriter::on_timer(uv_timer_t* t) {
     }
 }
 
-void LogWriter::start_write() {
-    if (!inflight_.empty() || pending_.empty()) return;
-    if (timer_armed_) {
-        uv_timer_stop(&timer_);
-        timer_armed_ = false;
-    }
+// The pending batch becomes the one in flight (buffers swapped, capacity kept).
+void LogWriter::take_pending() {
     inflight_.swap(pending_);
     inflight_ends_.swap(pending_ends_);
     pending_.clear();
@@ -324,6 +320,15 @@ void LogWriter::start_write() {
     pending_lines_ = 0;
     inflight_off_ = 0;
     inflight_record_ = 0;
+}
+
+void LogWriter::start_write() {
+    if (!inflight_.empty() || pending_.empty()) return;
+    if (timer_armed_) {
+        uv_timer_stop(&timer_);
+        timer_armed_ = false;
+    }
+    take_pending();
     switch (mode_) {
         case Mode::file: {
             fs_busy_ = true;
@@ -601,13 +606,7 @@ void LogWriter::drain_blocking(SteadyClock::time_point deadline) {
     for (;;) {
         if (inflight_.empty()) {
             if (pending_.empty()) break;
-            inflight_.swap(pending_);
-            inflight_ends_.swap(pending_ends_);
-            pending_.clear();
-            pending_ends_.clear();
-            pending_lines_ = 0;
-            inflight_off_ = 0;
-            inflight_record_ = 0;
+            take_pending();
         }
         if (mode_ == Mode::datagram) {
             write_datagrams();

@@ -97,6 +97,7 @@ class LogWriter {
     void arm_timer(std::chrono::milliseconds delay);
     bool connect_socket(std::string& error);
     void drain_blocking(std::chrono::steady_clock::time_point deadline);
+    void take_pending();
     void close_handles();
     static void on_timer(uv_timer_t* t);
     static void on_writable(uv_poll_t* p, int status, int events);
