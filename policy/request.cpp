@@ -38,15 +38,19 @@ constexpr std::array<AttributeField, 19> kAttributes = {{
 }};
 
 // The index of the first control byte (below 0x20, or 0x7f) at or after i in [p, p + n), or n.
-// Every byte of every request passes here, so it looks at eight bytes at a time.
-size_t next_control_byte(const char* p, size_t n, size_t i) {
+// Every byte of every request passes here, so it looks at eight bytes at a time. Every byte
+// looked at is ORed into `seen` (whole words, so some after the one returned), which tells the
+// request's parser whether any byte was >= 0x80 without a second pass.
+size_t next_control_byte(const char* p, size_t n, size_t i, uint64_t& seen) {
     using namespace byte_words;
     for (; i + 8 <= n; i += 8) {
         uint64_t x = load(p + i);
+        seen |= x;
         if (uint64_t m = below(x, 0x20) | equal(x, 0x7f)) return i + first(m);
     }
     for (; i < n; ++i) {
         auto c = static_cast<unsigned char>(p[i]);
+        seen |= c;
         if (c < 0x20 || c == 0x7f) break;
     }
     return i;
@@ -61,8 +65,9 @@ struct LineScan {
     size_t newline;
     bool forbidden;
 };
-LineScan scan_line(const char* p, size_t n) {
-    for (size_t i = next_control_byte(p, n, 0); i < n; i = next_control_byte(p, n, i + 1)) {
+LineScan scan_line(const char* p, size_t n, uint64_t& seen) {
+    for (size_t i = next_control_byte(p, n, 0, seen); i < n;
+         i = next_control_byte(p, n, i + 1, seen)) {
         char c = p[i];
         if (c == '\n') return {i, false};
         bool tolerated = c == '\t' || (c == '\r' && (i + 1 == n || p[i + 1] == '\n'));
@@ -101,8 +106,8 @@ int attribute_index(std::string_view name) {
     return -1;
 }
 
-// Whether every byte is below 0x80, eight at a time (the common case: Postfix's requests are
-// ASCII unless a sender or a HELO name uses SMTPUTF8).
+// Whether every byte is below 0x80, eight at a time (finish() only: next() learns it while
+// scanning).
 bool is_ascii(std::string_view s) {
     using namespace byte_words;
     uint64_t seen = 0;
@@ -187,7 +192,7 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
     while (scanned_ < buf_.size()) {
         // A CR is tolerated only right before the LF (CRLF from hand-written clients); a CR
         // that ends the bytes received so far is judged when the next byte arrives.
-        LineScan scan = scan_line(buf_.data() + scanned_, buf_.size() - scanned_);
+        LineScan scan = scan_line(buf_.data() + scanned_, buf_.size() - scanned_, seen_);
         size_t stop = scanned_ + scan.newline;  // the '\n', the forbidden byte, or the end
         // The first byte that breaks a rule names the error, so the reason never depends on
         // how the stream was split into reads: a limit counts when it is passed before `stop`.
@@ -212,7 +217,9 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
         if (empty_line) {
             std::string_view block(buf_.data() + consumed_, start - consumed_);
             consumed_ = scanned_;
-            return parse_request(block, out);
+            const bool ascii = (seen_ & byte_words::kHigh) == 0;
+            seen_ = 0;
+            return parse_request(block, ascii, out);
         }
     }
     return Status::need_more;
@@ -225,15 +232,15 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
         return fail(ProtocolError::truncated, "connection closed in the middle of a line");
     std::string_view block(buf_.data() + consumed_, buf_.size() - consumed_);
     consumed_ = scanned_ = line_start_ = buf_.size();
-    return parse_request(block, out);
+    return parse_request(block, is_ascii(block), out);
 }
 
-RequestReader::Status RequestReader::parse_request(std::string_view block, PolicyRequest& out) {
+RequestReader::Status RequestReader::parse_request(std::string_view block, bool ascii,
+                                                   PolicyRequest& out) {
     // Cleared, not replaced: the reader's caller reuses `out`, and the strings keep their capacity.
     for (const auto& a : kAttributes) (out.*(a.field)).clear();
     warning_.clear();
-    uint32_t seen = 0;                   // bit per known attribute, to catch duplicates
-    const bool ascii = is_ascii(block);  // then every attribute is UTF-8
+    uint32_t seen = 0;  // bit per known attribute, to catch duplicates
     while (!block.empty()) {
         auto nl = block.find('\n');
         std::string_view line = block.substr(0, nl);

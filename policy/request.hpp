@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -77,7 +78,8 @@ class RequestReader {
 
   private:
     Status fail(ProtocolError kind, std::string reason);
-    Status parse_request(std::string_view block, PolicyRequest& out);
+    // `ascii`: no byte of the block is >= 0x80 (then every attribute is UTF-8).
+    Status parse_request(std::string_view block, bool ascii, PolicyRequest& out);
     void compact();
 
     ReaderLimits limits_;
@@ -85,6 +87,7 @@ class RequestReader {
     size_t consumed_ = 0;    // start of the request being assembled
     size_t scanned_ = 0;     // bytes of the current request already checked
     size_t line_start_ = 0;  // where the line containing scanned_ starts
+    uint64_t seen_ = 0;      // the current request's bytes scanned so far, ORed (high bits)
     std::string error_;
     std::string warning_;
     ProtocolError error_kind_ = ProtocolError::binary;
