@@ -2,7 +2,12 @@
 #include "policy/request.hpp"
 
 #include <array>
+#include <bit>
 #include <cstdint>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "util/byte_words.hpp"
 
@@ -15,7 +20,7 @@ struct AttributeField {
     std::string PolicyRequest::*field;
 };
 
-constexpr std::array<AttributeField, 19> kAttributes = {{
+constexpr std::array<AttributeField, kPolicyAttributes> kAttributes = {{
     {"request", &PolicyRequest::request},
     {"protocol_state", &PolicyRequest::protocol_state},
     {"protocol_name", &PolicyRequest::protocol_name},
@@ -37,43 +42,56 @@ constexpr std::array<AttributeField, 19> kAttributes = {{
     {"policy_context", &PolicyRequest::policy_context},
 }};
 
-// The index of the first control byte (below 0x20, or 0x7f) at or after i in [p, p + n), or n.
-// Every byte of every request passes here, so it looks at eight bytes at a time. Every byte
-// looked at is ORed into `seen` (whole words, so some after the one returned), which tells the
-// request's parser whether any byte was >= 0x80 without a second pass.
-size_t next_control_byte(const char* p, size_t n, size_t i, uint64_t& seen) {
-    using namespace byte_words;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x = load(p + i);
-        seen |= x;
-        if (uint64_t m = below(x, 0x20) | equal(x, 0x7f)) return i + first(m);
-    }
-    for (; i < n; ++i) {
-        auto c = static_cast<unsigned char>(p[i]);
-        seen |= c;
-        if (c < 0x20 || c == 0x7f) break;
-    }
-    return i;
+// The decoder looks at a block of bytes at a time: 16 with SSE2 (x86-64's baseline), eight in
+// a 64-bit word elsewhere. stop_mask() has one bit per byte of the block (bit 8k + 7 of a word,
+// bit k of an SSE2 mask) set where the byte is a control byte (below 0x20, or 0x7f) or an '=':
+// the only bytes the decoder has to look at one by one.
+#if defined(__SSE2__)
+constexpr size_t kBlock = 16;
+constexpr int kBitShift = 0;
+#else
+constexpr size_t kBlock = 8;
+constexpr int kBitShift = 3;
+#endif
+
+constexpr uint64_t bit_of_byte(size_t k) {
+    return uint64_t{1} << ((k << kBitShift) + (kBitShift == 0 ? 0 : 7));
+}
+inline size_t byte_of_lowest_bit(uint64_t mask) {
+    return static_cast<size_t>(std::countr_zero(mask)) >> kBitShift;
 }
 
-// One pass over the bytes of a line: where its '\n' is (n when not received yet) and whether a
-// forbidden byte comes before it. Control bytes other than TAB never occur in a Postfix
-// request; they mean binary garbage or an injection attempt. Bytes >= 0x80 are allowed
-// (SMTPUTF8 addresses). A CR right before the '\n', or ending the bytes received so
-// far, is not judged here (next() leaves that CR for the next round).
-struct LineScan {
-    size_t newline;
-    bool forbidden;
-};
-LineScan scan_line(const char* p, size_t n, uint64_t& seen) {
-    for (size_t i = next_control_byte(p, n, 0, seen); i < n;
-         i = next_control_byte(p, n, i + 1, seen)) {
-        char c = p[i];
-        if (c == '\n') return {i, false};
-        bool tolerated = c == '\t' || (c == '\r' && (i + 1 == n || p[i + 1] == '\n'));
-        if (!tolerated) return {i, true};
+// The stop mask of the block at p + i (bytes at or past n are not looked at); the high bits of
+// the bytes are ORed into `high`, which tells the decoder whether the request may hold bytes
+// >= 0x80 (a false "yes" would only cost a UTF-8 check).
+inline uint64_t stop_mask(const char* p, size_t n, size_t i, uint64_t& high) {
+    if (i + kBlock <= n) {
+#if defined(__SSE2__)
+        __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+        high |= static_cast<unsigned>(_mm_movemask_epi8(x));
+        __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
+        __m128i del_or_eq = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)),
+                                         _mm_cmpeq_epi8(x, _mm_set1_epi8('=')));
+        return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(control, del_or_eq)));
+#else
+        // Exact per byte (no borrow crosses a byte): bit 7 set where the byte is below 0x20,
+        // or equal to 0x7f or '='.
+        using namespace byte_words;
+        constexpr uint64_t kLow7 = ~kHigh;
+        auto zero = [](uint64_t y) { return ~(((y & kLow7) + kLow7) | y) & kHigh; };
+        uint64_t x = load(p + i);
+        high |= x & kHigh;
+        return (~(((x & kLow7) + kOnes * 0x60) | x) & kHigh) | zero(x ^ (kOnes * 0x7f)) |
+               zero(x ^ (kOnes * '='));
+#endif
     }
-    return {n, false};
+    uint64_t mask = 0;
+    for (size_t k = 0; i + k < n; ++k) {
+        auto c = static_cast<unsigned char>(p[i + k]);
+        high |= c & 0x80;
+        if (c < 0x20 || c == 0x7f || c == '=') mask |= bit_of_byte(k);
+    }
+    return mask;
 }
 
 // kAttributes indexes by name length, so a line is compared with at most four names.
@@ -104,17 +122,6 @@ int attribute_index(std::string_view name) {
         if (candidate[0] == name[0] && candidate == name) return i;
     }
     return -1;
-}
-
-// Whether every byte is below 0x80, eight at a time (finish() only: next() learns it while
-// scanning).
-bool is_ascii(std::string_view s) {
-    using namespace byte_words;
-    uint64_t seen = 0;
-    size_t i = 0;
-    for (; i + 8 <= s.size(); i += 8) seen |= load(s.data() + i);
-    for (; i < s.size(); ++i) seen |= static_cast<unsigned char>(s[i]);
-    return (seen & kHigh) == 0;
 }
 
 // RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
@@ -176,104 +183,125 @@ RequestReader::Status RequestReader::fail(ProtocolError kind, std::string reason
 
 void RequestReader::compact() {
     // Drop consumed bytes once they dominate the buffer, keeping the copy cost amortised.
+    // Attribute spans are relative to consumed_ and survive this unchanged.
     if (consumed_ > 0 && (consumed_ == buf_.size() || consumed_ >= 4096)) {
         buf_.erase(0, consumed_);
         scanned_ -= consumed_;
         line_start_ -= consumed_;
+        if (eq_ != kNone) eq_ -= consumed_;
         consumed_ = 0;
     }
 }
 
-// Bytes are judged in stream order (eight at a time while none is a control byte), and the
-// first byte that breaks a rule names the error.
+// One pass in stream order, a block at a time: only control bytes and '=' are looked at one
+// by one, so each line is judged when its '\n' arrives (limits, '=', name, duplicate, UTF-8)
+// and a request is complete at its empty line with the spans of its values already known.
+// The first byte that breaks a rule names the error, whatever the split of the stream into
+// reads.
 RequestReader::Status RequestReader::next(PolicyRequest& out) {
     if (dead_) return Status::error;
     compact();
-    while (scanned_ < buf_.size()) {
-        // A CR is tolerated only right before the LF (CRLF from hand-written clients); a CR
-        // that ends the bytes received so far is judged when the next byte arrives.
-        LineScan scan = scan_line(buf_.data() + scanned_, buf_.size() - scanned_, seen_);
-        size_t stop = scanned_ + scan.newline;  // the '\n', the forbidden byte, or the end
-        // The first byte that breaks a rule names the error, so the reason never depends on
-        // how the stream was split into reads: a limit counts when it is passed before `stop`.
-        // A stray CR is judged by the byte after it (a CR ending one read is still pending),
-        // and the CR itself counts against the limits, whatever follows it.
-        size_t judged_at = scan.forbidden && buf_[stop] == '\r' ? stop + 1 : stop;
+    const char* p = buf_.data();
+    const size_t n = buf_.size();
+    // A limit counts when it is passed before the byte judged at `at`.
+    auto over_limit = [this](size_t at) {
         size_t too_long_at = line_start_ + limits_.max_line_bytes;
         size_t too_large_at = consumed_ + limits_.max_request_bytes;
-        if (too_long_at < judged_at && too_long_at <= too_large_at)
+        if (too_long_at < at && too_long_at <= too_large_at)
             return fail(ProtocolError::line_too_long, "line too long");
-        if (too_large_at < judged_at)
-            return fail(ProtocolError::request_too_large, "request too large");
-        if (scan.forbidden) return fail(ProtocolError::binary, "binary or control byte in request");
-        if (stop == buf_.size()) {
-            scanned_ = buf_[stop - 1] == '\r' ? stop - 1 : stop;
-            return Status::need_more;
-        }
-        scanned_ = stop + 1;
-        size_t start = line_start_;
-        line_start_ = stop + 1;
-        bool empty_line = stop == start || (stop == start + 1 && buf_[start] == '\r');
-        if (empty_line) {
-            std::string_view block(buf_.data() + consumed_, start - consumed_);
-            consumed_ = scanned_;
-            const bool ascii = (seen_ & byte_words::kHigh) == 0;
-            seen_ = 0;
-            return parse_request(block, ascii, out);
+        if (too_large_at < at) return fail(ProtocolError::request_too_large, "request too large");
+        return Status::need_more;
+    };
+    for (size_t i = scanned_; i < n; i += kBlock) {
+        for (uint64_t mask = stop_mask(p, n, i, high_); mask != 0; mask &= mask - 1) {
+            const size_t at = i + byte_of_lowest_bit(mask);
+            const char c = p[at];
+            if (c == '=') {  // the line's first '=' ends its name
+                if (eq_ == kNone) eq_ = at;
+                continue;
+            }
+            if (c == '\t') continue;
+            if (c == '\r') {
+                // Tolerated right before the LF (CRLF from hand-written clients); a CR that
+                // ends the bytes received so far is judged when the next byte arrives. A stray
+                // CR is judged by the byte after it and counts against the limits itself.
+                if (at + 1 == n || p[at + 1] == '\n') continue;
+                if (over_limit(at + 1) == Status::error) return Status::error;
+                return fail(ProtocolError::binary, "binary or control byte in request");
+            }
+            if (over_limit(at) == Status::error) return Status::error;
+            if (c != '\n') return fail(ProtocolError::binary, "binary or control byte in request");
+            // A complete line [line_start_, at), CRLF cut.
+            const size_t start = line_start_;
+            const size_t end = at > start && p[at - 1] == '\r' ? at - 1 : at;
+            scanned_ = line_start_ = at + 1;
+            if (end == start) return complete_request(out);
+            if (take_line(start, end) == Status::error) return Status::error;
         }
     }
+    if (over_limit(n) == Status::error) return Status::error;
+    scanned_ = n > 0 && p[n - 1] == '\r' ? n - 1 : n;
     return Status::need_more;
 }
 
-RequestReader::Status RequestReader::finish(PolicyRequest& out) {
-    if (dead_) return Status::error;
-    if (pending_bytes() == 0) return Status::need_more;
-    if (buf_.back() != '\n')
-        return fail(ProtocolError::truncated, "connection closed in the middle of a line");
-    std::string_view block(buf_.data() + consumed_, buf_.size() - consumed_);
-    consumed_ = scanned_ = line_start_ = buf_.size();
-    return parse_request(block, is_ascii(block), out);
+RequestReader::Status RequestReader::take_line(size_t start, size_t end) {
+    const size_t eq = eq_;
+    eq_ = kNone;
+    if (eq == kNone) return fail(ProtocolError::bad_attribute, "attribute line without '='");
+    if (eq == start) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
+    std::string_view name(buf_.data() + start, eq - start);
+    // Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is answered (the address parser
+    // refuses such a sender) and reported, and the client is then let go.
+    if (high_ != 0 && pending_warning_.empty() &&
+        (!is_utf8(name) || !is_utf8(std::string_view(buf_.data() + eq + 1, end - eq - 1)))) {
+        std::string shown;
+        for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';
+        pending_warning_ = "invalid UTF-8 in attribute '" + shown + "'";
+    }
+    int i = attribute_index(name);
+    if (i < 0) return Status::need_more;  // an attribute calloutd does not use
+    // Postfix never repeats an attribute; a repeat is a confused or hostile client.
+    const uint32_t bit = 1u << i;
+    if (present_ & bit)
+        return fail(ProtocolError::bad_attribute,
+                    "duplicate attribute '" + std::string(name) + "'");
+    present_ |= bit;
+    values_[static_cast<size_t>(i)] = {static_cast<uint32_t>(eq + 1 - consumed_),
+                                       static_cast<uint32_t>(end - consumed_)};
+    return Status::need_more;
 }
 
-RequestReader::Status RequestReader::parse_request(std::string_view block, bool ascii,
-                                                   PolicyRequest& out) {
+RequestReader::Status RequestReader::complete_request(PolicyRequest& out) {
     // Cleared, not replaced: the reader's caller reuses `out`, and the strings keep their capacity.
-    for (const auto& a : kAttributes) (out.*(a.field)).clear();
-    warning_.clear();
-    uint32_t seen = 0;  // bit per known attribute, to catch duplicates
-    while (!block.empty()) {
-        auto nl = block.find('\n');
-        std::string_view line = block.substr(0, nl);
-        block = nl == std::string_view::npos ? std::string_view{} : block.substr(nl + 1);
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-        auto eq = line.find('=');
-        if (eq == std::string_view::npos)
-            return fail(ProtocolError::bad_attribute, "attribute line without '='");
-        if (eq == 0) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
-        std::string_view name = line.substr(0, eq);
-        std::string_view value = line.substr(eq + 1);
-        // Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is answered (the address
-        // parser refuses such a sender) and reported, and the client is then let go.
-        if (!ascii && warning_.empty() && (!is_utf8(name) || !is_utf8(value))) {
-            std::string shown;
-            for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';
-            warning_ = "invalid UTF-8 in attribute '" + shown + "'";
-        }
-        int i = attribute_index(name);
-        if (i < 0) continue;
-        // Postfix never repeats an attribute; a repeat is a confused or hostile client.
-        if (seen & (1u << i))
-            return fail(ProtocolError::bad_attribute,
-                        "duplicate attribute '" + std::string(name) + "'");
-        seen |= 1u << i;
-        out.*(kAttributes[static_cast<size_t>(i)].field) = value;
+    const char* base = buf_.data() + consumed_;
+    for (size_t i = 0; i < kAttributes.size(); ++i) {
+        std::string& field = out.*(kAttributes[i].field);
+        if (present_ & (1u << i))
+            field.assign(base + values_[i].begin, values_[i].end - values_[i].begin);
+        else
+            field.clear();
     }
+    present_ = 0;
+    high_ = 0;
+    consumed_ = scanned_;
+    warning_ = std::move(pending_warning_);
+    pending_warning_.clear();
     if (out.request != "smtpd_access_policy") {
         return fail(ProtocolError::not_policy_request,
                     out.request.empty() ? "request without request=smtpd_access_policy"
                                         : "unsupported request type");
     }
     return Status::request;
+}
+
+RequestReader::Status RequestReader::finish(PolicyRequest& out) {
+    if (dead_) return Status::error;
+    if (Status st = next(out); st != Status::need_more) return st;
+    if (pending_bytes() == 0) return Status::need_more;
+    if (buf_.back() != '\n')
+        return fail(ProtocolError::truncated, "connection closed in the middle of a line");
+    // Every line has been taken by next(); what is missing is only the empty line.
+    return complete_request(out);
 }
 
 std::string encode_reply(std::string_view action) {

@@ -1,12 +1,16 @@
 // The Postfix policy delegation protocol: request value, incremental reader, reply encoding.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace calloutd {
+
+// How many attributes calloutd reads (policy/request.cpp lists them); every other one is skipped.
+inline constexpr size_t kPolicyAttributes = 19;
 
 // The attributes of a Postfix 3.x policy request that calloutd uses; others are ignored.
 struct PolicyRequest {
@@ -77,9 +81,16 @@ class RequestReader {
     size_t pending_bytes() const { return buf_.size() - consumed_; }
 
   private:
+    static constexpr size_t kNone = static_cast<size_t>(-1);
+    struct Span {
+        uint32_t begin = 0, end = 0;  // a value's bytes, relative to consumed_
+    };
+
     Status fail(ProtocolError kind, std::string reason);
-    // `ascii`: no byte of the block is >= 0x80 (then every attribute is UTF-8).
-    Status parse_request(std::string_view block, bool ascii, PolicyRequest& out);
+    // Judges the complete, non-empty line [start, end) (CRLF already cut) and notes its value.
+    Status take_line(size_t start, size_t end);
+    // The empty line: fills `out` from the noted spans.
+    Status complete_request(PolicyRequest& out);
     void compact();
 
     ReaderLimits limits_;
@@ -87,9 +98,13 @@ class RequestReader {
     size_t consumed_ = 0;    // start of the request being assembled
     size_t scanned_ = 0;     // bytes of the current request already checked
     size_t line_start_ = 0;  // where the line containing scanned_ starts
-    uint64_t seen_ = 0;      // the current request's bytes scanned so far, ORed (high bits)
+    size_t eq_ = kNone;      // the current line's first '=', once seen
+    uint64_t high_ = 0;      // nonzero: the request may hold a byte >= 0x80
+    uint32_t present_ = 0;   // bit per attribute of the request being assembled
+    std::array<Span, kPolicyAttributes> values_{};
     std::string error_;
     std::string warning_;
+    std::string pending_warning_;  // the request being assembled's warning, so far
     ProtocolError error_kind_ = ProtocolError::binary;
     bool dead_ = false;
 };
