@@ -5,6 +5,7 @@
 
 #include <idn2.h>
 
+#include <array>
 #include <string>
 
 namespace calloutd {
@@ -17,14 +18,14 @@ AddressParse refuse(std::string_view why) {
     return {std::nullopt, "bad-address: " + std::string(why)};
 }
 
-bool is_alnum(unsigned char c) {
+constexpr bool is_alnum(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
 // RFC 5322 atext (ASCII part).
-bool is_atext(unsigned char c) {
+constexpr bool is_atext(unsigned char c) {
     if (is_alnum(c)) return true;
-    static constexpr std::string_view kSpecials = "!#$%&'*+-/=?^_`{|}~";
+    constexpr std::string_view kSpecials = "!#$%&'*+-/=?^_`{|}~";
     return kSpecials.find(static_cast<char>(c)) != std::string_view::npos;
 }
 
@@ -208,9 +209,83 @@ std::string normalise_domain(std::string_view text, std::string& domain, bool& i
     return {};
 }
 
+// RFC 5322 atext in ASCII, for the one-pass parse below.
+constexpr std::array<bool, 256> kAtext = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0; c < 256; ++c)
+        t[static_cast<size_t>(c)] = is_atext(static_cast<unsigned char>(c));
+    return t;
+}();
+
+// The domains nearly every request carries, in one pass: LDH labels without an "xn--" one,
+// within the length limits, written to `out` in lower case. False for anything else, valid or
+// not: the full parse then decides and names the refusal. Where this accepts a domain, `out`
+// is what the full parse gives (tests/unit/address_test.cpp checks both against each other,
+// and so does the address fuzzer).
+bool parse_plain_domain(std::string_view text, std::string& out) {
+    if (text.size() > kMaxDomainOctets) return false;
+    out.assign(text);
+    size_t label = 0;     // length of the label so far
+    bool numeric = true;  // the label so far is all digits
+    char previous = '.';
+    for (size_t i = 0; i < out.size(); ++i) {
+        char& c = out[i];
+        if (c == '.') {
+            if (label == 0 || previous == '-') return false;
+            label = 0;
+            numeric = true;
+            previous = c;
+            continue;
+        }
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c - 'A' + 'a');
+        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+            return false;
+        }
+        if ((label == 0 && c == '-') || ++label > kMaxLabelOctets) return false;
+        // "xn--": an A-label, which only libidn2 may judge.
+        if (label == 4 && std::string_view(out).substr(i - 3, 4) == "xn--") return false;
+        numeric = numeric && c >= '0' && c <= '9';
+        previous = c;
+    }
+    return label > 0 && previous != '-' && !numeric;
+}
+
+// The senders nearly every request carries, in one pass: a dot-atom local part of ASCII atext
+// and a plain domain (above), within every length limit. nullopt for anything else: the full
+// parse then decides.
+std::optional<SenderAddress> parse_plain_sender(std::string_view text) {
+    const size_t n = text.size();
+    if (n > kMaxAddressOctets) return std::nullopt;
+    size_t at = 0;
+    bool after_dot = true;  // a dot at the start would be a leading dot
+    for (; at < n && text[at] != '@'; ++at) {
+        auto c = static_cast<unsigned char>(text[at]);
+        if (c == '.') {
+            if (after_dot) return std::nullopt;
+            after_dot = true;
+        } else if (kAtext[c]) {
+            after_dot = false;
+        } else {
+            return std::nullopt;
+        }
+    }
+    if (at == 0 || at == n || after_dot || at > kMaxLocalPartOctets) return std::nullopt;
+    SenderAddress out;
+    if (!parse_plain_domain(text.substr(at + 1), out.domain)) return std::nullopt;
+    out.local.assign(text.data(), at);
+    return out;
+}
+
 }  // namespace
 
 DomainParse parse_domain(std::string_view text) {
+    DomainParse out;
+    if (parse_plain_domain(text, out.domain)) return out;
+    return parse_domain_fully(text);
+}
+
+DomainParse parse_domain_fully(std::string_view text) {
     DomainParse out;
     bool idna = false;
     if (text.size() > kMaxInputOctets) {
@@ -240,8 +315,13 @@ std::string SenderAddress::wire_address() const {
     return address();
 }
 
-// Order: cheap global refusals (size, controls), local part, domain, final length.
 AddressParse parse_sender(std::string_view text) {
+    if (auto plain = parse_plain_sender(text)) return {std::move(plain), {}};
+    return parse_sender_fully(text);
+}
+
+// Order: cheap global refusals (size, controls), local part, domain, final length.
+AddressParse parse_sender_fully(std::string_view text) {
     if (text.empty()) return refuse("empty");
     if (text.size() > kMaxInputOctets) return refuse("longer than 254 octets");
     for (char ch : text) {

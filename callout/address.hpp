@@ -40,6 +40,9 @@ inline constexpr size_t kMaxLabelOctets = 63;
 
 // Parses a sender as Postfix/Exim hand it over (no angle brackets). Never throws.
 AddressParse parse_sender(std::string_view text);
+// The same without the one-pass shortcut for plain ASCII senders that parse_sender() tries
+// first: the reference the shortcut is tested against.
+AddressParse parse_sender_fully(std::string_view text);
 
 // The one normalisation of a domain that every decision uses (skip rules, lists, cache keys,
 // the probe itself): UTS-46 mapping by libidn2 (non-transitional), so full-width letters, an
@@ -53,6 +56,8 @@ struct DomainParse {
     bool idna_failed() const { return refusal.starts_with("bad-domain"); }
 };
 DomainParse parse_domain(std::string_view text);
+// The same without the one-pass shortcut for plain LDH domains (the shortcut's reference).
+DomainParse parse_domain_fully(std::string_view text);
 
 inline constexpr std::string_view kRandomLocalPrefix = "calloutd-check-";
 inline constexpr size_t kRandomLocalLength = 12;

@@ -45,9 +45,20 @@ void check_wire_safe(const calloutd::SenderAddress& a, const std::string& input)
 CALLOUTD_FUZZ_TARGET(address) {
     std::string input(reinterpret_cast<const char*>(data), size);
     auto parsed = calloutd::parse_sender(input);
+    // The one-pass shortcut for plain senders answers exactly as the full parse does.
+    auto full = calloutd::parse_sender_fully(input);
+    FUZZ_CHECK(parsed.refusal == full.refusal,
+               input + ": " + parsed.refusal + " / " + full.refusal);
+    FUZZ_CHECK(!parsed || (parsed.address->local == full.address->local &&
+                           parsed.address->domain == full.address->domain &&
+                           parsed.address->domain_unicode == full.address->domain_unicode),
+               input);
     // The one domain normalisation every decision uses: what it accepts is a lower-case LDH
     // name that maps to itself.
     auto domain = calloutd::parse_domain(input);
+    auto full_domain = calloutd::parse_domain_fully(input);
+    FUZZ_CHECK(domain.refusal == full_domain.refusal && domain.domain == full_domain.domain,
+               input + ": " + domain.domain + " / " + full_domain.domain);
     if (domain) {
         check_domain(domain.domain, "input [" + input + "] -> [" + domain.domain + "]");
         auto again = calloutd::parse_domain(domain.domain);

@@ -168,6 +168,73 @@ TEST(Address, SplitsLocalAndDomain) {
     EXPECT_EQ(p.address->domain, "xn--bcher-kva.example");
 }
 
+// parse_sender() answers plain ASCII senders in one pass and hands everything else to the full
+// parse: for any input, both must give the same address or the same refusal. Inputs are built
+// from the characters and lengths where the two could disagree (dots, hyphens, "xn--", digits
+// in the last label, upper case, '@', non-ASCII, the length limits).
+TEST(Address, ShortcutAgreesWithTheFullParse) {
+    const std::string pieces[] = {"a",
+                                  "Z",
+                                  "0",
+                                  "9",
+                                  ".",
+                                  "-",
+                                  "@",
+                                  "xn--",
+                                  "XN--",
+                                  "x",
+                                  "n",
+                                  "+",
+                                  "=",
+                                  "_",
+                                  "\"",
+                                  " ",
+                                  "\xc3\xa9",
+                                  "[",
+                                  "]",
+                                  "..",
+                                  std::string(62, 'q'),
+                                  std::string(63, 'r'),
+                                  "org",
+                                  "123"};
+    std::mt19937 rng(15);
+    auto check = [](const std::string& input) {
+        AddressParse fast = parse_sender(input);
+        AddressParse full = parse_sender_fully(input);
+        ASSERT_EQ(fast.refusal, full.refusal) << input;
+        ASSERT_EQ(bool(fast), bool(full)) << input;
+        if (!fast) return;
+        EXPECT_EQ(fast.address->local, full.address->local) << input;
+        EXPECT_EQ(fast.address->domain, full.address->domain) << input;
+        EXPECT_EQ(fast.address->domain_unicode, full.address->domain_unicode) << input;
+        std::string_view domain_part = std::string_view(input).substr(input.rfind('@') + 1);
+        DomainParse fast_domain = parse_domain(domain_part);
+        DomainParse full_domain = parse_domain_fully(domain_part);
+        EXPECT_EQ(fast_domain.refusal, full_domain.refusal) << domain_part;
+        EXPECT_EQ(fast_domain.domain, full_domain.domain) << domain_part;
+    };
+    for (int i = 0; i < 200000; ++i) {
+        std::string local, domain;
+        for (size_t k = rng() % 4; k > 0; --k) local += pieces[rng() % std::size(pieces)];
+        if (rng() % 8 != 0) local += "user";
+        for (size_t k = rng() % 6; k > 0; --k) domain += pieces[rng() % std::size(pieces)];
+        if (rng() % 3 != 0) domain += rng() % 2 ? ".example" : ".Example.ORG";
+        check(local + "@" + domain);
+    }
+    // The length limits, each side of them.
+    for (size_t local_len : {1, 63, 64, 65}) {
+        for (size_t domain_len : {4, 188, 189, 190, 253, 254}) {
+            std::string domain;
+            while (domain.size() + 8 < domain_len)
+                domain +=
+                    std::string(std::min<size_t>(63, domain_len - domain.size() - 8), 'd') + ".";
+            domain += std::string(domain_len - domain.size() - 3, 'e') + ".io";
+            if (domain.find("..") != std::string::npos || domain.size() != domain_len) continue;
+            check(std::string(local_len, 'l') + "@" + domain);
+        }
+    }
+}
+
 // Whatever is accepted can be written inside RCPT TO:<...> without ending the line.
 TEST(Address, AcceptedAddressesAreWireSafe) {
     for (int c = 0; c < 256; ++c) {
