@@ -4,9 +4,11 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -164,67 +166,91 @@ constexpr std::array<unsigned char, 256> kEscapeBytes = [] {
 
 // One line is built at a time, so one buffer (keeping its capacity) serves every LogLine; a
 // line started while another is being built gets its own.
-thread_local std::string t_line_buffer;
+thread_local LogText t_line_buffer;
 thread_local bool t_line_buffer_busy = false;
+
+// The index of the first byte of p[i, n) in the class `mask_of` finds eight bytes at a time
+// (`table` byte by byte, for what is left), or n.
+template <class MaskOf>
+size_t first_in_class(const char* p, size_t n, size_t i, MaskOf mask_of,
+                      const std::array<unsigned char, 256>& table) {
+    using namespace byte_words;
+    for (; i + 8 <= n; i += 8) {
+        if (uint64_t m = mask_of(load(p + i))) return i + first(m);
+    }
+    for (; i < n; ++i) {
+        if (table[static_cast<unsigned char>(p[i])]) break;
+    }
+    return i;
+}
+
+size_t first_quote_byte(const char* p, size_t n) {
+    using namespace byte_words;
+    return first_in_class(
+        p, n, 0,
+        [](uint64_t x) {
+            return below(x, 0x21) | equal(x, 0x7f) | equal(x, '"') | equal(x, '=') | equal(x, '\\');
+        },
+        kQuoteBytes);
+}
+
+// Escaped bytes are a subset of the quoted ones, so a search can start at the first of those.
+size_t first_escape_byte(const char* p, size_t n, size_t from) {
+    using namespace byte_words;
+    return first_in_class(
+        p, n, from,
+        [](uint64_t x) { return below(x, 0x20) | equal(x, 0x7f) | equal(x, '"') | equal(x, '\\'); },
+        kEscapeBytes);
+}
+
+char* copy(char* w, const char* p, size_t n) {
+    std::memcpy(w, p, n);
+    return w + n;
+}
 
 }  // namespace
 
-void append_log_value(std::string& out, std::string_view value) {
-    using namespace byte_words;
-    // Every field of every decision line passes here: bytes are classified eight at a time.
+void LogText::grow(size_t n) {
+    size_t capacity = std::max<size_t>({256, 2 * capacity_, size_ + n});
+    auto data = std::make_unique<char[]>(capacity);
+    if (size_ > 0) std::memcpy(data.get(), data_.get(), size_);
+    data_ = std::move(data);
+    capacity_ = capacity;
+}
+
+char* write_log_value(char* w, std::string_view value) {
+    // Every field of every decision line passes here: bytes are classified eight at a time and
+    // copied in runs.
     const char* p = value.data();
-    size_t n = value.size();
-    auto quote_mask = [](uint64_t x) {
-        return below(x, 0x21) | equal(x, 0x7f) | equal(x, '"') | equal(x, '=') | equal(x, '\\');
-    };
-    bool quote = n == 0;
-    if (n >= 8) {
-        for (size_t i = 0; i + 8 <= n && !quote; i += 8) quote = quote_mask(load(p + i)) != 0;
-        if (!quote && n % 8 != 0) quote = quote_mask(load(p + n - 8)) != 0;
-    } else {
-        for (size_t i = 0; i < n; ++i)
-            quote = quote || kQuoteBytes[static_cast<unsigned char>(p[i])];
-    }
-    if (!quote) {
-        out += value;
-        return;
-    }
-    // Inside the quotes, runs of bytes that need no escape are appended whole.
-    auto escape = [&out](unsigned char u) {
-        if (u == '"' || u == '\\') {
-            out += '\\';
-            out += static_cast<char>(u);
-            return;
-        }
-        static constexpr char kHex[] = "0123456789abcdef";
-        out += "\\x";
-        out += kHex[u >> 4];
-        out += kHex[u & 15];
-    };
-    out += '"';
+    const size_t n = value.size();
+    const size_t quote_at = first_quote_byte(p, n);
+    if (quote_at == n && n > 0) return copy(w, p, n);
+    *w++ = '"';
     size_t run = 0;
-    size_t i = 0;
-    while (i + 8 <= n) {
-        uint64_t x = load(p + i);
-        uint64_t m = below(x, 0x20) | equal(x, 0x7f) | equal(x, '"') | equal(x, '\\');
-        if (m == 0) {
-            i += 8;
-            continue;
+    for (size_t at = first_escape_byte(p, n, quote_at); at < n; at = first_escape_byte(p, n, run)) {
+        w = copy(w, p + run, at - run);
+        auto u = static_cast<unsigned char>(p[at]);
+        *w++ = '\\';
+        if (u == '"' || u == '\\') {
+            *w++ = static_cast<char>(u);
+        } else {
+            static constexpr char kHex[] = "0123456789abcdef";
+            *w++ = 'x';
+            *w++ = kHex[u >> 4];
+            *w++ = kHex[u & 15];
         }
-        size_t k = i + first(m);
-        out.append(p + run, k - run);
-        escape(static_cast<unsigned char>(p[k]));
-        run = i = k + 1;
+        run = at + 1;
     }
-    for (; i < n; ++i) {
-        auto u = static_cast<unsigned char>(p[i]);
-        if (kEscapeBytes[u] == 0) continue;
-        out.append(p + run, i - run);
-        escape(u);
-        run = i + 1;
-    }
-    out.append(p + run, n - run);
-    out += '"';
+    w = copy(w, p + run, n - run);
+    *w++ = '"';
+    return w;
+}
+
+void append_log_value(std::string& out, std::string_view value) {
+    size_t old = out.size();
+    out.resize(old + max_log_value_bytes(value.size()));
+    char* end = write_log_value(out.data() + old, value);
+    out.resize(static_cast<size_t>(end - out.data()));
 }
 
 LogLine::LogLine(LogLevel level, std::string_view event)
@@ -233,40 +259,38 @@ LogLine::LogLine(LogLevel level, std::string_view event)
     if (!t_line_buffer_busy) {
         t_line_buffer_busy = true;
         text_ = &t_line_buffer;
-        text_->clear();
     } else {
         text_ = &own_;
     }
-    text_->reserve(256);
-    *text_ += event;
+    text_->clear();
+    text_->commit(copy(text_->room(event.size()), event.data(), event.size()));
 }
 
 LogLine& LogLine::field(std::string_view key, std::string_view value) {
     if (!active_) return *this;
-    std::string& t = *text_;
-    t += ' ';
-    t += key;
-    t += '=';
-    append_log_value(t, value);
+    char* w = text_->room(key.size() + 2 + max_log_value_bytes(value.size()));
+    *w++ = ' ';
+    w = copy(w, key.data(), key.size());
+    *w++ = '=';
+    text_->commit(write_log_value(w, value));
     return *this;
 }
 
 LogLine& LogLine::field(std::string_view key, long long value) {
     if (!active_) return *this;
-    std::string& t = *text_;
-    t += ' ';
-    t += key;
-    t += '=';
-    char digits[24];
-    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
-    t.append(digits, static_cast<size_t>(end - digits));
+    constexpr size_t kDigits = 24;
+    char* w = text_->room(key.size() + 2 + kDigits);
+    *w++ = ' ';
+    w = copy(w, key.data(), key.size());
+    *w++ = '=';
+    text_->commit(std::to_chars(w, w + kDigits, value).ptr);
     return *this;
 }
 
 void LogLine::emit() {
     if (!active_) return;
     active_ = false;
-    Log::write(level_, *text_);
+    Log::write(level_, text_->view());
     if (text_ == &t_line_buffer) t_line_buffer_busy = false;
 }
 

@@ -1,7 +1,9 @@
 // Logging: key=value lines with levels to stderr, syslog or journald; never blocks the loop.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -35,6 +37,27 @@ class Log {
 // The socket of log.target "syslog" or "journald" when log.socket is empty.
 std::string default_log_socket(std::string_view target);
 
+// The bytes of a log line being built: a plain growable buffer, so that a field costs one
+// capacity check and a few copies (std::string checks capacity and writes a terminator on
+// every append; a decision line has nine fields and is built for every request).
+class LogText {
+  public:
+    // Room for at least n more bytes: where they go. commit() then says where they ended.
+    char* room(size_t n) {
+        if (capacity_ - size_ < n) grow(n);
+        return data_.get() + size_;
+    }
+    void commit(const char* end) { size_ = static_cast<size_t>(end - data_.get()); }
+    void clear() { size_ = 0; }
+    std::string_view view() const { return {data_.get(), size_}; }
+
+  private:
+    void grow(size_t n);
+    std::unique_ptr<char[]> data_;
+    size_t size_ = 0;
+    size_t capacity_ = 0;
+};
+
 // Builds one "event key=value key=value" line; values are quoted and escaped when needed so
 // a hostile sender or SMTP reply can never forge a field or a line.
 class LogLine {
@@ -51,10 +74,17 @@ class LogLine {
   private:
     LogLevel level_;
     bool active_;
-    std::string* text_ = nullptr;  // a shared buffer, or own_ when that one is in use
-    std::string own_;
+    LogText* text_ = nullptr;  // a shared buffer, or own_ when that one is in use
+    LogText own_;
 };
 
+// The most bytes write_log_value() writes for a value of n bytes.
+constexpr size_t max_log_value_bytes(size_t n) {
+    return 4 * n + 2;
+}
+// Writes value at w, quoted if it is empty or holds spaces, quotes, '=' or non-printables;
+// returns the end of what it wrote (at most max_log_value_bytes(value.size()) bytes).
+char* write_log_value(char* w, std::string_view value);
 // Appends value to out, quoted if it is empty or holds spaces, quotes, '=' or non-printables.
 void append_log_value(std::string& out, std::string_view value);
 
