@@ -120,8 +120,21 @@ void Connection::handle_bytes(const char* data, size_t len) {
         break;
     }
     track_partial_request(completed_any);
+    if (completed_any) request_flush();
+    update_reading();
+}
+
+void Connection::request_flush() {
+    if (flush_requested_ || closing_) return;
+    flush_requested_ = true;
+    server_.flush_later(shared_from_this());
+}
+
+void Connection::flush_requested() {
+    flush_requested_ = false;
     flush();
     update_reading();
+    maybe_finish();
 }
 
 // A request that has begun must be complete within server.request_timeout of the read that
@@ -186,15 +199,14 @@ void Connection::submit(const PolicyRequest& req) {
             auto self = weak.lock();
             if (!self) return;  // the client went away; the verdict is still cached upstream
             self->complete(seq, d);
-            self->flush();
-            self->maybe_finish();
+            self->request_flush();
         };
     });
     Slot& slot = slots_.emplace_back();
     slot.seq = seq;
     slot.start = start;
     if (immediate) {
-        // Immediate answers are flushed together once the bytes just read are all decoded.
+        // Immediate answers leave at the end of the loop iteration (Server::flush_later).
         slot.ready = true;
         slot.reply = encode_reply(immediate->action);
         log_decision(req.queue_id, req.sender, req.client_address, *immediate, start);

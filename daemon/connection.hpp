@@ -32,6 +32,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Closes at once; unanswered requests are dropped.
     void close(const char* why);
     const std::string& peer() const { return peer_; }
+    // Server::flush_later's callback: writes the replies that became ready in this iteration.
+    void flush_requested();
 
   private:
     // A request waiting for its turn to be answered; replies leave in arrival order.
@@ -61,7 +63,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void complete(uint64_t seq, const Decision& decision);
     void log_decision(const std::string& queue_id, const std::string& sender,
                       const std::string& client, const Decision& d, Clock::time_point start);
+    // Writes the ready replies at the head of the queue now.
     void flush();
+    // The same at the end of this loop iteration, together with every other connection's.
+    void request_flush();
     void update_reading();
     void maybe_finish();
     void describe_peer();
@@ -80,6 +85,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool reading_ = false;
     bool read_done_ = false;  // EOF, violation or draining: no more requests will be read
     bool closing_ = false;
+    bool flush_requested_ = false;  // queued with Server::flush_later
     size_t writes_in_flight_ = 0;
     RequestReader reader_;
     PolicyRequest scratch_;

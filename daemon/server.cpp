@@ -26,7 +26,12 @@ void log_bind_error(const ListenAddress& a, const std::string& why) {
 }  // namespace
 
 Server::Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings, Metrics* metrics)
-    : loop_(loop), decider_(decider), settings_(settings), metrics_(metrics) {}
+    : loop_(loop), decider_(decider), settings_(settings), metrics_(metrics) {
+    uv_check_init(loop_, &flush_check_);
+    flush_check_.data = this;
+    // Never what keeps the loop running.
+    uv_unref(reinterpret_cast<uv_handle_t*>(&flush_check_));
+}
 
 Server::~Server() = default;
 
@@ -177,15 +182,46 @@ void Server::drain(std::function<void()> drained) {
     check_drained();
 }
 
+void Server::flush_later(std::shared_ptr<Connection> c) {
+    to_flush_.push_back(std::move(c));
+    auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
+    if (!flush_check_active_ && !uv_is_closing(h)) {
+        uv_check_start(&flush_check_, on_flush_check);
+        flush_check_active_ = true;
+    }
+}
+
+void Server::on_flush_check(uv_check_t* h) {
+    auto* self = static_cast<Server*>(h->data);
+    // Swapped (capacity kept): a flush may queue another connection for the next iteration.
+    self->flushing_.swap(self->to_flush_);
+    for (auto& c : self->flushing_) c->flush_requested();
+    self->flushing_.clear();
+    if (self->to_flush_.empty()) {
+        uv_check_stop(&self->flush_check_);
+        self->flush_check_active_ = false;
+    }
+}
+
+void Server::close_flush_check() {
+    to_flush_.clear();
+    auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+    flush_check_active_ = false;
+}
+
 void Server::close_all() {
     close_listeners();
     std::vector<std::shared_ptr<Connection>> conns;
     for (auto& [ptr, conn] : connections_) conns.push_back(conn);
     for (auto& c : conns) c->close("shutdown");
+    // Closed connections have nothing left to flush.
+    close_flush_check();
 }
 
 void Server::check_drained() {
     if (draining_ && connections_.empty() && drained_) {
+        close_flush_check();
         auto cb = std::move(drained_);
         drained_ = nullptr;
         cb();
