@@ -78,6 +78,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } handle_;
+    uv_os_fd_t fd_ = -1;  // the socket, for send(2)
     uv_timer_t idle_;
     uint64_t last_activity_ = 0;  // uv_now() of the last read or reply sent
     uv_timer_t request_timer_;    // runs while a request has begun but is not complete
