@@ -18,6 +18,8 @@ namespace calloutd {
 namespace {
 
 constexpr int kBacklog = 511;
+// Connections whose replies wait for the end of the loop iteration, at most (Server::flush_later).
+constexpr size_t kMaxDeferredFlushes = 64;
 
 void log_bind_error(const ListenAddress& a, const std::string& why) {
     LogLine(LogLevel::error, "listen-failed").field("listen", a.text).field("reason", why);
@@ -184,19 +186,29 @@ void Server::drain(std::function<void()> drained) {
 
 void Server::flush_later(std::shared_ptr<Connection> c) {
     to_flush_.push_back(std::move(c));
+    // A bound on what a reply waits for: when this many connections are waiting, they are
+    // flushed now (a loop woken for thousands of ready connections would otherwise hold the
+    // first one's reply until the last one is decided).
+    if (to_flush_.size() >= kMaxDeferredFlushes && !flushing_now_) flush_pending();
     auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
-    if (!flush_check_active_ && !uv_is_closing(h)) {
+    if (!to_flush_.empty() && !flush_check_active_ && !uv_is_closing(h)) {
         uv_check_start(&flush_check_, on_flush_check);
         flush_check_active_ = true;
     }
 }
 
+void Server::flush_pending() {
+    // Swapped (capacity kept): a flush may queue another connection, for the next round.
+    flushing_now_ = true;
+    flushing_.swap(to_flush_);
+    for (auto& c : flushing_) c->flush_requested();
+    flushing_.clear();
+    flushing_now_ = false;
+}
+
 void Server::on_flush_check(uv_check_t* h) {
     auto* self = static_cast<Server*>(h->data);
-    // Swapped (capacity kept): a flush may queue another connection for the next iteration.
-    self->flushing_.swap(self->to_flush_);
-    for (auto& c : self->flushing_) c->flush_requested();
-    self->flushing_.clear();
+    self->flush_pending();
     if (self->to_flush_.empty()) {
         uv_check_stop(&self->flush_check_);
         self->flush_check_active_ = false;

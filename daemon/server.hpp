@@ -53,9 +53,9 @@ class Server {
     void connection_closing() { --open_connections_; }
     // Calls c->flush_requested() at the end of this loop iteration (libuv's check phase), once
     // every connection made ready by this iteration's events has decoded and decided what it
-    // read. Replies then leave together: when the loop was busy the client wakes once for the
-    // batch, not once per reply (a cross-CPU wake-up costs more than the rest of a cached
-    // answer on a virtual machine; see bench/README.md).
+    // read (or sooner, when 64 connections are waiting). Replies then leave together: when the loop
+    // was busy the client wakes once for the batch, not once per reply (a cross-CPU wake-up costs
+    // more than the rest of a cached answer on a virtual machine; see bench/README.md).
     void flush_later(std::shared_ptr<Connection> c);
 
   private:
@@ -94,7 +94,9 @@ class Server {
     std::vector<std::shared_ptr<Connection>> flushing_;
     uv_check_t flush_check_;
     bool flush_check_active_ = false;
+    bool flushing_now_ = false;
     static void on_flush_check(uv_check_t* h);
+    void flush_pending();
     void close_flush_check();
 };
 

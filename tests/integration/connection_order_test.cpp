@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "daemon/config.hpp"
 #include "daemon/server.hpp"
@@ -76,6 +77,55 @@ TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
                                         : "WARN tempfail";
         EXPECT_EQ(got[static_cast<size_t>(i)], want) << i;
     }
+}
+
+TEST(ConnectionOrder, EveryConnectionReadyAtOnceIsAnswered) {
+    // Replies leave at the end of the loop iteration, or sooner once 64 connections wait for
+    // theirs: 200 connections whose requests are all read by one loop iteration each get
+    // exactly their own reply.
+    constexpr int kConnections = 200;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Config cfg = std::get<Config>(load_config_text(
+        "[server]\nlisten = [\"inet:127.0.0.1:0\"]\nmax_connections = 1000\n[actions]\n"
+        "skipped = \"WARN skipped\"\n",
+        "t.toml"));
+    Decider decider(cfg.policy, nullptr);  // no verifier: every answer is immediate
+    Server server(&loop, decider, cfg.server);
+    ASSERT_TRUE(server.listen());
+    uint16_t port = static_cast<uint16_t>(
+        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
+
+    std::vector<test::PolicyClient> clients;
+    for (int i = 0; i < kConnections; ++i)
+        clients.push_back(test::PolicyClient::inet("127.0.0.1", port));
+    while (server.connection_count() < static_cast<size_t>(kConnections))
+        uv_run(&loop, UV_RUN_NOWAIT);
+    // The loop is not running: every request is waiting when it next polls.
+    for (int i = 0; i < kConnections; ++i) {
+        ASSERT_TRUE(clients[static_cast<size_t>(i)].send(
+            test::policy_request("u" + std::to_string(i) + "@example.org")));
+    }
+    std::atomic<int> answered{0};
+    std::vector<std::string> got(kConnections);
+    std::thread reader([&] {
+        for (int i = 0; i < kConnections; ++i) {
+            got[static_cast<size_t>(i)] =
+                clients[static_cast<size_t>(i)].read_action().value_or("<none>");
+            ++answered;
+        }
+    });
+    while (answered < kConnections) uv_run(&loop, UV_RUN_NOWAIT);
+    reader.join();
+    for (int i = 0; i < kConnections; ++i)
+        EXPECT_EQ(got[static_cast<size_t>(i)], "WARN skipped") << i;
+
+    clients.clear();
+    bool drained = false;
+    server.drain([&] { drained = true; });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EXPECT_TRUE(drained);
+    EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
 TEST(ConnectionOrder, ReadingResumesWhenAsynchronousAnswersDrainThePendingLimit) {
