@@ -223,32 +223,38 @@ constexpr std::array<bool, 256> kAtext = [] {
 // is what the full parse gives (tests/unit/address_test.cpp checks both against each other,
 // and so does the address fuzzer).
 bool parse_plain_domain(std::string_view text, std::string& out) {
-    if (text.size() > kMaxDomainOctets) return false;
-    out.assign(text);
+    const size_t n = text.size();
+    if (n > kMaxDomainOctets) return false;
+    char lower[kMaxDomainOctets];
+    const char* p = text.data();
     size_t label = 0;     // length of the label so far
     bool numeric = true;  // the label so far is all digits
     char previous = '.';
-    for (size_t i = 0; i < out.size(); ++i) {
-        char& c = out[i];
+    for (size_t i = 0; i < n; ++i) {
+        char c = p[i];
         if (c == '.') {
             if (label == 0 || previous == '-') return false;
             label = 0;
             numeric = true;
-            previous = c;
-            continue;
+        } else {
+            if (c >= 'A' && c <= 'Z') {
+                c = static_cast<char>(c - 'A' + 'a');
+            } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+                return false;
+            }
+            if ((label == 0 && c == '-') || ++label > kMaxLabelOctets) return false;
+            // "xn--": an A-label, which only libidn2 may judge.
+            if (label == 4 && c == '-' && lower[i - 1] == '-' && lower[i - 2] == 'n' &&
+                lower[i - 3] == 'x')
+                return false;
+            numeric = numeric && c >= '0' && c <= '9';
         }
-        if (c >= 'A' && c <= 'Z') {
-            c = static_cast<char>(c - 'A' + 'a');
-        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-        if ((label == 0 && c == '-') || ++label > kMaxLabelOctets) return false;
-        // "xn--": an A-label, which only libidn2 may judge.
-        if (label == 4 && std::string_view(out).substr(i - 3, 4) == "xn--") return false;
-        numeric = numeric && c >= '0' && c <= '9';
+        lower[i] = c;
         previous = c;
     }
-    return label > 0 && previous != '-' && !numeric;
+    if (label == 0 || previous == '-' || numeric) return false;
+    out.assign(lower, n);
+    return true;
 }
 
 // The senders nearly every request carries, in one pass: a dot-atom local part of ASCII atext

@@ -10,10 +10,6 @@ namespace calloutd {
 
 namespace {
 
-bool starts_with_nocase(std::string_view s, std::string_view prefix) {
-    return s.size() >= prefix.size() && ascii_lower(s.substr(0, prefix.size())) == prefix;
-}
-
 bool is_alnum(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
@@ -58,7 +54,7 @@ std::optional<std::string_view> strip_batv(std::string_view local) {
     };
     static constexpr Form kForms[] = {{"prvs=", "="}, {"msprvs1=", "="}, {"btv1==", "=="}};
     for (const auto& f : kForms) {
-        if (!starts_with_nocase(local, f.prefix)) continue;
+        if (!starts_with_ascii_nocase(local, f.prefix)) continue;
         std::string_view rest = local.substr(f.prefix.size());
         auto tag = take(rest, f.separator);
         if (!tag || !all_of(*tag, 4, 64, is_alnum) || !usable_local(rest)) return std::nullopt;
@@ -92,12 +88,12 @@ bool srs_separator(char c) {
 std::optional<std::pair<std::string, std::string_view>> srs_key(std::string_view local) {
     if (local.size() < 6 || !srs_separator(local[4])) return std::nullopt;
     std::string_view body = local.substr(5);
-    if (starts_with_nocase(local, "srs0")) {
+    if (starts_with_ascii_nocase(local, "srs0")) {
         auto base = srs0_base(body);
         if (!base) return std::nullopt;
         return std::pair{"SRS0=" + *base, std::string_view("srs0")};
     }
-    if (starts_with_nocase(local, "srs1")) {
+    if (starts_with_ascii_nocase(local, "srs1")) {
         auto hash = take(body, "=");
         auto first = take(body, "==");
         if (!hash || hash->empty() || !first || !looks_like_domain(*first)) return std::nullopt;
