@@ -237,11 +237,8 @@ bool parse_plain_domain(std::string_view text, std::string& out) {
             label = 0;
             numeric = true;
         } else {
-            if (c >= 'A' && c <= 'Z') {
-                c = static_cast<char>(c - 'A' + 'a');
-            } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-                return false;
-            }
+            c = ascii_lower(c);
+            if (!is_alnum(static_cast<unsigned char>(c)) && c != '-') return false;
             if ((label == 0 && c == '-') || ++label > kMaxLabelOctets) return false;
             // "xn--": an A-label, which only libidn2 may judge.
             if (label == 4 && c == '-' && lower[i - 1] == '-' && lower[i - 2] == 'n' &&

@@ -189,37 +189,30 @@ void Server::flush_later(std::shared_ptr<Connection> c) {
     // A bound on what a reply waits for: when this many connections are waiting, they are
     // flushed now (a loop woken for thousands of ready connections would otherwise hold the
     // first one's reply until the last one is decided).
-    if (to_flush_.size() >= kMaxDeferredFlushes && !flushing_now_) flush_pending();
+    // (Not from inside a flush: flushing_ is the list being walked.)
+    if (to_flush_.size() >= kMaxDeferredFlushes && flushing_.empty()) flush_pending();
     auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
-    if (!to_flush_.empty() && !flush_check_active_ && !uv_is_closing(h)) {
+    if (!to_flush_.empty() && !uv_is_active(h) && !uv_is_closing(h))
         uv_check_start(&flush_check_, on_flush_check);
-        flush_check_active_ = true;
-    }
 }
 
 void Server::flush_pending() {
     // Swapped (capacity kept): a flush may queue another connection, for the next round.
-    flushing_now_ = true;
     flushing_.swap(to_flush_);
     for (auto& c : flushing_) c->flush_requested();
     flushing_.clear();
-    flushing_now_ = false;
 }
 
 void Server::on_flush_check(uv_check_t* h) {
     auto* self = static_cast<Server*>(h->data);
     self->flush_pending();
-    if (self->to_flush_.empty()) {
-        uv_check_stop(&self->flush_check_);
-        self->flush_check_active_ = false;
-    }
+    if (self->to_flush_.empty()) uv_check_stop(&self->flush_check_);
 }
 
 void Server::close_flush_check() {
     to_flush_.clear();
     auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
     if (!uv_is_closing(h)) uv_close(h, nullptr);
-    flush_check_active_ = false;
 }
 
 void Server::close_all() {

@@ -88,13 +88,12 @@ class Server {
     size_t open_connections_ = 0;  // accepted and not yet closing
     bool draining_ = false;
     std::function<void()> drained_;
-    // flush_later(): the connections to flush (a reference keeps each alive until then), and
-    // the check handle, active only while the list is not empty.
+    // flush_later(): the connections to flush (a reference keeps each alive until then), the
+    // list being flushed (not empty only during a flush), and the check handle, active only
+    // while to_flush_ is not empty.
     std::vector<std::shared_ptr<Connection>> to_flush_;
     std::vector<std::shared_ptr<Connection>> flushing_;
     uv_check_t flush_check_;
-    bool flush_check_active_ = false;
-    bool flushing_now_ = false;
     static void on_flush_check(uv_check_t* h);
     void flush_pending();
     void close_flush_check();

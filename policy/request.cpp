@@ -74,15 +74,11 @@ inline uint64_t stop_mask(const char* p, size_t n, size_t i, uint64_t& high) {
                                          _mm_cmpeq_epi8(x, _mm_set1_epi8('=')));
         return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(control, del_or_eq)));
 #else
-        // Exact per byte (no borrow crosses a byte): bit 7 set where the byte is below 0x20,
-        // or equal to 0x7f or '='.
+        // Every stop counts, not only the first: the exact byte classes.
         using namespace byte_words;
-        constexpr uint64_t kLow7 = ~kHigh;
-        auto zero = [](uint64_t y) { return ~(((y & kLow7) + kLow7) | y) & kHigh; };
         uint64_t x = load(p + i);
         high |= x & kHigh;
-        return (~(((x & kLow7) + kOnes * 0x60) | x) & kHigh) | zero(x ^ (kOnes * 0x7f)) |
-               zero(x ^ (kOnes * '='));
+        return below_exact(x, 0x20) | equal_exact(x, 0x7f) | equal_exact(x, '=');
 #endif
     }
     uint64_t mask = 0;
