@@ -6,11 +6,16 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "daemon/config_values.hpp"
 #include "daemon/log_writer.hpp"
@@ -169,6 +174,57 @@ constexpr std::array<unsigned char, 256> kEscapeBytes = [] {
 thread_local LogText t_line_buffer;
 thread_local bool t_line_buffer_busy = false;
 
+#if defined(__SSE2__)
+// Sixteen bytes at a time (x86-64's baseline): the mask has bit k set where byte k is in the
+// class. A tail shorter than 16 bytes is copied to a zeroed block first, so nothing past the
+// value is read; the zero bytes are masked off.
+template <class MaskOf>
+size_t first_in_class(const char* p, size_t n, size_t i, MaskOf mask_of,
+                      const std::array<unsigned char, 256>&) {
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+        if (unsigned m = mask_of(x)) return i + static_cast<size_t>(std::countr_zero(m));
+    }
+    if (i == n) return n;
+    alignas(16) char tail[16] = {};
+    std::memcpy(tail, p + i, n - i);
+    unsigned m =
+        mask_of(_mm_load_si128(reinterpret_cast<const __m128i*>(tail))) & ((1u << (n - i)) - 1);
+    return m != 0 ? i + static_cast<size_t>(std::countr_zero(m)) : n;
+}
+
+inline unsigned byte_mask(__m128i x) {
+    return static_cast<unsigned>(_mm_movemask_epi8(x));
+}
+inline __m128i equal_to(__m128i x, char c) {
+    return _mm_cmpeq_epi8(x, _mm_set1_epi8(c));
+}
+inline __m128i at_most(__m128i x, char c) {  // unsigned x <= c
+    return _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(c)), x);
+}
+
+size_t first_quote_byte(const char* p, size_t n) {
+    return first_in_class(
+        p, n, 0,
+        [](__m128i x) {
+            return byte_mask(_mm_or_si128(
+                _mm_or_si128(at_most(x, 0x20), equal_to(x, 0x7f)),
+                _mm_or_si128(_mm_or_si128(equal_to(x, '"'), equal_to(x, '=')), equal_to(x, '\\'))));
+        },
+        kQuoteBytes);
+}
+
+// Escaped bytes are a subset of the quoted ones, so a search can start at the first of those.
+size_t first_escape_byte(const char* p, size_t n, size_t from) {
+    return first_in_class(
+        p, n, from,
+        [](__m128i x) {
+            return byte_mask(_mm_or_si128(_mm_or_si128(at_most(x, 0x1f), equal_to(x, 0x7f)),
+                                          _mm_or_si128(equal_to(x, '"'), equal_to(x, '\\'))));
+        },
+        kEscapeBytes);
+}
+#else
 // The index of the first byte of p[i, n) in the class `mask_of` finds eight bytes at a time
 // (`table` byte by byte, for what is left), or n.
 template <class MaskOf>
@@ -202,6 +258,7 @@ size_t first_escape_byte(const char* p, size_t n, size_t from) {
         [](uint64_t x) { return below(x, 0x20) | equal(x, 0x7f) | equal(x, '"') | equal(x, '\\'); },
         kEscapeBytes);
 }
+#endif
 
 char* copy(char* w, const char* p, size_t n) {
     std::memcpy(w, p, n);

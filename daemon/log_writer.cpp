@@ -52,11 +52,6 @@ int syslog_severity(LogLevel l) {
     return 6;
 }
 
-void append_2digits(std::string& out, unsigned v) {
-    out += static_cast<char>('0' + v / 10 % 10);
-    out += static_cast<char>('0' + v % 10);
-}
-
 void append_number(std::string& out, long long v) {
     char buf[24];
     int n = std::snprintf(buf, sizeof buf, "%lld", v);
@@ -95,10 +90,14 @@ std::string sanitized_ident(const std::string& ident) {
 
 }  // namespace
 
-void append_utc_timestamp(std::string& out) {
-    // The date and time to the second are formatted once a second, the milliseconds each time.
+namespace {
+constexpr size_t kTimestampBytes = 26;  // "YYYY-mm-ddTHH:MM:SS.mmmZ "
+
+// Writes the timestamp and its trailing space at out (kTimestampBytes). The date and time to
+// the second are formatted once a second, the milliseconds each time.
+void write_utc_timestamp(char* out) {
     static long long cached_second = -1;
-    static char cached[24];
+    static char cached[21];  // "YYYY-mm-ddTHH:MM:SS." and strftime's terminator
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long long second = ts.tv_sec;
@@ -106,14 +105,27 @@ void append_utc_timestamp(std::string& out) {
         time_t t = static_cast<time_t>(second);
         struct tm tm;
         gmtime_r(&t, &tm);
-        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S.", &tm);
+        if (strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S.", &tm) != sizeof cached - 1) {
+            // A year past 9999 (or before 1000): never a torn line, just an honest placeholder.
+            std::memcpy(cached, "0000-00-00T00:00:00.", sizeof cached);
+        }
         cached_second = second;
     }
-    out += cached;
+    std::memcpy(out, cached, sizeof cached - 1);
     auto ms = static_cast<unsigned>(ts.tv_nsec / 1000000);
-    out += static_cast<char>('0' + ms / 100);
-    append_2digits(out, ms % 100);
-    out += "Z ";
+    out[20] = static_cast<char>('0' + ms / 100);
+    out[21] = static_cast<char>('0' + ms / 10 % 10);
+    out[22] = static_cast<char>('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = ' ';
+}
+}  // namespace
+
+void append_utc_timestamp(std::string& out) {
+    char stamp[kTimestampBytes];
+    write_utc_timestamp(stamp);
+    out.append(stamp, kTimestampBytes - 1);
+    out += ' ';
 }
 
 LogWriter::LogWriter(LogWriterOptions options) : options_(options) {}
@@ -194,11 +206,18 @@ std::string_view LogWriter::mode() const {
 
 void LogWriter::append_record(LogLevel level, std::string_view message) {
     if (mode_ != Mode::datagram) {
-        append_utc_timestamp(pending_);
-        pending_ += to_string(level);
-        pending_ += ' ';
-        pending_ += message;
-        pending_ += '\n';
+        // "TIMESTAMP LEVEL " formatted on the stack, then two appends: every decision line
+        // passes here.
+        std::string_view name = to_string(level);
+        char prefix[kTimestampBytes + 16];
+        write_utc_timestamp(prefix);
+        size_t n = kTimestampBytes - 1;
+        if (name.size() < sizeof prefix - n) {
+            std::memcpy(prefix + n, name.data(), name.size());
+            n += name.size();
+            prefix[n++] = ' ';
+        }
+        pending_.append(prefix, n).append(message) += '\n';
         ++pending_lines_;
         return;
     }

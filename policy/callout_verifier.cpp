@@ -76,21 +76,34 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify(const PolicyReq
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const PolicyRequest& req,
                                                                       const MakeDone& make_done) {
-    AddressParse parsed = parse_sender(req.sender);
+    return verify_parsed(req, parse_sender(req.sender), make_done);
+}
+
+std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_parsed(const PolicyRequest& req,
+                                                                        AddressParse parsed,
+                                                                        const MakeDone& make_done) {
     if (!parsed) {
         // Never probed: nothing from this sender string may reach the SMTP wire.
         return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
     }
+    // Built in a reused buffer: every cached answer passes here.
+    std::string& address = address_;
+    address.assign(parsed.address->local).append(1, '@').append(parsed.address->domain);
+    // The common case answers from memory at once. A hit of the address as given (or of a
+    // domain fact) that is not due for a refresh needs nothing else: no key, no request, no
+    // completion callback.
+    auto now = cache_.peek(parsed.address->domain, address);
+    if (now && *now && !(*now)->refresh_due) {
+        ++counters_.cache_hits;
+        return Immediate{{(*now)->verdict.cls, std::move((*now)->verdict.reason)},
+                         DecisionSource::cache};
+    }
     std::string key = sender_key(*parsed.address).key;
     Request request{{std::move(*parsed.address), std::move(key), req.client_address}, {}};
     const Asked& asked = request.asked;
-    // Built in a reused buffer: every cached answer passes here.
-    std::string& address = address_;
-    address.assign(asked.sender.local).append(1, '@').append(asked.sender.domain);
-    // The common case answers from memory at once: a hit, or a miss of an untagged sender. A
-    // cache hit never needs the completion callback: it is made only for the rest.
-    if (auto now = cache_.peek(asked.sender.domain, address);
-        now && (*now || asked.key == address)) {
+    // A hit due for a refresh, or a miss of an untagged sender, is answered at once too; the
+    // completion callback is made only for a miss.
+    if (now && (*now || asked.key == address)) {
         if (!*now) request.done = make_done();
         return after_lookup(request, std::move(*now));
     }

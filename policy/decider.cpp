@@ -79,8 +79,10 @@ std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const Mak
             return d;
         }
     }
+    // Parsed once, for the skip rules' domain and for the verifier.
+    AddressParse sender = parse_sender(req.sender);
     // Skips are never remembered (the same request is skipped again), so they need no memo.
-    if (auto skipped = skip_rule(req, settings_)) {
+    if (auto skipped = skip_rule(req, settings_, sender)) {
         return finish(kNoMemo, std::move(*skipped), DecisionSource::skip);
     }
     if (verifier_ == nullptr) {
@@ -92,11 +94,13 @@ std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const Mak
         const PolicyRequest* req;
         const MakeDone* make_done;
     } pending{this, &req, &make_done};
-    auto immediate = verifier_->verify_lazy(req, [p = &pending]() -> SenderVerifier::Done {
-        std::string memo = p->req->instance.empty() ? std::string() : memo_key(*p->req);
-        return [self = p->self, memo = std::move(memo), done = (*p->make_done)()](
-                   Verdict v, DecisionSource src) { done(self->finish(memo, std::move(v), src)); };
-    });
+    auto immediate =
+        verifier_->verify_parsed(req, std::move(sender), [p = &pending]() -> SenderVerifier::Done {
+            std::string memo = p->req->instance.empty() ? std::string() : memo_key(*p->req);
+            return
+                [self = p->self, memo = std::move(memo), done = (*p->make_done)()](
+                    Verdict v, DecisionSource src) { done(self->finish(memo, std::move(v), src)); };
+        });
     if (!immediate) return std::nullopt;
     return finish(has_memo && remembered(immediate->source) ? memo_key(req) : kNoMemo,
                   std::move(immediate->verdict), immediate->source);

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "callout/address.hpp"
 #include "callout/verdict.hpp"
 #include "policy/request.hpp"
 #include "policy/settings.hpp"
@@ -45,6 +46,13 @@ class SenderVerifier {
     virtual std::optional<Immediate> verify_lazy(const PolicyRequest& req,
                                                  const MakeDone& make_done) {
         return verify(req, make_done());
+    }
+    // verify_lazy() with the sender already parsed: `sender` is parse_sender(req.sender), which
+    // the Decider needed for the skip rules anyway. The default ignores it.
+    virtual std::optional<Immediate> verify_parsed(const PolicyRequest& req, AddressParse sender,
+                                                   const MakeDone& make_done) {
+        (void)sender;
+        return verify_lazy(req, make_done);
     }
 };
 

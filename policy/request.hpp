@@ -9,30 +9,25 @@
 
 namespace calloutd {
 
-// How many attributes calloutd reads (policy/request.cpp lists them); every other one is skipped.
+// How many attributes the reader knows (policy/request.cpp lists them): each may appear once in
+// a request (a repeat is refused); those PolicyRequest has a field for are kept. Every other
+// attribute is skipped.
 inline constexpr size_t kPolicyAttributes = 19;
 
-// The attributes of a Postfix 3.x policy request that calloutd uses; others are ignored.
+// The attributes of a Postfix 3.x policy request that calloutd uses. The reader also knows
+// protocol_name, recipient, recipient_count, client_name, reverse_client_name, helo_name,
+// sasl_sender, encryption_protocol, server_address, server_port and policy_context: it refuses
+// a request that repeats one, but nothing decides on them, so they are not copied out of every
+// request (add a field here and in policy/request.cpp's table when a feature needs one).
 struct PolicyRequest {
     std::string request;  // must be "smtpd_access_policy"
     std::string protocol_state;
-    std::string protocol_name;
     std::string sender;
-    std::string recipient;
-    std::string recipient_count;
     std::string client_address;
-    std::string client_name;
-    std::string reverse_client_name;
-    std::string helo_name;
     std::string queue_id;
     std::string instance;
     std::string sasl_method;
     std::string sasl_username;
-    std::string sasl_sender;
-    std::string encryption_protocol;
-    std::string server_address;
-    std::string server_port;
-    std::string policy_context;
 };
 
 // Why a request stream was refused; the metrics count violations by this kind.

@@ -19,6 +19,11 @@ bool state_is_verified(const PolicyRequest& req, const PolicySettings& settings)
 }
 
 std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings& settings) {
+    return skip_rule(req, settings, AddressParse{});
+}
+
+std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings& settings,
+                                 const AddressParse& sender) {
     auto skip = [](const char* reason) { return Verdict{VerdictClass::skipped, reason}; };
     if (!state_is_verified(req, settings)) return skip("protocol-state");
     // Bounces must never be probed: there is no sender to verify.
@@ -30,13 +35,21 @@ std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings&
         auto ip = IpAddress::parse(req.client_address);
         if (ip && settings.trusted_networks.contains(*ip)) return skip("trusted-client");
     }
-    DomainParse domain = sender_domain(req.sender);
-    // A name that cannot be mapped could never be probed, and no list can be held against it.
-    if (domain.idna_failed()) return Verdict{VerdictClass::skipped, domain.refusal};
-    // Any other refusal (plain syntax) is the verifier's to report as bad-address.
-    if (!domain) return std::nullopt;
-    if (settings.own_domains.matches(domain.domain)) return skip("own-domain");
-    if (settings.skip_domains.matches(domain.domain)) return skip("skip-domain");
+    // A parsed sender's domain is what sender_domain() gives for it: the text after the same
+    // '@', through the same parse_domain().
+    DomainParse parsed_here;
+    const std::string* domain = sender ? &sender.address->domain : nullptr;
+    if (domain == nullptr) {
+        parsed_here = sender_domain(req.sender);
+        // A name that cannot be mapped could never be probed, and no list can be held against
+        // it.
+        if (parsed_here.idna_failed()) return Verdict{VerdictClass::skipped, parsed_here.refusal};
+        // Any other refusal (plain syntax) is the verifier's to report as bad-address.
+        if (!parsed_here) return std::nullopt;
+        domain = &parsed_here.domain;
+    }
+    if (settings.own_domains.matches(*domain)) return skip("own-domain");
+    if (settings.skip_domains.matches(*domain)) return skip("skip-domain");
     return std::nullopt;
 }
 

@@ -22,6 +22,11 @@ DomainParse sender_domain(std::string_view sender);
 // own-domain, skip-domain. Domain rules compare the normalised domain, never the raw text, so
 // no spelling (full-width letters, soft hyphens, U+3002 as a dot) slips past them.
 std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings& settings);
+// The same with the sender already parsed (parse_sender(req.sender)): a sender that parsed
+// gives its domain to the domain rules without a second parse; one that did not is judged by
+// sender_domain() as above.
+std::optional<Verdict> skip_rule(const PolicyRequest& req, const PolicySettings& settings,
+                                 const AddressParse& sender);
 // Only the protocol_state rule: it is checked before the one-verdict-per-message memo.
 bool state_is_verified(const PolicyRequest& req, const PolicySettings& settings);
 

@@ -61,6 +61,9 @@ TEST(SkipRules, Table) {
         {"skip_domain", rcpt("x@gmail.com"), "skip-domain"},
         {"skip_subdomain", rcpt("x@eu.hotmail.com"), "skip-domain"},
         {"skip_trailing_dot", rcpt("x@gmail.com."), "skip-domain"},
+        {"skip_upper_case_trailing_dot", rcpt("x@GMail.COM."), "skip-domain"},
+        {"skip_quoted_local_with_at", rcpt("\"a@b\"@gmail.com"), "skip-domain"},
+        {"unparsable_local_listed_domain", rcpt("a..b@gmail.com"), "skip-domain"},
         // Spellings that the probe maps to a listed domain are that domain for the lists too.
         {"skip_fullwidth", rcpt("x@\uff47\uff4d\uff41\uff49\uff4c.com"), "skip-domain"},
         {"skip_soft_hyphen", rcpt("x@gm\u00adail.com"), "skip-domain"},
@@ -74,13 +77,17 @@ TEST(SkipRules, Table) {
         {"bad_a_label", rcpt("x@xn--zz.example.org"), "bad-domain: invalid IDN domain"},
     };
     for (const auto& c : cases) {
-        auto v = skip_rule(c.req, s);
-        if (c.reason == nullptr) {
-            EXPECT_FALSE(v) << c.name << " skipped as " << v->reason;
-        } else {
-            ASSERT_TRUE(v) << c.name;
-            EXPECT_EQ(v->cls, VerdictClass::skipped) << c.name;
-            EXPECT_EQ(v->reason.substr(0, std::string_view(c.reason).size()), c.reason) << c.name;
+        // Alone, and with the sender parsed first as the Decider does: the same outcome.
+        for (bool parsed : {false, true}) {
+            auto v = parsed ? skip_rule(c.req, s, parse_sender(c.req.sender)) : skip_rule(c.req, s);
+            std::string name = std::string(c.name) + (parsed ? " (parsed)" : "");
+            if (c.reason == nullptr) {
+                EXPECT_FALSE(v) << name << " skipped as " << v->reason;
+            } else {
+                ASSERT_TRUE(v) << name;
+                EXPECT_EQ(v->cls, VerdictClass::skipped) << name;
+                EXPECT_EQ(v->reason.substr(0, std::string_view(c.reason).size()), c.reason) << name;
+            }
         }
     }
 }
@@ -92,14 +99,18 @@ TEST(SkipRules, IdnListEntriesMatchBothForms) {
     s.skip_domains = DomainSet({*list_domain("xn--mnchen-3ya.example")});
     for (const char* sender : {"x@b\u00fccher.example", "x@xn--bcher-kva.example",
                                "x@B\u00dcCHER.example", "x@\uff42\u00fccher.example"}) {
-        auto v = skip_rule(rcpt(sender), s);
-        ASSERT_TRUE(v) << sender;
-        EXPECT_EQ(v->reason, "own-domain") << sender;
+        for (auto v :
+             {skip_rule(rcpt(sender), s), skip_rule(rcpt(sender), s, parse_sender(sender))}) {
+            ASSERT_TRUE(v) << sender;
+            EXPECT_EQ(v->reason, "own-domain") << sender;
+        }
     }
     for (const char* sender : {"x@m\u00fcnchen.example", "x@XN--MNCHEN-3YA.example"}) {
-        auto v = skip_rule(rcpt(sender), s);
-        ASSERT_TRUE(v) << sender;
-        EXPECT_EQ(v->reason, "skip-domain") << sender;
+        for (auto v :
+             {skip_rule(rcpt(sender), s), skip_rule(rcpt(sender), s, parse_sender(sender))}) {
+            ASSERT_TRUE(v) << sender;
+            EXPECT_EQ(v->reason, "skip-domain") << sender;
+        }
     }
     EXPECT_FALSE(skip_rule(rcpt("x@bucher.example"), s));
 }
@@ -174,8 +185,8 @@ TEST(Decider, OneVerdictPerMessage) {
     Decider d(default_settings(), &v);
     auto r = rcpt("bad@example.org");
     r.instance = "abc.123.1";
+    // Postfix asks once per recipient; only the recipient (not kept in PolicyRequest) differs.
     for (int i = 0; i < 5; ++i) {
-        r.recipient = "rcpt" + std::to_string(i) + "@example.net";
         auto dec = d.decide(r, {});
         ASSERT_TRUE(dec);
         EXPECT_EQ(dec->verdict.cls, VerdictClass::invalid);

@@ -85,6 +85,11 @@ std::vector<CodecCase> cases() {
          "request=smtpd_access_policy\nsender=a@b\nsender=c@d\n\n",
          false,
          {"error: duplicate attribute 'sender'"}},
+        // Known to the reader though not kept in PolicyRequest: a repeat is still refused.
+        {"duplicate_attribute_not_kept",
+         "request=smtpd_access_policy\nhelo_name=a\nsender=a@b\nhelo_name=b\n\n",
+         false,
+         {"error: duplicate attribute 'helo_name'"}},
         {"nul_byte",
          std::string("request=smtpd_access_policy\nsender=a\0b@c\n\n", 42),
          false,
