@@ -255,29 +255,28 @@ bool parse_plain_domain(std::string_view text, std::string& out) {
 }
 
 // The senders nearly every request carries, in one pass: a dot-atom local part of ASCII atext
-// and a plain domain (above), within every length limit. nullopt for anything else: the full
-// parse then decides.
-std::optional<SenderAddress> parse_plain_sender(std::string_view text) {
+// and a plain domain (above), within every length limit, written to `out` (its local part and
+// domain; nothing else is touched). False for anything else: the full parse then decides.
+bool parse_plain_sender(std::string_view text, SenderAddress& out) {
     const size_t n = text.size();
-    if (n > kMaxAddressOctets) return std::nullopt;
+    if (n > kMaxAddressOctets) return false;
     size_t at = 0;
     bool after_dot = true;  // a dot at the start would be a leading dot
     for (; at < n && text[at] != '@'; ++at) {
         auto c = static_cast<unsigned char>(text[at]);
         if (c == '.') {
-            if (after_dot) return std::nullopt;
+            if (after_dot) return false;
             after_dot = true;
         } else if (kAtext[c]) {
             after_dot = false;
         } else {
-            return std::nullopt;
+            return false;
         }
     }
-    if (at == 0 || at == n || after_dot || at > kMaxLocalPartOctets) return std::nullopt;
-    SenderAddress out;
-    if (!parse_plain_domain(text.substr(at + 1), out.domain)) return std::nullopt;
+    if (at == 0 || at == n || after_dot || at > kMaxLocalPartOctets) return false;
+    if (!parse_plain_domain(text.substr(at + 1), out.domain)) return false;
     out.local.assign(text.data(), at);
-    return out;
+    return true;
 }
 
 }  // namespace
@@ -319,7 +318,9 @@ std::string SenderAddress::wire_address() const {
 }
 
 AddressParse parse_sender(std::string_view text) {
-    if (auto plain = parse_plain_sender(text)) return {std::move(plain), {}};
+    // Built in place: every request's sender passes here.
+    AddressParse out;
+    if (parse_plain_sender(text, out.address.emplace())) return out;
     return parse_sender_fully(text);
 }
 

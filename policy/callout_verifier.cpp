@@ -80,7 +80,7 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const Poli
 }
 
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_parsed(const PolicyRequest& req,
-                                                                        AddressParse parsed,
+                                                                        AddressParse&& parsed,
                                                                         const MakeDone& make_done) {
     if (!parsed) {
         // Never probed: nothing from this sender string may reach the SMTP wire.

@@ -53,7 +53,7 @@ class CalloutVerifier : public SenderVerifier {
     std::optional<Immediate> verify(const PolicyRequest& req, Done done) override;
     std::optional<Immediate> verify_lazy(const PolicyRequest& req,
                                          const MakeDone& make_done) override;
-    std::optional<Immediate> verify_parsed(const PolicyRequest& req, AddressParse parsed,
+    std::optional<Immediate> verify_parsed(const PolicyRequest& req, AddressParse&& parsed,
                                            const MakeDone& make_done) override;
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
     // limits.client_ipv6_prefix: IPv6 clients share one client budget per network of this

@@ -49,7 +49,8 @@ class SenderVerifier {
     }
     // verify_lazy() with the sender already parsed: `sender` is parse_sender(req.sender), which
     // the Decider needed for the skip rules anyway. The default ignores it.
-    virtual std::optional<Immediate> verify_parsed(const PolicyRequest& req, AddressParse sender,
+    // (An rvalue reference: the verifier moves from it only when it keeps the request.)
+    virtual std::optional<Immediate> verify_parsed(const PolicyRequest& req, AddressParse&& sender,
                                                    const MakeDone& make_done) {
         (void)sender;
         return verify_lazy(req, make_done);
