@@ -165,6 +165,16 @@ write_config() {  # write_config FILE LEVEL
             # Distinct from the skip answer (DUNNO), so the figures show where answers came from.
             echo 'valid = "OK"'
         fi
+        if [[ $MODE == skip ]]; then
+            # Every bench sender is answered by a skip rule (skip-domain): the decision path
+            # without a verdict source. No DNS server is named and no canary asked, so nothing
+            # leaves the machine (the system resolver is never queried).
+            echo '[dns]'
+            echo 'servers = ["127.0.0.1:1"]'
+            echo 'canary = ""'
+            echo '[policy]'
+            echo "skip_domains = [\"$DOMAIN\"]"
+        fi
         if [[ $MODE == redis ]]; then
             echo '[redis]'
             echo "url = \"redis://127.0.0.1:$REDIS_PORT/0\""
