@@ -206,17 +206,23 @@ void Connection::submit(const PolicyRequest& req) {
             self->request_flush();
         };
     });
-    Slot& slot = slots_.emplace_back();
+    // A reused slot: every field is set here.
+    Slot& slot = slots_.push_back_reused();
     slot.seq = seq;
     slot.start = start;
     if (immediate) {
         // Immediate answers leave at the end of the loop iteration (Server::flush_later).
         slot.ready = true;
-        slot.reply = encode_reply(immediate->action);
+        encode_reply(immediate->action, slot.reply);
+        slot.queue_id.clear();
+        slot.sender.clear();
+        slot.client.clear();
         log_decision(req.queue_id, req.sender, req.client_address, *immediate, start);
         return;
     }
     // Only requests that wait keep copies of what their log line needs.
+    slot.ready = false;
+    slot.reply.clear();
     slot.queue_id = req.queue_id;
     slot.sender = req.sender;
     slot.client = req.client_address;
@@ -227,7 +233,7 @@ void Connection::complete(uint64_t seq, const Decision& d) {
     Slot& slot = slots_[seq - slots_.front().seq];
     if (slot.ready) return;
     slot.ready = true;
-    slot.reply = encode_reply(d.action);
+    encode_reply(d.action, slot.reply);
     log_decision(slot.queue_id, slot.sender, slot.client, d, slot.start);
 }
 

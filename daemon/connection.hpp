@@ -5,12 +5,12 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 
 #include "policy/decider.hpp"
 #include "policy/request.hpp"
+#include "util/ring_queue.hpp"
 
 namespace calloutd {
 
@@ -90,7 +90,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     size_t writes_in_flight_ = 0;
     RequestReader reader_;
     PolicyRequest scratch_;
-    std::deque<Slot> slots_;
+    RingQueue<Slot> slots_;  // reused: no allocation per request
     uint64_t next_seq_ = 0;
     std::string peer_;
     // Keeps this object alive until both handles have closed.

@@ -338,11 +338,13 @@ RequestReader::Status RequestReader::finish(PolicyRequest& out) {
 
 std::string encode_reply(std::string_view action) {
     std::string out;
-    out.reserve(action.size() + 9);
-    out += "action=";
-    out += action;
-    out += "\n\n";
+    encode_reply(action, out);
     return out;
+}
+
+void encode_reply(std::string_view action, std::string& out) {
+    out.reserve(action.size() + 9);
+    out.assign("action=").append(action).append("\n\n");
 }
 
 }  // namespace calloutd

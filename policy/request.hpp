@@ -106,5 +106,7 @@ class RequestReader {
 
 // "action=TEXT\n\n"
 std::string encode_reply(std::string_view action);
+// The same into `out` (replaced; its capacity is reused).
+void encode_reply(std::string_view action, std::string& out);
 
 }  // namespace calloutd
