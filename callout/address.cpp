@@ -18,13 +18,9 @@ AddressParse refuse(std::string_view why) {
     return {std::nullopt, "bad-address: " + std::string(why)};
 }
 
-constexpr bool is_alnum(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 // RFC 5322 atext (ASCII part).
 constexpr bool is_atext(unsigned char c) {
-    if (is_alnum(c)) return true;
+    if (is_alnum(static_cast<char>(c))) return true;
     constexpr std::string_view kSpecials = "!#$%&'*+-/=?^_`{|}~";
     return kSpecials.find(static_cast<char>(c)) != std::string_view::npos;
 }
@@ -187,8 +183,7 @@ std::string normalise_domain(std::string_view text, std::string& domain, bool& i
         label = rest.substr(0, dot);
         if (label.empty()) return "empty label in domain";
         if (label.size() > kMaxLabelOctets) return "domain label longer than 63 octets";
-        for (char ch : label) {
-            auto c = static_cast<unsigned char>(ch);
+        for (char c : label) {
             // RFC 5321 sub-domain is LDH: '_' and everything else is refused.
             if (!is_alnum(c) && c != '-') return "character not allowed in domain";
         }
@@ -238,7 +233,7 @@ bool parse_plain_domain(std::string_view text, std::string& out) {
             numeric = true;
         } else {
             c = ascii_lower(c);
-            if (!is_alnum(static_cast<unsigned char>(c)) && c != '-') return false;
+            if (!is_alnum(c) && c != '-') return false;
             if ((label == 0 && c == '-') || ++label > kMaxLabelOctets) return false;
             // "xn--": an A-label, which only libidn2 may judge.
             if (label == 4 && c == '-' && lower[i - 1] == '-' && lower[i - 2] == 'n' &&

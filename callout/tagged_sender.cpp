@@ -10,10 +10,6 @@ namespace calloutd {
 
 namespace {
 
-bool is_alnum(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 bool all_of(std::string_view s, size_t min, size_t max, bool (*ok)(char)) {
     if (s.size() < min || s.size() > max) return false;
     for (char c : s) {

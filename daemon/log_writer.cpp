@@ -121,13 +121,6 @@ void write_utc_timestamp(char* out) {
 }
 }  // namespace
 
-void append_utc_timestamp(std::string& out) {
-    char stamp[kTimestampBytes];
-    write_utc_timestamp(stamp);
-    out.append(stamp, kTimestampBytes - 1);
-    out += ' ';
-}
-
 LogWriter::LogWriter(LogWriterOptions options) : options_(options) {}
 
 LogWriter::~LogWriter() {

@@ -144,7 +144,4 @@ class LogWriter {
     std::chrono::steady_clock::time_point retire_deadline_{};
 };
 
-// "2024-05-01T12:00:00.123Z " for the current time; the date part is formatted once a second.
-void append_utc_timestamp(std::string& out);
-
 }  // namespace calloutd

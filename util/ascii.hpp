@@ -1,11 +1,15 @@
-// ASCII case folding for protocol text (domains, SMTP replies): locale-independent, bytes >= 0x80
-// untouched.
+// ASCII character classes and case folding for protocol text (domains, SMTP replies):
+// locale-independent, bytes >= 0x80 untouched.
 #pragma once
 
 #include <string>
 #include <string_view>
 
 namespace calloutd {
+
+constexpr bool is_alnum(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
 
 constexpr char ascii_lower(char c) {
     return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;

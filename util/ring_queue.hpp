@@ -29,10 +29,6 @@ class RingQueue {
         head_ = (head_ + 1) & (ring_.size() - 1);
         --size_;
     }
-    void clear() {
-        head_ = 0;
-        size_ = 0;
-    }
 
   private:
     void grow() {
