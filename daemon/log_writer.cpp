@@ -272,7 +272,8 @@ bool LogWriter::due() const {
 }
 
 void LogWriter::schedule() {
-    bool writing = !inflight_.empty();
+    if (fs_busy_) reap_file_batch();
+    bool writing = !inflight_.empty() || fs_busy_;
     if (!writing && due()) {
         start_write();
         return;
@@ -307,7 +308,10 @@ void LogWriter::on_timer(uv_timer_t* t) {
         self->stop_polling_and_drop();
         return;
     }
-    if (self->inflight_.empty()) {
+    if (self->fs_busy_ && !self->reap_file_batch()) {
+        // The file thread is still writing: look again later (never a 0 ms spin).
+        self->arm_timer(std::max(self->options_.flush_delay, std::chrono::milliseconds(1)));
+    } else if (self->inflight_.empty()) {
         self->start_write();
     } else if (!self->polling_ && !self->fs_busy_) {
         // A blocked destination without a watcher, or an unreachable socket: try again.
@@ -335,23 +339,24 @@ void LogWriter::take_pending() {
 }
 
 void LogWriter::start_write() {
-    if (!inflight_.empty() || pending_.empty()) return;
+    if (fs_busy_) reap_file_batch();
+    if (!inflight_.empty() || fs_busy_ || pending_.empty()) return;
     if (timer_armed_) {
         uv_timer_stop(&timer_);
         timer_armed_ = false;
     }
+    size_t lines = pending_lines_;
     take_pending();
     switch (mode_) {
-        case Mode::file: {
+        case Mode::file:
+            // The thread takes the batch (inflight_ gets an empty buffer back) and the timer
+            // looks for its completion.
             fs_busy_ = true;
-            uv_buf_t buf = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
-            int rc = uv_fs_write(loop_, &fs_req_, write_fd_, &buf, 1, -1, on_fs_write);
-            if (rc != 0) {
-                fs_busy_ = false;
-                drop_inflight(-rc);
-            }
+            fs_bytes_ = inflight_.size();
+            fs_lines_ = lines;
+            file_thread_->submit(inflight_);
+            arm_timer(std::max(options_.flush_delay, std::chrono::milliseconds(1)));
             return;
-        }
         case Mode::datagram:
             write_datagrams();
             return;
@@ -449,34 +454,36 @@ void LogWriter::on_writable(uv_poll_t* p, int status, int) {
     }
 }
 
-void LogWriter::on_fs_write(uv_fs_t* req) {
-    auto* self = static_cast<LogWriter*>(req->data);
-    auto result = req->result;
-    uv_fs_req_cleanup(req);
-    self->fs_busy_ = false;
-    if (result < 0) {
-        self->drop_inflight(static_cast<int>(-result));
-        return;
+bool LogWriter::reap_file_batch() {
+    if (file_thread_->busy()) return false;
+    size_t written = 0;
+    int error = 0;
+    file_thread_->take_back(inflight_, written, error);
+    fs_busy_ = false;
+    fs_bytes_ = 0;
+    fs_lines_ = 0;
+    if (error != 0) {
+        // The lines the file did not take, from where the thread stopped.
+        size_t lost = count_lines(std::string_view(inflight_).substr(written));
+        dropped_ += lost;
+        episode_dropped_ += lost;
+        drop_reason_ = std::strerror(error);
     }
-    self->inflight_off_ += static_cast<size_t>(result);
-    if (self->inflight_off_ < self->inflight_.size() && result > 0) {
-        self->fs_busy_ = true;
-        uv_buf_t buf =
-            uv_buf_init(self->inflight_.data() + self->inflight_off_,
-                        static_cast<unsigned>(self->inflight_.size() - self->inflight_off_));
-        int rc =
-            uv_fs_write(self->loop_, &self->fs_req_, self->write_fd_, &buf, 1, -1, on_fs_write);
-        if (rc != 0) {
-            self->fs_busy_ = false;
-            self->drop_inflight(-rc);
-        }
-        return;
-    }
-    if (self->inflight_off_ < self->inflight_.size()) {
-        self->drop_inflight(EIO);  // wrote nothing: a full disk says so this way
-        return;
-    }
-    self->inflight_done();
+    inflight_.clear();  // capacity kept for the next batch
+    inflight_off_ = 0;
+    if (retiring_ && pending_.empty()) close_handles();
+    return true;
+}
+
+void LogWriter::abandon_file_batch() {
+    // The batch stays with the thread (it may still reach the disk); it is counted as lost.
+    dropped_ += fs_lines_;
+    episode_dropped_ += fs_lines_;
+    drop_reason_ = "the log file did not take a batch within the time given";
+    file_thread_.reset();  // detaches a thread that is still writing
+    fs_busy_ = false;
+    fs_bytes_ = 0;
+    fs_lines_ = 0;
 }
 
 void LogWriter::drop_inflight(int error) {
@@ -498,7 +505,7 @@ void LogWriter::stop_polling_and_drop() {
         uv_poll_stop(&poll_);
         polling_ = false;
     }
-    if (fs_busy_) return;  // the thread pool still owns the batch; its callback finishes
+    if (fs_busy_ && !reap_file_batch()) abandon_file_batch();
     size_t lost = pending_lines_;
     dropped_ += lost;
     pending_.clear();
@@ -544,7 +551,6 @@ void LogWriter::attach(uv_loop_t* loop) {
     timer_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&timer_));
     ++open_handles_;
-    fs_req_.data = this;
     poll_.data = this;
     if (mode_ == Mode::datagram) {
         poll_open_ = uv_poll_init(loop, &poll_, write_fd_) == 0;
@@ -552,6 +558,7 @@ void LogWriter::attach(uv_loop_t* loop) {
         struct stat st {};
         if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
             mode_ = Mode::file;
+            file_thread_ = std::make_unique<FileWriteThread>(write_fd_);
         } else if (S_ISSOCK(st.st_mode)) {
             // MSG_DONTWAIT needs no flag on the descriptor; libuv sets O_NONBLOCK when it
             // polls, so the flags of the (possibly shared) descriptor are put back.
@@ -586,9 +593,18 @@ void LogWriter::attach(uv_loop_t* loop) {
 
 void LogWriter::detach() {
     if (loop_ == nullptr) return;
-    // A batch on the thread pool finishes first (it owns inflight_); only a running loop
-    // delivers its completion.
-    while (fs_busy_) uv_run(loop_, UV_RUN_ONCE);
+    // A batch the file thread holds finishes first, within drain_timeout; a disk that holds it
+    // longer loses that batch and what is queued behind it (counted), rather than the process
+    // hanging at shutdown.
+    auto deadline = SteadyClock::now() + options_.drain_timeout;
+    bool hung = false;
+    if (fs_busy_) {
+        file_thread_->wait(options_.drain_timeout);
+        if (!reap_file_batch()) {
+            abandon_file_batch();
+            hung = true;
+        }
+    }
     if (polling_) {
         uv_poll_stop(&poll_);
         polling_ = false;
@@ -597,9 +613,16 @@ void LogWriter::detach() {
         uv_timer_stop(&timer_);
         timer_armed_ = false;
     }
-    auto deadline = SteadyClock::now() + options_.drain_timeout;
+    if (hung) {
+        // A disk that held a batch past the timeout would hold a blocking write too.
+        dropped_ += pending_lines_;
+        pending_.clear();
+        pending_ends_.clear();
+        pending_lines_ = 0;
+    }
     drain_blocking(deadline);
     close_handles();
+    file_thread_.reset();
     if (own_write_fd_) {
         ::close(write_fd_);
         own_write_fd_ = false;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "daemon/config.hpp"
+#include "daemon/file_write_thread.hpp"
 
 namespace calloutd {
 
@@ -38,8 +39,8 @@ enum class LogProtocol {
 // Unattached, every line is written at once and the call may block (command-line tools, start
 // up). Attached to a loop, lines are queued and written at most once per loop iteration; how
 // depends on the destination:
-// - a regular file: write(2) on libuv's thread pool, one batch at a time, so a slow disk holds a
-//   pool thread, never the loop;
+// - a regular file: write(2) on a thread of the writer's own (FileWriteThread), one batch at a
+//   time, so a slow disk holds that thread, never the loop;
 // - a pipe, FIFO or terminal: a private non-blocking descriptor (reopened through /proc, so the
 //   flags of a descriptor shared with other processes are left alone) and a writable watcher;
 // - a socket (journald's stdout stream, syslog, the journal): MSG_DONTWAIT sends and a writable
@@ -76,7 +77,9 @@ class LogWriter {
     void set_flush_delay(std::chrono::milliseconds delay) { options_.flush_delay = delay; }
     uint64_t dropped_lines() const { return dropped_; }
     // Bytes queued or being written.
-    size_t queued_bytes() const { return pending_.size() + (inflight_.size() - inflight_off_); }
+    size_t queued_bytes() const {
+        return pending_.size() + (inflight_.size() - inflight_off_) + (fs_busy_ ? fs_bytes_ : 0);
+    }
     // How the destination is written: "blocking", "file", "nonblocking", "socket", "datagram".
     std::string_view mode() const;
 
@@ -99,9 +102,12 @@ class LogWriter {
     void drain_blocking(std::chrono::steady_clock::time_point deadline);
     void take_pending();
     void close_handles();
+    // Mode::file: takes a batch the file thread has finished; false while it is still writing.
+    bool reap_file_batch();
+    // Mode::file: gives up on a batch the thread cannot finish (a hung disk); counted as dropped.
+    void abandon_file_batch();
     static void on_timer(uv_timer_t* t);
     static void on_writable(uv_poll_t* p, int status, int events);
-    static void on_fs_write(uv_fs_t* req);
     static void on_closed(uv_handle_t* h);
 
     LogWriterOptions options_;
@@ -134,7 +140,10 @@ class LogWriter {
     uv_loop_t* loop_ = nullptr;
     uv_timer_t timer_;
     uv_poll_t poll_;
-    uv_fs_t fs_req_;
+    // Mode::file: the thread that writes, and the batch it holds (bytes and lines) while busy.
+    std::unique_ptr<FileWriteThread> file_thread_;
+    size_t fs_bytes_ = 0;
+    size_t fs_lines_ = 0;
     bool timer_armed_ = false;
     bool polling_ = false;
     bool poll_open_ = false;

@@ -135,7 +135,7 @@ TEST_F(LogWriterTest, FileGetsEveryLineInOrderOffTheLoop) {
     EXPECT_EQ(w->mode(), "file");
     constexpr int kLines = 20000;
     for (int i = 0; i < kLines; ++i) w->write(LogLevel::info, "decision seq=" + std::to_string(i));
-    // Nothing was written from inside write(): a regular file is written on the thread pool.
+    // Nothing was written from inside write(): a regular file is written on its own thread.
     EXPECT_GT(w->queued_bytes(), 0u);
     ASSERT_TRUE(run_until([&] { return w->queued_bytes() == 0; }));
     w->detach();
@@ -147,6 +147,42 @@ TEST_F(LogWriterTest, FileGetsEveryLineInOrderOffTheLoop) {
                   "info decision seq=" + std::to_string(i));
     }
     EXPECT_EQ(w->dropped_lines(), 0u);
+    ::close(fd);
+}
+
+TEST_F(LogWriterTest, FileThatRefusesWritesCountsEveryLineAsDropped) {
+    // A regular file opened read-only: the file thread's write fails (EBADF), the loop learns
+    // it at its next look and counts the batch's lines.
+    std::string path = dir_ + "/readonly.log";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    auto w = LogWriter::for_fd(fd);
+    w->attach(&loop_);
+    EXPECT_EQ(w->mode(), "file");
+    for (int i = 0; i < 10; ++i) w->write(LogLevel::info, "lost " + std::to_string(i));
+    ASSERT_TRUE(run_until([&] { return w->dropped_lines() == 10; }));
+    EXPECT_EQ(w->queued_bytes(), 0u);
+    w->detach();
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    ::close(fd);
+}
+
+TEST_F(LogWriterTest, RetiredFileWriterFinishesItsQueueThenIsDone) {
+    std::string path = dir_ + "/retired.log";
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    auto w = LogWriter::for_fd(fd);
+    w->attach(&loop_);
+    for (int i = 0; i < 1000; ++i) w->write(LogLevel::info, "line " + std::to_string(i));
+    w->retire();
+    w->write(LogLevel::info, "ignored");
+    ASSERT_TRUE(run_until([&] { return w->done(); }));
+    auto lines = lines_of(slurp(path));
+    ASSERT_EQ(lines.size(), 1000u);
+    EXPECT_EQ(message_of(lines[999]), "info line 999");
+    EXPECT_EQ(w->dropped_lines(), 0u);
+    w.reset();
+    uv_run(&loop_, UV_RUN_NOWAIT);
     ::close(fd);
 }
 

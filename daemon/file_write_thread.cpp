@@ -1,0 +1,141 @@
+// The log file's writing thread: a futex-published batch, written in full, completion seen by
+// looking.
+#include "daemon/file_write_thread.hpp"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+
+namespace calloutd {
+
+namespace {
+
+constexpr uint32_t kIdle = 0;       // no batch, or the last one is written
+constexpr uint32_t kSubmitted = 1;  // the thread owns the batch
+constexpr uint32_t kStop = 2;       // the thread ends when it sees this
+
+// Sleeps while *word == expected (or until timeout); spurious returns are fine for callers.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* timeout) {
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, timeout,
+              nullptr, 0);
+}
+
+void futex_wake(std::atomic<uint32_t>* word) {
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr,
+              0);
+}
+
+}  // namespace
+
+// What the loop and the thread share. The batch and the results are plain fields: the batch is
+// written before state becomes kSubmitted (release) and read by the thread after it saw that
+// (acquire); the results the other way round with kIdle.
+struct FileWriteThread::Shared {
+    int fd = -1;
+    std::string batch;
+    size_t written = 0;
+    int error = 0;
+    std::atomic<uint32_t> state{kIdle};
+    // The loop sleeping in wait(): only then does the thread make a FUTEX_WAKE when done.
+    std::atomic<uint32_t> waiters{0};
+};
+
+// glibc's pthread_sigmask never blocks the signals it uses itself (set*id across threads).
+FileWriteThread::FileWriteThread(int fd) : shared_(std::make_shared<Shared>()) {
+    shared_->fd = fd;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    thread_ = std::thread(run, shared_);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+FileWriteThread::~FileWriteThread() {
+    std::atomic<uint32_t>& state = shared_->state;
+    for (;;) {
+        uint32_t seen = kIdle;
+        if (state.compare_exchange_strong(seen, kStop)) {
+            futex_wake(&state);
+            thread_.join();
+            return;
+        }
+        // Still writing (a hung disk): the thread ends once that batch is done, or with the
+        // process; the batch and the rest of Shared are its own by then.
+        if (seen == kSubmitted && state.compare_exchange_strong(seen, kStop)) {
+            thread_.detach();
+            return;
+        }
+    }
+}
+
+void FileWriteThread::submit(std::string& batch) {
+    Shared& s = *shared_;
+    s.batch.swap(batch);
+    s.written = 0;
+    s.error = 0;
+    s.state.store(kSubmitted, std::memory_order_release);
+    futex_wake(&s.state);
+}
+
+bool FileWriteThread::busy() const {
+    return shared_->state.load(std::memory_order_acquire) == kSubmitted;
+}
+
+bool FileWriteThread::wait(std::chrono::milliseconds timeout) const {
+    Shared& s = *shared_;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    s.waiters.fetch_add(1);  // seq_cst: either the thread sees us or we see its kIdle
+    while (s.state.load() == kSubmitted) {
+        auto left = deadline - std::chrono::steady_clock::now();
+        if (left <= std::chrono::steady_clock::duration::zero()) break;
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+        timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        futex_wait(&s.state, kSubmitted, &ts);
+    }
+    s.waiters.fetch_sub(1);
+    return !busy();
+}
+
+void FileWriteThread::take_back(std::string& batch, size_t& written, int& error) {
+    Shared& s = *shared_;
+    batch.swap(s.batch);
+    written = s.written;
+    error = s.error;
+}
+
+void FileWriteThread::run(std::shared_ptr<Shared> shared) {
+    Shared& s = *shared;
+    for (;;) {
+        uint32_t state = s.state.load(std::memory_order_acquire);
+        if (state == kStop) return;
+        if (state == kIdle) {
+            futex_wait(&s.state, kIdle, nullptr);
+            continue;
+        }
+        size_t off = 0;
+        int error = 0;
+        while (off < s.batch.size()) {
+            ssize_t n = ::write(s.fd, s.batch.data() + off, s.batch.size() - off);
+            if (n > 0) {
+                off += static_cast<size_t>(n);
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            error = n < 0 ? errno : EIO;  // a write of nothing: a full disk says so this way
+            break;
+        }
+        s.written = off;
+        s.error = error;
+        uint32_t submitted = kSubmitted;
+        // kStop may have replaced kSubmitted (the owner went away): then end here.
+        if (!s.state.compare_exchange_strong(submitted, kIdle)) return;
+        if (s.waiters.load() > 0) futex_wake(&s.state);
+    }
+}
+
+}  // namespace calloutd
