@@ -109,6 +109,7 @@ void FileWriteThread::take_back(std::string& batch, size_t& written, int& error)
 }
 
 void FileWriteThread::run(std::shared_ptr<Shared> shared) {
+    pthread_setname_np(pthread_self(), "calloutd-log");  // as top -H and ps -L show it
     Shared& s = *shared;
     for (;;) {
         uint32_t state = s.state.load(std::memory_order_acquire);

@@ -309,8 +309,8 @@ void LogWriter::on_timer(uv_timer_t* t) {
         return;
     }
     if (self->fs_busy_ && !self->reap_file_batch()) {
-        // The file thread is still writing: look again later (never a 0 ms spin).
-        self->arm_timer(std::max(self->options_.flush_delay, std::chrono::milliseconds(1)));
+        // The file thread is still writing: look again soon.
+        self->arm_timer(self->file_poll_interval());
     } else if (self->inflight_.empty()) {
         self->start_write();
     } else if (!self->polling_ && !self->fs_busy_) {
@@ -355,7 +355,7 @@ void LogWriter::start_write() {
             fs_bytes_ = inflight_.size();
             fs_lines_ = lines;
             file_thread_->submit(inflight_);
-            arm_timer(std::max(options_.flush_delay, std::chrono::milliseconds(1)));
+            arm_timer(file_poll_interval());
             return;
         case Mode::datagram:
             write_datagrams();
@@ -452,6 +452,13 @@ void LogWriter::on_writable(uv_poll_t* p, int status, int) {
     } else {
         self->write_stream();
     }
+}
+
+// How often the loop looks whether the file thread is done: the flush interval, but never a
+// 0 ms spin and never so long that a retired writer or detach() waits on it.
+std::chrono::milliseconds LogWriter::file_poll_interval() const {
+    return std::clamp(options_.flush_delay, std::chrono::milliseconds(1),
+                      std::chrono::milliseconds(10));
 }
 
 bool LogWriter::reap_file_batch() {
@@ -677,12 +684,16 @@ void LogWriter::retire() {
     retiring_ = true;
     if (loop_ == nullptr) return;
     retire_deadline_ = SteadyClock::now() + kRetireTimeout;
-    if (inflight_.empty() && pending_.empty()) {
+    if (inflight_.empty() && !fs_busy_ && pending_.empty()) {
         close_handles();
         return;
     }
     start_write();
-    if (!timer_armed_) arm_timer(kRetireTimeout);
+    if (fs_busy_) {
+        arm_timer(file_poll_interval());  // the thread's batch first, then the rest
+    } else if (!timer_armed_) {
+        arm_timer(kRetireTimeout);
+    }
 }
 
 void LogWriter::close_handles() {

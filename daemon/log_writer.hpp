@@ -104,6 +104,7 @@ class LogWriter {
     void close_handles();
     // Mode::file: takes a batch the file thread has finished; false while it is still writing.
     bool reap_file_batch();
+    std::chrono::milliseconds file_poll_interval() const;
     // Mode::file: gives up on a batch the thread cannot finish (a hung disk); counted as dropped.
     void abandon_file_batch();
     static void on_timer(uv_timer_t* t);

@@ -186,6 +186,34 @@ TEST_F(LogWriterTest, RetiredFileWriterFinishesItsQueueThenIsDone) {
     ::close(fd);
 }
 
+TEST_F(LogWriterTest, RetiredWhileTheFileThreadHoldsABatchStillFinishes) {
+    // flush() hands the batch to the file thread at once; retire() right after finds it (most
+    // likely) still there, and must wait for it rather than close and never look again. The
+    // long flush interval means only the completion poll can notice the thread is done.
+    std::string path = dir_ + "/retired-busy.log";
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    LogWriterOptions o;
+    o.flush_delay = std::chrono::hours(1);
+    for (int round = 0; round < 20; ++round) {
+        auto w = LogWriter::for_fd(fd, o);
+        w->attach(&loop_);
+        std::string pad(100, 'z');  // one batch, well below flush_bytes: nothing written yet
+        for (int i = 0; i < 100; ++i) w->write(LogLevel::info, pad);
+        w->write(LogLevel::info, "last of round " + std::to_string(round));
+        w->flush();
+        w->retire();
+        ASSERT_TRUE(run_until([&] { return w->done(); }, 5s)) << "round " << round;
+        EXPECT_EQ(w->dropped_lines(), 0u);
+        w.reset();
+        uv_run(&loop_, UV_RUN_NOWAIT);
+    }
+    auto lines = lines_of(slurp(path));
+    ASSERT_EQ(lines.size(), 20u * 101u);
+    EXPECT_EQ(message_of(lines.back()), "info last of round 19");
+    ::close(fd);
+}
+
 TEST_F(LogWriterTest, BlockedPipeNeverBlocksCountsDropsAndSaysSoOnce) {
     int p[2];
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
