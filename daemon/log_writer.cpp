@@ -417,9 +417,7 @@ void LogWriter::write_datagrams() {
         }
         if (err == EMSGSIZE) {
             // One record too large for a datagram: lose that one, not the batch.
-            ++dropped_;
-            ++episode_dropped_;
-            drop_reason_ = std::strerror(err);
+            count_dropped(1, std::strerror(err));
             ++inflight_record_;
             continue;
         }
@@ -471,10 +469,8 @@ bool LogWriter::reap_file_batch() {
     fs_lines_ = 0;
     if (error != 0) {
         // The lines the file did not take, from where the thread stopped.
-        size_t lost = count_lines(std::string_view(inflight_).substr(written));
-        dropped_ += lost;
-        episode_dropped_ += lost;
-        drop_reason_ = std::strerror(error);
+        count_dropped(count_lines(std::string_view(inflight_).substr(written)),
+                      std::strerror(error));
     }
     inflight_.clear();  // capacity kept for the next batch
     inflight_off_ = 0;
@@ -484,22 +480,31 @@ bool LogWriter::reap_file_batch() {
 
 void LogWriter::abandon_file_batch() {
     // The batch stays with the thread (it may still reach the disk); it is counted as lost.
-    dropped_ += fs_lines_;
-    episode_dropped_ += fs_lines_;
-    drop_reason_ = "the log file did not take a batch within the time given";
+    count_dropped(fs_lines_, "the log file did not take a batch within the time given");
     file_thread_.reset();  // detaches a thread that is still writing
     fs_busy_ = false;
     fs_bytes_ = 0;
     fs_lines_ = 0;
 }
 
+void LogWriter::count_dropped(size_t lines, std::string reason) {
+    dropped_ += lines;
+    episode_dropped_ += lines;
+    drop_reason_ = std::move(reason);
+}
+
+void LogWriter::drop_pending() {
+    dropped_ += pending_lines_;
+    pending_.clear();
+    pending_ends_.clear();
+    pending_lines_ = 0;
+}
+
 void LogWriter::drop_inflight(int error) {
-    size_t lost = mode_ == Mode::datagram
+    count_dropped(mode_ == Mode::datagram
                       ? inflight_ends_.size() - inflight_record_
-                      : count_lines(std::string_view(inflight_).substr(inflight_off_));
-    dropped_ += lost;
-    episode_dropped_ += lost;
-    drop_reason_ = std::strerror(error);
+                      : count_lines(std::string_view(inflight_).substr(inflight_off_)),
+                  std::strerror(error));
     inflight_.clear();
     inflight_ends_.clear();
     inflight_off_ = 0;
@@ -513,11 +518,7 @@ void LogWriter::stop_polling_and_drop() {
         polling_ = false;
     }
     if (fs_busy_ && !reap_file_batch()) abandon_file_batch();
-    size_t lost = pending_lines_;
-    dropped_ += lost;
-    pending_.clear();
-    pending_ends_.clear();
-    pending_lines_ = 0;
+    drop_pending();
     drop_inflight(ETIMEDOUT);
 }
 
@@ -620,13 +621,8 @@ void LogWriter::detach() {
         uv_timer_stop(&timer_);
         timer_armed_ = false;
     }
-    if (hung) {
-        // A disk that held a batch past the timeout would hold a blocking write too.
-        dropped_ += pending_lines_;
-        pending_.clear();
-        pending_ends_.clear();
-        pending_lines_ = 0;
-    }
+    // A disk that held a batch past the timeout would hold a blocking write too.
+    if (hung) drop_pending();
     drain_blocking(deadline);
     close_handles();
     file_thread_.reset();
@@ -660,11 +656,7 @@ void LogWriter::drain_blocking(SteadyClock::time_point deadline) {
         auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
         if (left.count() <= 0) {
-            size_t lost = pending_lines_;
-            dropped_ += lost;
-            pending_.clear();
-            pending_ends_.clear();
-            pending_lines_ = 0;
+            drop_pending();
             drop_inflight(ETIMEDOUT);
             break;
         }

@@ -107,6 +107,10 @@ class LogWriter {
     std::chrono::milliseconds file_poll_interval() const;
     // Mode::file: gives up on a batch the thread cannot finish (a hung disk); counted as dropped.
     void abandon_file_batch();
+    // Counts lines as lost for `reason`; the next accepted line says so (log-dropped).
+    void count_dropped(size_t lines, std::string reason);
+    // Loses what is queued and not yet being written (counted).
+    void drop_pending();
     static void on_timer(uv_timer_t* t);
     static void on_writable(uv_poll_t* p, int status, int events);
     static void on_closed(uv_handle_t* h);
