@@ -51,6 +51,7 @@ struct LogSettings {
     std::string syslog_ident;
     std::string socket;  // datagram socket of syslog/journald; "" = the target's usual one
     Duration flush_interval{};
+    bool write_behind = true;  // a regular file's pages: written out per MiB, dropped 4 MiB back
 };
 
 struct DnsSettings {

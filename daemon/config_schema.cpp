@@ -175,6 +175,11 @@ constexpr KeyDef kSchema[] = {
         "longest a log line waits to be written together with later ones (also written at 64 KiB "
         "queued, on SIGHUP and at shutdown)",
         FIELD(log.flush_interval)),
+    boolean_key(
+        "log.write_behind", Reload::live, "true",
+        "log to a regular file: start the disk write of each MiB once written and drop the cached "
+        "pages of lines more than 4 MiB back (false = leave them to the kernel)",
+        FIELD(log.write_behind)),
     string_key(
         "log.socket", Reload::live, R"("")",
         "socket of the syslog or journald target (empty = /dev/log, /run/systemd/journal/socket)",

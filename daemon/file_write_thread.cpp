@@ -2,6 +2,7 @@
 // looking.
 #include "daemon/file_write_thread.hpp"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -40,10 +41,49 @@ struct FileWriteThread::Shared {
     std::string batch;
     size_t written = 0;
     int error = 0;
+    bool write_behind = false;
     std::atomic<uint32_t> state{kIdle};
     // The loop sleeping in wait(): only then does the thread make a FUTEX_WAKE when done.
     std::atomic<uint32_t> waiters{0};
+    // The thread's own: where the disk write was last started and where cached pages were
+    // dropped up to (-1: not yet known; -2: the file refuses, e.g. not on a page-cache file
+    // system that supports it).
+    off_t written_out = -1;
+    off_t dropped = 0;
 };
+
+// After a batch of just_written bytes: the descriptor's offset is the end of the file (an
+// O_APPEND write leaves it there; so does ours on a file nobody truncates).
+void FileWriteThread::write_out_and_drop(Shared& s, size_t just_written) {
+    // Whole pages only: fadvise leaves a partly covered page, which the next range would start
+    // inside and leave again.
+    static const off_t kPageMask = ~static_cast<off_t>(::sysconf(_SC_PAGESIZE) - 1);
+    if (s.written_out == -2) return;
+    off_t end = ::lseek(s.fd, 0, SEEK_CUR);
+    if (end < 0) {
+        s.written_out = -2;
+        return;
+    }
+    // The first batch, or the file was truncated under us (logrotate's copytruncate): what was
+    // there before is not ours to drop.
+    if (s.written_out < 0 || end < s.written_out) {
+        off_t start = end - static_cast<off_t>(just_written);
+        s.written_out = s.dropped = start < 0 ? 0 : start & kPageMask;
+    }
+    if (end - s.written_out < kWriteOutBytes) return;
+    if (::sync_file_range(s.fd, s.written_out, end - s.written_out, SYNC_FILE_RANGE_WRITE) != 0) {
+        s.written_out = -2;
+        return;
+    }
+    s.written_out = end;
+    // Pages still being written out are skipped (they are left to the kernel): by the time
+    // kKeepCachedBytes more have been written, the disk has long had them.
+    off_t keep_from = (end - kKeepCachedBytes) & kPageMask;
+    if (keep_from > s.dropped &&
+        ::posix_fadvise(s.fd, s.dropped, keep_from - s.dropped, POSIX_FADV_DONTNEED) == 0) {
+        s.dropped = keep_from;
+    }
+}
 
 // glibc's pthread_sigmask never blocks the signals it uses itself (set*id across threads).
 FileWriteThread::FileWriteThread(int fd) : shared_(std::make_shared<Shared>()) {
@@ -73,9 +113,10 @@ FileWriteThread::~FileWriteThread() {
     }
 }
 
-void FileWriteThread::submit(std::string& batch) {
+void FileWriteThread::submit(std::string& batch, bool write_behind) {
     Shared& s = *shared_;
     s.batch.swap(batch);
+    s.write_behind = write_behind;
     s.written = 0;
     s.error = 0;
     s.state.store(kSubmitted, std::memory_order_release);
@@ -132,6 +173,7 @@ void FileWriteThread::run(std::shared_ptr<Shared> shared) {
         }
         s.written = off;
         s.error = error;
+        if (s.write_behind && off > 0) write_out_and_drop(s, off);
         uint32_t submitted = kSubmitted;
         // kStop may have replaced kSubmitted (the owner went away): then end here.
         if (!s.state.compare_exchange_strong(submitted, kIdle)) return;

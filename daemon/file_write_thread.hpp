@@ -34,7 +34,11 @@ class FileWriteThread {
 
     // Takes the bytes of `batch` (swapped with an empty string that keeps the capacity of an
     // earlier batch) and writes all of them, continuing partial writes. Only when !busy().
-    void submit(std::string& batch);
+    // With write_behind, the thread then starts the disk write of each MiB once the file has
+    // grown by it (sync_file_range, not waiting for it) and drops from the page cache what
+    // lies more than kKeepCachedBytes before the end (posix_fadvise DONTNEED), so the file's
+    // footprint in memory stays a few MiB and new pages reuse the ones just freed.
+    void submit(std::string& batch, bool write_behind);
     // A batch is being written.
     bool busy() const;
     // Waits up to `timeout` for the batch to be written; true when it is (or none was given).
@@ -44,9 +48,13 @@ class FileWriteThread {
     // written; a write of nothing counts as EIO).
     void take_back(std::string& batch, size_t& written, int& error);
 
+    static constexpr long kWriteOutBytes = 1 << 20;
+    static constexpr long kKeepCachedBytes = 4 << 20;
+
   private:
     struct Shared;
     static void run(std::shared_ptr<Shared> shared);
+    static void write_out_and_drop(Shared& s, size_t just_written);
 
     std::shared_ptr<Shared> shared_;
     std::thread thread_;

@@ -76,6 +76,8 @@ void Log::configure(const LogSettings& settings) {
     s.options.flush_delay =
         std::chrono::duration_cast<std::chrono::milliseconds>(settings.flush_interval);
     s.writer->set_flush_delay(s.options.flush_delay);
+    s.options.write_behind = settings.write_behind;
+    s.writer->set_write_behind(settings.write_behind);
     prune_retired(s);
     if (settings.target == s.target && settings.syslog_facility == s.facility &&
         settings.syslog_ident == s.ident && settings.socket == s.socket) {

@@ -354,7 +354,7 @@ void LogWriter::start_write() {
             fs_busy_ = true;
             fs_bytes_ = inflight_.size();
             fs_lines_ = lines;
-            file_thread_->submit(inflight_);
+            file_thread_->submit(inflight_, options_.write_behind);
             arm_timer(file_poll_interval());
             return;
         case Mode::datagram:

@@ -26,6 +26,9 @@ struct LogWriterOptions {
     std::chrono::milliseconds flush_delay{1};
     // How long detach() (shutdown) waits for a blocked destination before giving up.
     std::chrono::milliseconds drain_timeout{1000};
+    // A regular file: start the disk write of each MiB at once and drop the cached pages of
+    // what lies 4 MiB back (FileWriteThread::submit; log.write_behind).
+    bool write_behind = true;
 };
 
 // How records are framed for a socket destination.
@@ -75,6 +78,7 @@ class LogWriter {
     bool done() const { return open_handles_ == 0 && !fs_busy_; }
 
     void set_flush_delay(std::chrono::milliseconds delay) { options_.flush_delay = delay; }
+    void set_write_behind(bool on) { options_.write_behind = on; }
     uint64_t dropped_lines() const { return dropped_; }
     // Bytes queued or being written.
     size_t queued_bytes() const {

@@ -16,7 +16,10 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "support/page_cache.hpp"
 
 namespace calloutd {
 namespace {
@@ -184,6 +187,37 @@ TEST_F(LogWriterTest, RetiredFileWriterFinishesItsQueueThenIsDone) {
     w.reset();
     uv_run(&loop_, UV_RUN_NOWAIT);
     ::close(fd);
+}
+
+// log.write_behind reaches the file thread: with it the file's early pages leave the page
+// cache as the log grows, without it they stay.
+TEST_F(LogWriterTest, WriteBehindIsTheWritersOptionAndCanBeTurnedOff) {
+    if (!test::page_cache_can_drop(dir_)) GTEST_SKIP() << dir_ << " is on tmpfs";
+    for (bool behind : {true, false}) {
+        std::string path = dir_ + (behind ? "/behind.log" : "/kept.log");
+        int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        ASSERT_GE(fd, 0);
+        auto w = LogWriter::for_fd(fd);
+        w->set_write_behind(behind);
+        w->attach(&loop_);
+        std::string pad(1000, 'w');
+        for (int mib = 0; mib < 20; ++mib) {
+            for (int i = 0; i < 1049; ++i) w->write(LogLevel::info, pad);  // about 1 MiB
+            ASSERT_TRUE(run_until([&] { return w->queued_bytes() == 0; }));
+            std::this_thread::sleep_for(5ms);  // the disk catches up
+        }
+        EXPECT_EQ(w->dropped_lines(), 0u);
+        w->detach();
+        uv_run(&loop_, UV_RUN_NOWAIT);
+        double early = test::cached_share(fd, 12 << 20);
+        ASSERT_GE(early, 0.0);
+        if (behind) {
+            EXPECT_LT(early, 0.25);
+        } else {
+            EXPECT_GT(early, 0.9);
+        }
+        ::close(fd);
+    }
 }
 
 TEST_F(LogWriterTest, RetiredWhileTheFileThreadHoldsABatchStillFinishes) {

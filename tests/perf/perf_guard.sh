@@ -40,7 +40,8 @@ fi
 for c in $BENCH_CONNECTIONS; do
     ratio=$(sed -n "s/.* logfile_${c}_ratio=\([0-9.]*\).*/\1/p" <<<"$machine")
     load=$(sed -n "s/.* logfile_${c}_load=\([0-9.]*\).*/\1/p" <<<"$machine")
+    steal=$(sed -n "s/.* logfile_${c}_steal=\([0-9.]*\).*/\1/p" <<<"$machine")
     echo "perf guard: calloutd (info to a file) / bare responder at $c connections = ${ratio:-?}" \
-        "(target $([[ $c -ge 64 ]] && echo 0.85 || echo 0.80)), load average $load"
+        "(target $([[ $c -ge 64 ]] && echo 0.85 || echo 0.80)), load average $load, steal ${steal:-?} %"
 done
 exit $status

@@ -16,9 +16,13 @@
 #include <string>
 #include <thread>
 
+#include "support/page_cache.hpp"
+
 namespace calloutd {
 namespace {
 
+using test::cached_share;
+using test::page_cache_can_drop;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -38,6 +42,22 @@ class FileWriteThreadTest : public ::testing::Test {
         return s.str();
     }
 
+    // Writes `mib` MiB through t in 256 KiB batches, letting the disk catch up after each MiB
+    // (write-behind only drops pages the disk already has).
+    static void write_mib(FileWriteThread& t, int mib, bool write_behind) {
+        std::string batch;
+        for (int i = 0; i < mib * 4; ++i) {
+            batch.assign(256 << 10, static_cast<char>('a' + i % 26));
+            t.submit(batch, write_behind);
+            ASSERT_TRUE(t.wait(10s));
+            size_t written = 0;
+            int error = -1;
+            t.take_back(batch, written, error);
+            ASSERT_EQ(error, 0);
+            if (i % 4 == 3) std::this_thread::sleep_for(5ms);
+        }
+    }
+
     std::string dir_;
 };
 
@@ -55,7 +75,7 @@ TEST_F(FileWriteThreadTest, WritesEveryBatchWholeAndInOrder) {
             for (int i = 0; i < 50; ++i) batch += "batch " + std::to_string(b) + " line\n";
             expected += batch;
             size_t size = batch.size();
-            t.submit(batch);
+            t.submit(batch, false);
             EXPECT_TRUE(batch.empty());  // the thread has the bytes now
             ASSERT_TRUE(t.wait(10s));
             size_t written = 1;
@@ -76,7 +96,7 @@ TEST_F(FileWriteThreadTest, ReportsTheErrorOfAWriteThatFails) {
     ASSERT_GE(fd, 0);
     FileWriteThread t(fd);
     std::string batch = "a line that cannot be written\n";
-    t.submit(batch);
+    t.submit(batch, false);
     ASSERT_TRUE(t.wait(10s));
     size_t written = 1;
     int error = 0;
@@ -102,7 +122,7 @@ TEST_F(FileWriteThreadTest, PartialWriteThenFailureSaysHowMuchWasWritten) {
     {
         FileWriteThread t(fd);
         std::string batch(4096, 'x');
-        t.submit(batch);
+        t.submit(batch, false);
         bool done = t.wait(10s);
         ::setrlimit(RLIMIT_FSIZE, &old);
         ASSERT_TRUE(done);
@@ -115,13 +135,65 @@ TEST_F(FileWriteThreadTest, PartialWriteThenFailureSaysHowMuchWasWritten) {
     ::close(fd);
 }
 
+TEST_F(FileWriteThreadTest, WriteBehindKeepsOnlyTheEndOfTheFileInThePageCache) {
+    if (!page_cache_can_drop(dir_))
+        GTEST_SKIP() << dir_ << " is on tmpfs, whose pages are the file";
+    std::string path = dir_ + "/behind.log";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    {
+        FileWriteThread t(fd);
+        write_mib(t, 24, true);
+    }
+    EXPECT_EQ(::lseek(fd, 0, SEEK_END), 24 << 20);
+    // Everything but the last 4 MiB (and the MiB being written out) is gone from memory; the
+    // end, which tail -f reads, is still there.
+    double early = cached_share(fd, 18 << 20);
+    EXPECT_GE(early, 0.0);
+    EXPECT_LT(early, 0.25);
+    ::close(fd);
+
+    // The same without write-behind: the file stays cached (the measurement can see pages).
+    std::string kept = dir_ + "/kept.log";
+    fd = ::open(kept.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    {
+        FileWriteThread t(fd);
+        write_mib(t, 24, false);
+    }
+    EXPECT_GT(cached_share(fd, 18 << 20), 0.9);
+    ::close(fd);
+}
+
+TEST_F(FileWriteThreadTest, WriteBehindFollowsAFileTruncatedUnderIt) {
+    // logrotate's copytruncate: the file starts again at 0 while the descriptor stays open.
+    if (!page_cache_can_drop(dir_))
+        GTEST_SKIP() << dir_ << " is on tmpfs, whose pages are the file";
+    std::string path = dir_ + "/rotated.log";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    FileWriteThread t(fd);
+    write_mib(t, 12, true);
+    ASSERT_EQ(::ftruncate(fd, 0), 0);
+    write_mib(t, 12, true);
+    EXPECT_EQ(::lseek(fd, 0, SEEK_END), 12 << 20);
+    // Write-behind started again from the new beginning (looked at before reading the file
+    // brings its pages back).
+    EXPECT_LT(cached_share(fd, 6 << 20), 0.25);
+    std::string content = slurp(path);
+    ASSERT_EQ(content.size(), 12u << 20);
+    EXPECT_EQ(content.front(), 'a');  // the first batch after the truncation, at 0
+    EXPECT_EQ(content[(256 << 10) * 5], 'f');
+    ::close(fd);
+}
+
 TEST_F(FileWriteThreadTest, AStuckWriteHoldsNeitherWaitNorTheDestructor) {
     // A pipe nobody reads stands in for a disk that hangs: the write blocks in the thread.
     int p[2];
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
     auto t = std::make_unique<FileWriteThread>(p[1]);
     std::string batch(1 << 20, 'y');  // far more than the pipe holds
-    t->submit(batch);
+    t->submit(batch, false);
     auto start = Clock::now();
     EXPECT_FALSE(t->wait(200ms));
     auto took = Clock::now() - start;
