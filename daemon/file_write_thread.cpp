@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 
@@ -45,11 +46,11 @@ struct FileWriteThread::Shared {
     std::atomic<uint32_t> state{kIdle};
     // The loop sleeping in wait(): only then does the thread make a FUTEX_WAKE when done.
     std::atomic<uint32_t> waiters{0};
-    // The thread's own: where the disk write was last started and where cached pages were
-    // dropped up to (-1: not yet known; -2: the file refuses, e.g. not on a page-cache file
-    // system that supports it).
+    // The thread's own: where the disk write was last started (-1: not yet known; -2: the file
+    // refuses) and where our part of the file begins (what was there before is not ours to
+    // drop).
     off_t written_out = -1;
-    off_t dropped = 0;
+    off_t ours_from = 0;
 };
 
 // After a batch of just_written bytes: the descriptor's offset is the end of the file (an
@@ -68,7 +69,7 @@ void FileWriteThread::write_out_and_drop(Shared& s, size_t just_written) {
     // there before is not ours to drop.
     if (s.written_out < 0 || end < s.written_out) {
         off_t start = end - static_cast<off_t>(just_written);
-        s.written_out = s.dropped = start < 0 ? 0 : start & kPageMask;
+        s.written_out = s.ours_from = start < 0 ? 0 : start & kPageMask;
     }
     if (end - s.written_out < kWriteOutBytes) return;
     if (::sync_file_range(s.fd, s.written_out, end - s.written_out, SYNC_FILE_RANGE_WRITE) != 0) {
@@ -76,13 +77,12 @@ void FileWriteThread::write_out_and_drop(Shared& s, size_t just_written) {
         return;
     }
     s.written_out = end;
-    // Pages still being written out are skipped (they are left to the kernel): by the time
-    // kKeepCachedBytes more have been written, the disk has long had them.
+    // DONTNEED skips pages that are still dirty or being written out, so each range is asked
+    // again until it lies kRetryBytes behind: a disk slower for a while than the log gets
+    // that long to catch up. Pages already dropped cost the walk almost nothing.
     off_t keep_from = (end - kKeepCachedBytes) & kPageMask;
-    if (keep_from > s.dropped &&
-        ::posix_fadvise(s.fd, s.dropped, keep_from - s.dropped, POSIX_FADV_DONTNEED) == 0) {
-        s.dropped = keep_from;
-    }
+    off_t from = std::max(s.ours_from, keep_from - kRetryBytes);
+    if (keep_from > from) ::posix_fadvise(s.fd, from, keep_from - from, POSIX_FADV_DONTNEED);
 }
 
 // glibc's pthread_sigmask never blocks the signals it uses itself (set*id across threads).

@@ -36,8 +36,9 @@ class FileWriteThread {
     // earlier batch) and writes all of them, continuing partial writes. Only when !busy().
     // With write_behind, the thread then starts the disk write of each MiB once the file has
     // grown by it (sync_file_range, not waiting for it) and drops from the page cache what
-    // lies more than kKeepCachedBytes before the end (posix_fadvise DONTNEED), so the file's
-    // footprint in memory stays a few MiB and new pages reuse the ones just freed.
+    // lies more than kKeepCachedBytes before the end (posix_fadvise DONTNEED; pages the disk
+    // does not have yet are asked for again until kRetryBytes later), so the file's footprint
+    // in memory stays a few MiB and new pages reuse the ones just freed.
     void submit(std::string& batch, bool write_behind);
     // A batch is being written.
     bool busy() const;
@@ -50,6 +51,7 @@ class FileWriteThread {
 
     static constexpr long kWriteOutBytes = 1 << 20;
     static constexpr long kKeepCachedBytes = 4 << 20;
+    static constexpr long kRetryBytes = 16 << 20;
 
   private:
     struct Shared;

@@ -44,7 +44,7 @@ class FileWriteThreadTest : public ::testing::Test {
 
     // Writes `mib` MiB through t in 256 KiB batches, letting the disk catch up after each MiB
     // (write-behind only drops pages the disk already has).
-    static void write_mib(FileWriteThread& t, int mib, bool write_behind) {
+    static void write_mib(FileWriteThread& t, int mib, bool write_behind, bool pause = true) {
         std::string batch;
         for (int i = 0; i < mib * 4; ++i) {
             batch.assign(256 << 10, static_cast<char>('a' + i % 26));
@@ -54,7 +54,7 @@ class FileWriteThreadTest : public ::testing::Test {
             int error = -1;
             t.take_back(batch, written, error);
             ASSERT_EQ(error, 0);
-            if (i % 4 == 3) std::this_thread::sleep_for(5ms);
+            if (pause && i % 4 == 3) std::this_thread::sleep_for(5ms);
         }
     }
 
@@ -162,6 +162,25 @@ TEST_F(FileWriteThreadTest, WriteBehindKeepsOnlyTheEndOfTheFileInThePageCache) {
         write_mib(t, 24, false);
     }
     EXPECT_GT(cached_share(fd, 18 << 20), 0.9);
+    ::close(fd);
+}
+
+TEST_F(FileWriteThreadTest, WriteBehindAsksAgainForPagesTheDiskDidNotHaveYet) {
+    // Written as fast as the thread can: most pages are still dirty or on their way to the
+    // disk when their range is first dropped. Once the disk has caught up, the later batches
+    // drop them.
+    if (!page_cache_can_drop(dir_))
+        GTEST_SKIP() << dir_ << " is on tmpfs, whose pages are the file";
+    std::string path = dir_ + "/fast.log";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    {
+        FileWriteThread t(fd);
+        write_mib(t, 12, true, false);
+        ASSERT_EQ(::fdatasync(fd), 0);  // the disk has everything written so far
+        write_mib(t, 8, true);
+    }
+    EXPECT_LT(cached_share(fd, 12 << 20), 0.1);
     ::close(fd);
 }
 
