@@ -198,14 +198,17 @@ void Connection::submit(const PolicyRequest& req) {
     uint64_t seq = next_seq_++;
     auto start = Clock::now();
     // The callback is made only for a decision that is not available at once.
-    auto immediate = server_.decider().decide_lazy(req, [this, seq]() -> Decider::Done {
-        return [weak = weak_from_this(), seq](Decision d) {
-            auto self = weak.lock();
-            if (!self) return;  // the client went away; the verdict is still cached upstream
-            self->complete(seq, d);
-            self->request_flush();
-        };
-    });
+    auto immediate = server_.decider().decide_lazy(
+        req,
+        [this, seq]() -> Decider::Done {
+            return [weak = weak_from_this(), seq](Decision d) {
+                auto self = weak.lock();
+                if (!self) return;  // the client went away; the verdict is still cached upstream
+                self->complete(seq, d);
+                self->request_flush();
+            };
+        },
+        start);
     // A reused slot: every field is set here.
     Slot& slot = slots_.push_back_reused();
     slot.seq = seq;

@@ -60,10 +60,12 @@ Decision Decider::finish(const std::string& memo, Verdict verdict, DecisionSourc
 }
 
 std::optional<Decision> Decider::decide(const PolicyRequest& req, Done done) {
-    return decide_lazy(req, [&done] { return std::move(done); });
+    return decide_lazy(
+        req, [&done] { return std::move(done); }, Clock::now());
 }
 
-std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const MakeDone& make_done) {
+std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const MakeDone& make_done,
+                                             Clock::time_point now) {
     static const std::string kNoMemo;
     if (!state_is_verified(req, settings_)) {
         return finish(kNoMemo, {VerdictClass::skipped, "protocol-state"}, DecisionSource::skip);
@@ -73,7 +75,7 @@ std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const Mak
     bool has_memo = !req.instance.empty();
     if (has_memo && by_instance_.size() > 0) {
         memo_key(req, memo_scratch_);
-        if (const Decision* earlier = by_instance_.get(memo_scratch_, Clock::now())) {
+        if (const Decision* earlier = by_instance_.get(memo_scratch_, now)) {
             Decision d = *earlier;
             d.repeat = true;
             return d;

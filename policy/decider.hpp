@@ -71,8 +71,11 @@ class Decider {
     // called from inside decide().
     std::optional<Decision> decide(const PolicyRequest& req, Done done);
     // The same, with `done` made only when the decision is not available at once (the policy
-    // connection's path: a cached answer allocates no callback).
-    std::optional<Decision> decide_lazy(const PolicyRequest& req, const MakeDone& make_done);
+    // connection's path: a cached answer allocates no callback). `now` is the caller's reading
+    // of Clock when the request arrived (the per-message memo's clock: its entries live an
+    // hour), so a request costs no clock read of its own here.
+    std::optional<Decision> decide_lazy(const PolicyRequest& req, const MakeDone& make_done,
+                                        Clock::time_point now);
     void update_settings(PolicySettings settings) { settings_ = std::move(settings); }
     void set_verifier(SenderVerifier* verifier) { verifier_ = verifier; }
     const PolicySettings& settings() const { return settings_; }

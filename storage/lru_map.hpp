@@ -7,10 +7,24 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "util/keyed_hash.hpp"
+
 namespace calloutd {
+
+// String keys come from outside (senders, domains, instance ids): hashed with the process's
+// secret key, so nobody can choose keys that pile up in one probe run (util/keyed_hash.hpp).
+template <class Key>
+struct LruMapHash {
+    using type = std::hash<Key>;
+};
+template <>
+struct LruMapHash<std::string> {
+    using type = KeyedStringHash;
+};
 
 // Not thread-safe: it lives on the event loop. Expired entries are dropped when touched and
 // evicted first when room is needed; `capacity` bounds memory regardless of TTLs.
@@ -21,7 +35,7 @@ namespace calloutd {
 // is compared in the list node), kept at most half full, with backward-shift deletion (no
 // tombstones). The recency order is a std::list whose nodes never move.
 template <class Key, class Value, class Clock = std::chrono::steady_clock,
-          class Hash = std::hash<Key>>
+          class Hash = typename LruMapHash<Key>::type>
 class LruMap {
   public:
     using time_point = typename Clock::time_point;
