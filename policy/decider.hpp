@@ -81,16 +81,23 @@ class Decider {
     const PolicySettings& settings() const { return settings_; }
 
   private:
-    // `memo` is the per-message key ("" when the request has no instance).
-    Decision finish(const std::string& memo, Verdict verdict, DecisionSource source);
-    static std::string memo_key(const PolicyRequest& req);
-    static void memo_key(const PolicyRequest& req, std::string& out);
+    // What a message's later requests repeat: the decision for one sender.
+    struct Memo {
+        std::string sender;
+        Decision decision;
+    };
+    // Remembers the decision under `instance` for `sender` when the source calls for it
+    // (instance empty: never).
+    Decision finish(const std::string& instance, const std::string& sender, Verdict verdict,
+                    DecisionSource source);
 
     PolicySettings settings_;
     SenderVerifier* verifier_;
-    // One verdict per message: Postfix asks once per recipient; later requests repeat it.
-    LruMap<std::string, Decision> by_instance_;
-    std::string memo_scratch_;  // lookup key, reused
+    // One verdict per message: Postfix asks once per recipient; later requests repeat it. Keyed
+    // by the instance alone (looked up with the request's own string, nothing built), the
+    // sender kept beside the decision: a new MAIL FROM under a reused instance is decided
+    // afresh and replaces the entry.
+    LruMap<std::string, Memo> by_instance_;
 };
 
 }  // namespace calloutd

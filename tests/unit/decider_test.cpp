@@ -204,6 +204,29 @@ TEST(Decider, OneVerdictPerMessage) {
     EXPECT_EQ(d.decide(r, {})->verdict.reason, "protocol-state");
 }
 
+// The memo holds one sender per instance: a new MAIL FROM under it is decided afresh and is
+// what later requests of the instance repeat; the sender before it is no longer remembered.
+TEST(Decider, ANewSenderUnderAnInstanceReplacesItsMemo) {
+    TableVerifier v;
+    Decider d(default_settings(), &v);
+    auto first = rcpt("bad@example.org");
+    first.instance = "abc.124.1";
+    auto second = first;
+    second.sender = "good@example.org";
+    EXPECT_FALSE(d.decide(first, {})->repeat);
+    EXPECT_TRUE(d.decide(first, {})->repeat);
+    auto dec = d.decide(second, {});
+    EXPECT_FALSE(dec->repeat);
+    EXPECT_EQ(dec->verdict.cls, VerdictClass::valid);
+    dec = d.decide(second, {});
+    EXPECT_TRUE(dec->repeat);
+    EXPECT_EQ(dec->verdict.cls, VerdictClass::valid);
+    dec = d.decide(first, {});
+    EXPECT_FALSE(dec->repeat);
+    EXPECT_EQ(dec->verdict.cls, VerdictClass::invalid);
+    EXPECT_EQ(v.calls, 3);
+}
+
 TEST(Decider, AsyncVerdictIsDeliveredLaterAndMemoised) {
     TableVerifier v;
     v.later = true;
