@@ -19,12 +19,7 @@ namespace {
 constexpr size_t kMaxPendingRequests = 256;
 constexpr size_t kMaxWriteQueueBytes = 256 * 1024;
 
-struct WriteOp {
-    uv_write_t req;
-    std::string data;
-};
-
-// One read buffer for the whole loop: reads are consumed synchronously in on_read.
+// One read buffer for the whole loop: reads are consumed synchronously in read_some.
 std::array<char, 64 * 1024> g_read_buffer;
 
 }  // namespace
@@ -49,13 +44,24 @@ void Connection::start() {
     uv_fileno(reinterpret_cast<uv_handle_t*>(&handle_), &fd_);
     describe_peer();
     if (!is_unix_) uv_tcp_nodelay(&handle_.tcp, 1);
+    // The stream handle never reads or writes, so its fd is free for a poll handle.
+    if (int rc = uv_poll_init_socket(server_.loop(), &poll_, fd_); rc != 0) {
+        LogLine(LogLevel::warning, "connection-error")
+            .field("peer", peer_)
+            .field("reason", uv_strerror(rc));
+        close("poll failed");
+        return;
+    }
+    poll_.data = this;
+    poll_open_ = true;
+    ++open_handles_;
     // Activity (bytes read, replies sent) only notes the loop's time; the timer, when it fires,
     // sleeps again until idle_timeout after the last activity, and a connection still busy
     // then is looked at again one idle_timeout later. (Re-arming the timer on every read cost
     // about 520 instructions a cached request: a timer-heap removal and insertion.)
     last_activity_ = uv_now(server_.loop());
     uv_timer_start(&idle_, on_idle, idle_ms(), 0);
-    update_reading();
+    update_io();
 }
 
 void Connection::describe_peer() {
@@ -84,22 +90,44 @@ void Connection::describe_peer() {
     }
 }
 
-void Connection::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
-    *buf = uv_buf_init(g_read_buffer.data(), g_read_buffer.size());
+void Connection::on_poll(uv_poll_t* p, int status, int events) {
+    auto* self = static_cast<Connection*>(p->data);
+    if (self->closing_) return;
+    if (status < 0) {
+        // libuv says only "bad file descriptor" for an error condition on the socket (a reset,
+        // say); the socket's own error is the one worth logging.
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (::getsockopt(self->fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = EIO;
+        self->io_error(err);
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        self->write_backlog();
+        if (self->closing_) return;
+    }
+    if ((events & UV_READABLE) && self->reading_) self->read_some();
 }
 
-void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-    auto* self = static_cast<Connection*>(s->data);
-    if (nread > 0) {
-        self->handle_bytes(buf->base, static_cast<size_t>(nread));
-    } else if (nread == UV_EOF) {
-        self->handle_eof();
-    } else if (nread < 0) {
-        LogLine(LogLevel::info, "connection-error")
-            .field("peer", self->peer_)
-            .field("reason", uv_strerror(static_cast<int>(nread)));
-        self->close("read error");
+void Connection::read_some() {
+    ssize_t n;
+    do {
+        n = ::recv(fd_, g_read_buffer.data(), g_read_buffer.size(), MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        handle_bytes(g_read_buffer.data(), static_cast<size_t>(n));
+    } else if (n == 0) {
+        handle_eof();
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        io_error(errno);
     }
+}
+
+void Connection::io_error(int err) {
+    LogLine(LogLevel::info, "connection-error")
+        .field("peer", peer_)
+        .field("reason", uv_strerror(uv_translate_sys_error(err)));
+    close("I/O error");
 }
 
 uint64_t Connection::idle_ms() const {
@@ -125,7 +153,7 @@ void Connection::handle_bytes(const char* data, size_t len) {
     }
     track_partial_request(completed_any);
     if (completed_any) request_flush();
-    update_reading();
+    update_io();
 }
 
 void Connection::request_flush() {
@@ -137,7 +165,7 @@ void Connection::request_flush() {
 void Connection::flush_requested() {
     flush_requested_ = false;
     flush();
-    update_reading();
+    update_io();
     maybe_finish();
 }
 
@@ -177,7 +205,7 @@ void Connection::handle_eof() {
     }
     uv_timer_stop(&request_timer_);
     read_done_ = true;
-    update_reading();
+    update_io();
     flush();
     maybe_finish();
 }
@@ -189,7 +217,7 @@ void Connection::violation(ProtocolError kind, const std::string& reason) {
     LogLine(LogLevel::warning, "protocol-violation").field("peer", peer_).field("reason", reason);
     uv_timer_stop(&request_timer_);
     read_done_ = true;
-    update_reading();
+    update_io();
     flush();
     maybe_finish();
 }
@@ -274,90 +302,89 @@ void Connection::flush() {
         out = &joined;
     }
     last_activity_ = uv_now(server_.loop());
-    // Most replies fit the socket buffer: send them now and skip the queued-write machinery
-    // (which costs an allocation and an extra epoll_ctl per reply). Only when nothing is queued,
-    // so replies never overtake each other. send(2) rather than uv_try_write()'s write(2): the
-    // same bytes without the file layer's bookkeeping, and MSG_NOSIGNAL for a peer gone.
+    // Most replies fit the socket buffer: they are sent at once, and only what the socket does
+    // not take waits in the backlog for the socket to become writable. Replies never overtake
+    // each other: while a backlog waits, new ones join it. send(2) with MSG_NOSIGNAL: a peer
+    // gone is an error to log, not a SIGPIPE.
     size_t written = 0;
-    if (writes_in_flight_ == 0) {
+    if (backlog_bytes() == 0) {
         ssize_t n;
         do {
             n = ::send(fd_, out->data(), out->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            LogLine(LogLevel::info, "connection-error")
-                .field("peer", peer_)
-                .field("reason", uv_strerror(uv_translate_sys_error(errno)));
-            close("write error");
+            io_error(errno);
             return;
         }
         written = n > 0 ? static_cast<size_t>(n) : 0;
     }
-    auto op = written < out->size() ? std::make_unique<WriteOp>() : nullptr;
-    if (op) op->data = out->substr(written);
-    if (out != &joined) slots_.pop_front();
-    if (!op) {
-        // Answered requests left the pending queue: reading may have to resume.
-        update_reading();
-        return;
+    if (written < out->size()) {
+        if (backlog_bytes() == 0) {
+            backlog_.clear();
+            backlog_sent_ = 0;
+        }
+        backlog_.append(*out, written, std::string::npos);
     }
-    uv_buf_t buf = uv_buf_init(op->data.data(), op->data.size());
-    op->req.data = this;
-    int rc = uv_write(&op->req, stream(), &buf, 1, on_write);
+    if (out != &joined) slots_.pop_front();
+    // Answered requests left the pending queue: reading may have to resume; a backlog needs
+    // the socket watched for writability.
+    update_io();
+}
+
+void Connection::write_backlog() {
+    while (backlog_bytes() > 0) {
+        ssize_t n = ::send(fd_, backlog_.data() + backlog_sent_, backlog_bytes(),
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0) {
+            io_error(errno);
+            return;
+        }
+        backlog_sent_ += static_cast<size_t>(n);
+        last_activity_ = uv_now(server_.loop());
+    }
+    if (backlog_bytes() == 0) {
+        // Keeps the capacity of an ordinary backlog, not of a burst.
+        if (backlog_.capacity() > kMaxWriteQueueBytes) std::string().swap(backlog_);
+        backlog_.clear();
+        backlog_sent_ = 0;
+    }
+    update_io();
+    maybe_finish();
+}
+
+void Connection::update_io() {
+    if (closing_ || !poll_open_) return;
+    reading_ =
+        !read_done_ && slots_.size() < kMaxPendingRequests && backlog_bytes() < kMaxWriteQueueBytes;
+    const int events = (reading_ ? UV_READABLE : 0) | (backlog_bytes() > 0 ? UV_WRITABLE : 0);
+    if (events == poll_events_) return;
+    int rc = events == 0 ? uv_poll_stop(&poll_) : uv_poll_start(&poll_, events, on_poll);
     if (rc != 0) {
-        LogLine(LogLevel::info, "connection-error")
+        LogLine(LogLevel::warning, "connection-error")
             .field("peer", peer_)
             .field("reason", uv_strerror(rc));
-        close("write error");
+        close("poll failed");
         return;
     }
-    op.release();  // owned by libuv until on_write
-    ++writes_in_flight_;
-    update_reading();
-}
-
-void Connection::on_write(uv_write_t* req, int status) {
-    std::unique_ptr<WriteOp> op(reinterpret_cast<WriteOp*>(req));
-    auto* self = static_cast<Connection*>(req->data);
-    --self->writes_in_flight_;
-    if (self->closing_) return;
-    if (status != 0) {
-        LogLine(LogLevel::info, "connection-error")
-            .field("peer", self->peer_)
-            .field("reason", uv_strerror(status));
-        self->close("write error");
-        return;
-    }
-    self->update_reading();
-    self->maybe_finish();
-}
-
-void Connection::update_reading() {
-    if (closing_) return;
-    bool want = !read_done_ && slots_.size() < kMaxPendingRequests &&
-                uv_stream_get_write_queue_size(stream()) < kMaxWriteQueueBytes;
-    if (want && !reading_) {
-        reading_ = uv_read_start(stream(), on_alloc, on_read) == 0;
-    } else if (!want && reading_) {
-        uv_read_stop(stream());
-        reading_ = false;
-    }
+    poll_events_ = events;
 }
 
 void Connection::maybe_finish() {
-    if (!closing_ && read_done_ && slots_.empty() && writes_in_flight_ == 0) close("done");
+    if (!closing_ && read_done_ && slots_.empty() && backlog_bytes() == 0) close("done");
 }
 
 void Connection::drain() {
     read_done_ = true;
-    update_reading();
+    update_io();
     maybe_finish();
 }
 
 void Connection::on_idle(uv_timer_t* t) {
     auto* self = static_cast<Connection*>(t->data);
     const uint64_t idle = self->idle_ms();
-    if (!self->slots_.empty() || self->writes_in_flight_ > 0) {  // still working for it
+    if (!self->slots_.empty() || self->backlog_bytes() > 0) {  // still working for it
         uv_timer_start(t, on_idle, idle, 0);
         return;
     }
@@ -375,6 +402,8 @@ void Connection::close(const char*) {
     closing_ = true;
     reading_ = false;
     server_.connection_closing();
+    // The poll handle first: the socket it watches is closed with the stream handle.
+    if (poll_open_) uv_close(reinterpret_cast<uv_handle_t*>(&poll_), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&idle_), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&request_timer_), on_closed);

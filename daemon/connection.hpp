@@ -47,14 +47,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
         std::string client;
     };
 
-    static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-    static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-    static void on_write(uv_write_t* req, int status);
+    static void on_poll(uv_poll_t* p, int status, int events);
     static void on_idle(uv_timer_t* t);
     uint64_t idle_ms() const;
     static void on_request_timeout(uv_timer_t* t);
     static void on_closed(uv_handle_t* h);
 
+    // The socket is readable: one recv(2) into the loop's buffer.
+    void read_some();
+    // The socket is writable again: sends what flush() could not.
+    void write_backlog();
+    // Logs a failed recv/send (errno `err`) and closes.
+    void io_error(int err);
+    size_t backlog_bytes() const { return backlog_.size() - backlog_sent_; }
     void handle_bytes(const char* data, size_t len);
     void handle_eof();
     void violation(ProtocolError kind, const std::string& reason);
@@ -67,7 +72,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void flush();
     // The same at the end of this loop iteration, together with every other connection's.
     void request_flush();
-    void update_reading();
+    // Watches the socket for what is wanted now: readable while requests are accepted,
+    // writable while replies wait in the backlog.
+    void update_io();
     void maybe_finish();
     void describe_peer();
 
@@ -78,7 +85,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } handle_;
-    uv_os_fd_t fd_ = -1;  // the socket, for send(2)
+    uv_os_fd_t fd_ = -1;  // the socket, for recv(2) and send(2)
+    // libuv's stream only owns the socket (accept, close); its I/O is recv(2)/send(2) driven by
+    // this poll handle: recv instead of libuv's read(2) skips the file layer on every request.
+    uv_poll_t poll_;
+    bool poll_open_ = false;
+    int poll_events_ = 0;      // what poll_ watches now (UV_READABLE | UV_WRITABLE)
+    std::string backlog_;      // replies the socket did not take at once, in order
+    size_t backlog_sent_ = 0;  // bytes of backlog_ already sent
     uv_timer_t idle_;
     uint64_t last_activity_ = 0;  // uv_now() of the last read or reply sent
     uv_timer_t request_timer_;    // runs while a request has begun but is not complete
@@ -87,7 +101,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool read_done_ = false;  // EOF, violation or draining: no more requests will be read
     bool closing_ = false;
     bool flush_requested_ = false;  // queued with Server::flush_later
-    size_t writes_in_flight_ = 0;
     RequestReader reader_;
     PolicyRequest scratch_;
     RingQueue<Slot> slots_;  // reused: no allocation per request

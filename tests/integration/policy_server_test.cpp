@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -154,6 +155,46 @@ TEST_F(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
                                           : "reason=protocol-state";
         pos = log.find(reason, pos);
         ASSERT_NE(pos, std::string::npos) << i << log;
+    }
+}
+
+// A client that pipelines without reading its answers: the daemon keeps what the socket does
+// not take (up to its bound), stops reading that client, keeps answering everyone else, and
+// once the client reads, every answer arrives, none twice. Over a unix socket, whose small
+// buffers the answers overflow at once; over TCP the kernel's autotuned buffers (megabytes) take
+// them all, and only the answers are checked.
+TEST_F(PolicyServer, AClientThatDoesNotReadIsPausedThenGetsEveryAnswer) {
+    start(config());
+    constexpr int kRequests = 40000;
+    std::string batch;
+    for (int i = 0; i < kRequests; ++i)
+        batch += policy_request("user" + std::to_string(i % 50) + "@example.org");
+    for (bool use_unix : {true, false}) {
+        SCOPED_TRACE(use_unix ? "unix" : "tcp");
+        PolicyClient greedy = use_unix ? unix_client() : tcp();
+        ASSERT_TRUE(greedy.connected());
+        std::atomic<bool> sent_all{false};
+        std::thread sender([&] {
+            EXPECT_TRUE(greedy.send(batch));
+            sent_all = true;
+        });
+        // Meanwhile: others are answered at once, and the greedy client's requests stop being
+        // read (its send blocks) instead of piling up in the daemon.
+        for (int i = 0; i < 10; ++i) {
+            PolicyClient other = use_unix ? unix_client() : tcp();
+            ASSERT_TRUE(other.send(policy_request("bob@example.org")));
+            ASSERT_EQ(other.read_action(2s), "DUNNO") << i;
+            std::this_thread::sleep_for(100ms);
+        }
+        if (use_unix) {
+            EXPECT_FALSE(sent_all.load()) << "the daemon read " << batch.size()
+                                          << " bytes of requests whose answers nobody read";
+        }
+        int answered = 0;
+        while (answered < kRequests && greedy.read_action(5s) == "DUNNO") ++answered;
+        sender.join();
+        EXPECT_EQ(answered, kRequests);
+        EXPECT_EQ(greedy.unread(200ms), "");
     }
 }
 
