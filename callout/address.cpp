@@ -319,6 +319,14 @@ AddressParse parse_sender(std::string_view text) {
     return parse_sender_fully(text);
 }
 
+void parse_sender_into(std::string_view text, AddressParse& out) {
+    if (!out.address) out.address.emplace();
+    out.refusal.clear();
+    out.address->domain_unicode.clear();
+    if (parse_plain_sender(text, *out.address)) return;
+    out = parse_sender_fully(text);
+}
+
 // Order: cheap global refusals (size, controls), local part, domain, final length.
 AddressParse parse_sender_fully(std::string_view text) {
     if (text.empty()) return refuse("empty");

@@ -40,6 +40,10 @@ inline constexpr size_t kMaxLabelOctets = 63;
 
 // Parses a sender as Postfix/Exim hand it over (no angle brackets). Never throws.
 AddressParse parse_sender(std::string_view text);
+// The same into `out`, which the caller keeps from one sender to the next: a plain ASCII sender
+// is assigned into its strings, reusing their capacity (no allocation once they are large
+// enough).
+void parse_sender_into(std::string_view text, AddressParse& out);
 // The same without the one-pass shortcut for plain ASCII senders that parse_sender() tries
 // first: the reference the shortcut is tested against.
 AddressParse parse_sender_fully(std::string_view text);

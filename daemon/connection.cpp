@@ -226,7 +226,9 @@ void Connection::submit(const PolicyRequest& req) {
     uint64_t seq = next_seq_++;
     auto start = Clock::now();
     // The callback is made only for a decision that is not available at once.
-    auto immediate = server_.decider().decide_lazy(
+    // Decided into decided_, kept from one request to the next: a cached answer allocates
+    // nothing.
+    const bool immediate = server_.decider().decide_into(
         req,
         [this, seq]() -> Decider::Done {
             return [weak = weak_from_this(), seq](Decision d) {
@@ -236,7 +238,7 @@ void Connection::submit(const PolicyRequest& req) {
                 self->request_flush();
             };
         },
-        start);
+        start, decided_);
     // A reused slot: every field is set here.
     Slot& slot = slots_.push_back_reused();
     slot.seq = seq;
@@ -244,11 +246,11 @@ void Connection::submit(const PolicyRequest& req) {
     if (immediate) {
         // Immediate answers leave at the end of the loop iteration (Server::flush_later).
         slot.ready = true;
-        encode_reply(immediate->action, slot.reply);
+        encode_reply(decided_.action, slot.reply);
         slot.queue_id.clear();
         slot.sender.clear();
         slot.client.clear();
-        log_decision(req.queue_id, req.sender, req.client_address, *immediate, start);
+        log_decision(req.queue_id, req.sender, req.client_address, decided_, start);
         return;
     }
     // Only requests that wait keep copies of what their log line needs.

@@ -103,6 +103,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool flush_requested_ = false;  // queued with Server::flush_later
     RequestReader reader_;
     PolicyRequest scratch_;
+    Decision decided_;       // submit()'s decision when made at once, reused
     RingQueue<Slot> slots_;  // reused: no allocation per request
     uint64_t next_seq_ = 0;
     std::string peer_;

@@ -17,14 +17,16 @@ class CountingCache : public VerdictCache {
         : inner_(inner), metrics_(metrics), near_hits_(near_hits) {}
 
     Immediate peek(const std::string& domain, const std::string& address) override {
-        uint64_t near_before = near_hits_ != nullptr ? *near_hits_ : 0;
+        uint64_t near_before = near_count();
         Immediate r = inner_.peek(domain, address);
-        if (r) {
-            bool near = near_hits_ != nullptr && *near_hits_ != near_before;
-            metrics_.cache_lookup(!*r    ? CacheLookupResult::miss
-                                  : near ? CacheLookupResult::near_hit
-                                         : CacheLookupResult::hit);
-        }
+        if (r) count(r->has_value(), near_before);
+        return r;
+    }
+    PeekResult peek_into(const std::string& domain, const std::string& address,
+                         CacheHit& out) override {
+        uint64_t near_before = near_count();
+        PeekResult r = inner_.peek_into(domain, address, out);
+        if (r != PeekResult::later) count(r == PeekResult::hit, near_before);
         return r;
     }
     void lookup(const std::string& domain, const std::string& address, LookupDone done) override {
@@ -58,6 +60,15 @@ class CountingCache : public VerdictCache {
     }
 
   private:
+    uint64_t near_count() const { return near_hits_ != nullptr ? *near_hits_ : 0; }
+    // An answer given now: a hit while the near-cache counter moved is a near_hit.
+    void count(bool found, uint64_t near_before) {
+        bool near = near_hits_ != nullptr && *near_hits_ != near_before;
+        metrics_.cache_lookup(!found ? CacheLookupResult::miss
+                              : near ? CacheLookupResult::near_hit
+                                     : CacheLookupResult::hit);
+    }
+
     VerdictCache& inner_;
     Metrics& metrics_;
     const uint64_t* near_hits_;

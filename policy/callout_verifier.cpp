@@ -82,30 +82,50 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_lazy(const Poli
 std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_parsed(const PolicyRequest& req,
                                                                         AddressParse&& parsed,
                                                                         const MakeDone& make_done) {
+    Immediate answer;
+    if (!verify_into(req, std::move(parsed), make_done, answer.verdict, answer.source))
+        return std::nullopt;
+    return answer;
+}
+
+bool CalloutVerifier::verify_into(const PolicyRequest& req, AddressParse&& parsed,
+                                  const MakeDone& make_done, Verdict& verdict,
+                                  DecisionSource& source) {
+    auto answered = [&](std::optional<Immediate> answer) {
+        if (!answer) return false;
+        verdict = std::move(answer->verdict);
+        source = answer->source;
+        return true;
+    };
     if (!parsed) {
         // Never probed: nothing from this sender string may reach the SMTP wire.
-        return Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip};
+        return answered(Immediate{{VerdictClass::skipped, parsed.refusal}, DecisionSource::skip});
     }
     // Built in a reused buffer: every cached answer passes here.
     std::string& address = address_;
     address.assign(parsed.address->local).append(1, '@').append(parsed.address->domain);
     // The common case answers from memory at once. A hit of the address as given (or of a
     // domain fact) that is not due for a refresh needs nothing else: no key, no request, no
-    // completion callback.
-    auto now = cache_.peek(parsed.address->domain, address);
-    if (now && *now && !(*now)->refresh_due) {
+    // completion callback, and (assigned into reused strings) no allocation.
+    using PeekResult = VerdictCache::PeekResult;
+    PeekResult now = cache_.peek_into(parsed.address->domain, address, hit_);
+    if (now == PeekResult::hit && !hit_.refresh_due) {
         ++counters_.cache_hits;
-        return Immediate{{(*now)->verdict.cls, std::move((*now)->verdict.reason)},
-                         DecisionSource::cache};
+        verdict.cls = hit_.verdict.cls;
+        verdict.reason = hit_.verdict.reason;
+        verdict.scope = EvidenceScope::address;
+        source = DecisionSource::cache;
+        return true;
     }
     std::string key = sender_key(*parsed.address).key;
     Request request{{std::move(*parsed.address), std::move(key), req.client_address}, {}};
     const Asked& asked = request.asked;
     // A hit due for a refresh, or a miss of an untagged sender, is answered at once too; the
     // completion callback is made only for a miss.
-    if (now && (*now || asked.key == address)) {
-        if (!*now) request.done = make_done();
-        return after_lookup(request, std::move(*now));
+    if (now == PeekResult::hit) return answered(after_lookup(request, hit_));
+    if (now == PeekResult::miss && asked.key == address) {
+        request.done = make_done();
+        return answered(after_lookup(request, std::nullopt));
     }
     request.done = make_done();
     auto pending = std::make_shared<Request>(std::move(request));
@@ -115,8 +135,8 @@ std::optional<SenderVerifier::Immediate> CalloutVerifier::verify_parsed(const Po
                           if (alive.expired()) return;
                           answer(*pending, after_lookup(*pending, std::move(hit)));
                       });
-    if (found) return after_lookup(*pending, std::move(*found));
-    return std::nullopt;
+    if (found) return answered(after_lookup(*pending, std::move(*found)));
+    return false;
 }
 
 // From a callback: a stage that answered at once is answered through the request's callback.

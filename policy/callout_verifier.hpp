@@ -55,6 +55,8 @@ class CalloutVerifier : public SenderVerifier {
                                          const MakeDone& make_done) override;
     std::optional<Immediate> verify_parsed(const PolicyRequest& req, AddressParse&& parsed,
                                            const MakeDone& make_done) override;
+    bool verify_into(const PolicyRequest& req, AddressParse&& parsed, const MakeDone& make_done,
+                     Verdict& verdict, DecisionSource& source) override;
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
     // limits.client_ipv6_prefix: IPv6 clients share one client budget per network of this
     // size (a client that rotates addresses inside its /64 is still one client).
@@ -134,6 +136,7 @@ class CalloutVerifier : public SenderVerifier {
     std::unordered_map<std::string, Flight> flights_;           // probes of this node, by key
     std::unordered_map<std::string, RemoteWait> remote_waits_;  // probes of other nodes, by key
     std::string address_;                                       // verify_lazy()'s cache key, reused
+    CacheHit hit_;  // verify_into()'s cache answer, reused (its strings keep their capacity)
     uint64_t next_waiter_ = 1;
     uint64_t next_flight_ = 1;
     // Guards callbacks that outlive this object (async cache lookups).

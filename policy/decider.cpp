@@ -38,14 +38,23 @@ Decider::Decider(PolicySettings settings, SenderVerifier* verifier)
 Decision Decider::finish(const std::string& instance, const std::string& sender, Verdict verdict,
                          DecisionSource source) {
     Decision d;
-    d.action = settings_.dry_run ? "DUNNO" : settings_.actions[static_cast<size_t>(verdict.cls)];
     d.verdict = std::move(verdict);
     d.source = source;
+    complete(d, instance, sender);
+    return d;
+}
+
+void Decider::complete(Decision& d, const std::string& instance, const std::string& sender) {
+    if (settings_.dry_run) {
+        d.action = "DUNNO";
+    } else {
+        d.action = settings_.actions[static_cast<size_t>(d.verdict.cls)];
+    }
+    d.repeat = false;
     // in_progress is not final: a later recipient should see the result.
-    if (!instance.empty() && remembered(source) && d.verdict.cls != VerdictClass::in_progress) {
+    if (!instance.empty() && remembered(d.source) && d.verdict.cls != VerdictClass::in_progress) {
         by_instance_.put(instance, Memo{sender, d}, Clock::now() + kInstanceTtl);
     }
-    return d;
 }
 
 std::optional<Decision> Decider::decide(const PolicyRequest& req, Done done) {
@@ -55,43 +64,54 @@ std::optional<Decision> Decider::decide(const PolicyRequest& req, Done done) {
 
 std::optional<Decision> Decider::decide_lazy(const PolicyRequest& req, const MakeDone& make_done,
                                              Clock::time_point now) {
+    Decision d;
+    if (!decide_into(req, make_done, now, d)) return std::nullopt;
+    return d;
+}
+
+bool Decider::decide_into(const PolicyRequest& req, const MakeDone& make_done,
+                          Clock::time_point now, Decision& out) {
     static const std::string kNoMemo;
-    if (!state_is_verified(req, settings_)) {
-        return finish(kNoMemo, kNoMemo, {VerdictClass::skipped, "protocol-state"},
-                      DecisionSource::skip);
-    }
+    // Skips are never remembered (the same request is skipped again), so they need no memo.
+    auto skip = [&](Verdict verdict) {
+        out.verdict = std::move(verdict);
+        out.source = DecisionSource::skip;
+        complete(out, kNoMemo, kNoMemo);
+        return true;
+    };
+    if (!state_is_verified(req, settings_)) return skip({VerdictClass::skipped, "protocol-state"});
     if (!req.instance.empty() && by_instance_.size() > 0) {
         if (const Memo* earlier = by_instance_.get(req.instance, now);
             earlier != nullptr && earlier->sender == req.sender) {
-            Decision d = earlier->decision;
-            d.repeat = true;
-            return d;
+            out = earlier->decision;
+            out.repeat = true;
+            return true;
         }
     }
-    // Parsed once, for the skip rules' domain and for the verifier.
-    AddressParse sender = parse_sender(req.sender);
-    // Skips are never remembered (the same request is skipped again), so they need no memo.
-    if (auto skipped = skip_rule(req, settings_, sender)) {
-        return finish(kNoMemo, kNoMemo, std::move(*skipped), DecisionSource::skip);
-    }
-    if (verifier_ == nullptr) {
-        return finish(kNoMemo, kNoMemo, {VerdictClass::skipped, "no-engine"}, DecisionSource::skip);
-    }
+    // Parsed once, for the skip rules' domain and for the verifier, into reused strings (the
+    // verifier moves from them only when it keeps the request).
+    AddressParse& sender = sender_;
+    parse_sender_into(req.sender, sender);
+    if (auto skipped = skip_rule(req, settings_, sender)) return skip(std::move(*skipped));
+    if (verifier_ == nullptr) return skip({VerdictClass::skipped, "no-engine"});
     // One pointer captured: the MakeDone handed on stays in std::function's inline storage.
     struct Pending {
         Decider* self;
         const PolicyRequest* req;
         const MakeDone* make_done;
     } pending{this, &req, &make_done};
-    auto immediate =
-        verifier_->verify_parsed(req, std::move(sender), [p = &pending]() -> SenderVerifier::Done {
+    bool immediate = verifier_->verify_into(
+        req, std::move(sender),
+        [p = &pending]() -> SenderVerifier::Done {
             return [self = p->self, instance = p->req->instance, sender = p->req->sender,
                     done = (*p->make_done)()](Verdict v, DecisionSource src) {
                 done(self->finish(instance, sender, std::move(v), src));
             };
-        });
-    if (!immediate) return std::nullopt;
-    return finish(req.instance, req.sender, std::move(immediate->verdict), immediate->source);
+        },
+        out.verdict, out.source);
+    if (!immediate) return false;
+    complete(out, req.instance, req.sender);
+    return true;
 }
 
 }  // namespace calloutd

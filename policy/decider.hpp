@@ -55,6 +55,18 @@ class SenderVerifier {
         (void)sender;
         return verify_lazy(req, make_done);
     }
+    // verify_parsed() into the caller's verdict, which the caller keeps from one request to
+    // the next: assigning into it reuses its strings' capacity, so a cached answer allocates
+    // nothing. True when answered at once (`verdict` and `source` set); false when `done` will
+    // be called. The default goes through verify_parsed().
+    virtual bool verify_into(const PolicyRequest& req, AddressParse&& sender,
+                             const MakeDone& make_done, Verdict& verdict, DecisionSource& source) {
+        auto answer = verify_parsed(req, std::move(sender), make_done);
+        if (!answer) return false;
+        verdict = std::move(answer->verdict);
+        source = answer->source;
+        return true;
+    }
 };
 
 class Decider {
@@ -76,6 +88,11 @@ class Decider {
     // hour), so a request costs no clock read of its own here.
     std::optional<Decision> decide_lazy(const PolicyRequest& req, const MakeDone& make_done,
                                         Clock::time_point now);
+    // decide_lazy() into the caller's decision, kept from one request to the next: assigning
+    // into it reuses its strings' capacity, so a cached answer allocates nothing. True when
+    // decided at once (`out` set); false when `done` will be called.
+    bool decide_into(const PolicyRequest& req, const MakeDone& make_done, Clock::time_point now,
+                     Decision& out);
     void update_settings(PolicySettings settings) { settings_ = std::move(settings); }
     void set_verifier(SenderVerifier* verifier) { verifier_ = verifier; }
     const PolicySettings& settings() const { return settings_; }
@@ -90,9 +107,12 @@ class Decider {
     // (instance empty: never).
     Decision finish(const std::string& instance, const std::string& sender, Verdict verdict,
                     DecisionSource source);
+    // The same for a decision whose verdict and source are already in `d`: sets the rest.
+    void complete(Decision& d, const std::string& instance, const std::string& sender);
 
     PolicySettings settings_;
     SenderVerifier* verifier_;
+    AddressParse sender_;  // decide_into()'s parsed sender, reused
     // One verdict per message: Postfix asks once per recipient; later requests repeat it. Keyed
     // by the instance alone (looked up with the request's own string, nothing built), the
     // sender kept beside the decision: a new MAIL FROM under a reused instance is decided

@@ -23,26 +23,38 @@ std::string not_accept_all_key(const std::string& domain) {
 MemoryVerdictCache::MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now now)
     : entries_(max_entries), ttls_(ttls), now_(std::move(now)) {}
 
-std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
-                                                 const std::string& address) {
+VerdictCache::PeekResult MemoryVerdictCache::peek_into(const std::string& domain,
+                                                       const std::string& address, CacheHit& out) {
     auto now = now_();
-    // Every cached answer passes here: the keys are built in one reused buffer, not allocated.
+    // Every cached answer passes here: the keys are built in one reused buffer, not allocated,
+    // and the hit is assigned into the caller's (strings keep their capacity).
     key_.assign("d:").append(domain);
     const CachedVerdict* fact = entries_.get(key_, now);
     key_.assign("a:").append(address);
     const CachedVerdict* v = entries_.get(key_, now);
     switch (which_answers(fact, v)) {
         case CacheAnswer::domain_fact:
-            return CacheHit{*fact, true, false};
-        case CacheAnswer::address: {
+            out.verdict = *fact;
+            out.domain_fact = true;
+            out.refresh_due = false;
+            return PeekResult::hit;
+        case CacheAnswer::address:
+            out.verdict = *v;
+            out.domain_fact = false;
             // A domain fact (a back-off, say) means: leave the domain alone, refresh later.
-            bool refresh = fact == nullptr && refresh_due(*v, now, ttls_);
-            return CacheHit{*v, false, refresh};
-        }
+            out.refresh_due = fact == nullptr && refresh_due(*v, now, ttls_);
+            return PeekResult::hit;
         case CacheAnswer::none:
             break;
     }
-    return std::nullopt;
+    return PeekResult::miss;
+}
+
+std::optional<CacheHit> MemoryVerdictCache::find(const std::string& domain,
+                                                 const std::string& address) {
+    CacheHit hit;
+    if (peek_into(domain, address, hit) != PeekResult::hit) return std::nullopt;
+    return hit;
 }
 
 VerdictCache::Immediate MemoryVerdictCache::peek(const std::string& domain,

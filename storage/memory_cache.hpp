@@ -15,6 +15,9 @@ class MemoryVerdictCache : public VerdictCache {
     MemoryVerdictCache(size_t max_entries, CacheTtls ttls, Now now = WallClock::now);
 
     Immediate peek(const std::string& domain, const std::string& address) override;
+    // Never `later`; a hit is copied into `out` field by field (its strings keep their capacity).
+    PeekResult peek_into(const std::string& domain, const std::string& address,
+                         CacheHit& out) override;
     // Never needed: peek() always answers.
     void lookup(const std::string& domain, const std::string& address, LookupDone done) override;
     void store(const std::string& domain, const std::string& address,

@@ -80,6 +80,19 @@ class VerdictCache {
     // Domain facts first (one fact answers every address of the domain), then the address.
     // Answers now when the backend can (memory, near-cache); nullopt means "ask lookup()".
     virtual Immediate peek(const std::string& domain, const std::string& address) = 0;
+    // peek() into a hit the caller keeps from one request to the next, so that copying the
+    // cached verdict's strings reuses their capacity: a cached answer allocates nothing.
+    // `later`: ask lookup(); `miss`: nothing cached; `hit`: `out` holds the hit (otherwise
+    // `out` is left as it was). The default goes through peek().
+    enum class PeekResult { later, miss, hit };
+    virtual PeekResult peek_into(const std::string& domain, const std::string& address,
+                                 CacheHit& out) {
+        Immediate now = peek(domain, address);
+        if (!now) return PeekResult::later;
+        if (!*now) return PeekResult::miss;
+        out = std::move(**now);
+        return PeekResult::hit;
+    }
     // The same question for backends that must go elsewhere; `done` runs later, never from
     // inside lookup(). Only called after peek() could not answer.
     virtual void lookup(const std::string& domain, const std::string& address, LookupDone done) = 0;

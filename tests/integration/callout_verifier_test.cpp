@@ -4,6 +4,8 @@
 #include "policy/callout_verifier.hpp"
 
 #include "callout/random_local_part.hpp"
+#include "daemon/config.hpp"
+#include "integration/allocation_counter.hpp"
 #include "policy/mx_budget.hpp"
 
 #include <gtest/gtest.h>
@@ -141,6 +143,50 @@ TEST_F(VerifierTest, MissProbesOnceThenAnswersFromCache) {
     EXPECT_EQ(again->verdict.cls, VerdictClass::valid);
     EXPECT_EQ(again->source, DecisionSource::cache);
     EXPECT_EQ(smtp_->connections_accepted(), 1u);
+}
+
+// A policy connection's cached answer (Decider::decide_into with this verifier and the memory
+// cache) allocates nothing once the strings it reuses have grown: no heap churn per request,
+// whatever the length of the sender or of the cached reason.
+TEST_F(VerifierTest, ACachedAnswerAllocatesNothing) {
+    const std::string senders[] = {"alice@verify.test",
+                                   "someone-with-a-rather-long-local-part@verify.test"};
+    for (const auto& sender : senders) {
+        auto probed = ask(sender);
+        ASSERT_TRUE(run_until([&] { return probed->done; })) << sender;
+    }
+    Decider decider(std::get<Config>(load_config_text("", "t.toml")).policy, verifier_.get());
+    // Never made: a cached answer is immediate.
+    const Decider::MakeDone make_done = [] { return Decider::Done{}; };
+    PolicyRequest req;
+    req.request = "smtpd_access_policy";
+    req.protocol_state = "RCPT";
+    req.client_address = "198.51.100.7";
+    req.instance = "4F2A1B3C9D.A1B2C3.0";
+    Decision d;
+    std::string classes;
+    for (const auto& sender : senders) {  // once each: the reused strings grow to their sizes
+        req.sender = sender;
+        ASSERT_TRUE(decider.decide_into(req, make_done, Decider::Clock::now(), d)) << sender;
+        ASSERT_EQ(d.source, DecisionSource::cache) << sender;
+        classes += std::string(to_string(d.verdict.cls)) + " (" + d.verdict.reason + ") ";
+    }
+    int immediate = 0, from_cache = 0;
+    uint64_t allocations = 0;
+    {
+        test::CountAllocations counter;
+        for (int i = 0; i < 100; ++i) {
+            for (const auto& sender : senders) {
+                req.sender.assign(sender);
+                immediate += decider.decide_into(req, make_done, Decider::Clock::now(), d);
+                from_cache += d.source == DecisionSource::cache;
+            }
+        }
+        allocations = counter.count();
+    }
+    EXPECT_EQ(immediate, 200);
+    EXPECT_EQ(from_cache, 200);
+    EXPECT_EQ(allocations, 0u) << "verdicts: " << classes;
 }
 
 // A 2xx counts only after the random local part was refused as unknown, in the same probe or in
