@@ -233,21 +233,25 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
     compact();
     const char* p = buf_.data();
     const size_t n = buf_.size();
+    // The scan's state is kept in locals (registers) and stored back where the scan stops.
+    size_t line_start = line_start_;
+    size_t eq = eq_;
+    uint64_t high = high_;
+    const size_t too_large_at = consumed_ + limits_.max_request_bytes;
     // A limit counts when it is passed before the byte judged at `at`.
-    auto over_limit = [this](size_t at) {
-        size_t too_long_at = line_start_ + limits_.max_line_bytes;
-        size_t too_large_at = consumed_ + limits_.max_request_bytes;
+    auto over_limit = [&](size_t at) {
+        size_t too_long_at = line_start + limits_.max_line_bytes;
         if (too_long_at < at && too_long_at <= too_large_at)
             return fail(ProtocolError::line_too_long, "line too long");
         if (too_large_at < at) return fail(ProtocolError::request_too_large, "request too large");
         return Status::need_more;
     };
     for (size_t i = scanned_; i < n; i += kBlock) {
-        for (uint64_t mask = stop_mask(p, n, i, high_); mask != 0; mask &= mask - 1) {
+        for (uint64_t mask = stop_mask(p, n, i, high); mask != 0; mask &= mask - 1) {
             const size_t at = i + byte_of_lowest_bit(mask);
             const char c = p[at];
             if (c == '=') {  // the line's first '=' ends its name
-                if (eq_ == kNone) eq_ = at;
+                if (eq == kNone) eq = at;
                 continue;
             }
             if (c == '\t') continue;
@@ -261,28 +265,37 @@ RequestReader::Status RequestReader::next(PolicyRequest& out) {
             }
             if (over_limit(at) == Status::error) return Status::error;
             if (c != '\n') return fail(ProtocolError::binary, "binary or control byte in request");
-            // A complete line [line_start_, at), CRLF cut.
-            const size_t start = line_start_;
+            // A complete line [line_start, at), CRLF cut.
+            const size_t start = line_start;
             const size_t end = at > start && p[at - 1] == '\r' ? at - 1 : at;
-            scanned_ = line_start_ = at + 1;
-            if (end == start) return complete_request(out);
-            if (take_line(start, end) == Status::error) return Status::error;
+            line_start = at + 1;
+            if (end == start) {  // the empty line: no '=' was seen in it
+                scanned_ = line_start_ = line_start;
+                eq_ = kNone;
+                return complete_request(out);
+            }
+            if (take_line(start, end, eq, high != 0) == Status::error) return Status::error;
+            eq = kNone;
         }
     }
+    line_start_ = line_start;
+    eq_ = eq;
+    high_ = high;
     if (over_limit(n) == Status::error) return Status::error;
     scanned_ = n > 0 && p[n - 1] == '\r' ? n - 1 : n;
     return Status::need_more;
 }
 
-RequestReader::Status RequestReader::take_line(size_t start, size_t end) {
-    const size_t eq = eq_;
-    eq_ = kNone;
+// Only next() calls it, once a line: inlined there.
+[[gnu::always_inline]] inline RequestReader::Status RequestReader::take_line(size_t start,
+                                                                             size_t end, size_t eq,
+                                                                             bool maybe_high) {
     if (eq == kNone) return fail(ProtocolError::bad_attribute, "attribute line without '='");
     if (eq == start) return fail(ProtocolError::bad_attribute, "attribute line with an empty name");
     std::string_view name(buf_.data() + start, eq - start);
     // Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is answered (the address parser
     // refuses such a sender) and reported, and the client is then let go.
-    if (high_ != 0 && pending_warning_.empty() &&
+    if (maybe_high && pending_warning_.empty() &&
         (!is_utf8(name) || !is_utf8(std::string_view(buf_.data() + eq + 1, end - eq - 1)))) {
         std::string shown;
         for (char c : name) shown += static_cast<unsigned char>(c) < 0x80 ? c : '?';

@@ -82,8 +82,10 @@ class RequestReader {
     };
 
     Status fail(ProtocolError kind, std::string reason);
-    // Judges the complete, non-empty line [start, end) (CRLF already cut) and notes its value.
-    Status take_line(size_t start, size_t end);
+    // Judges the complete, non-empty line [start, end) (CRLF already cut), whose first '=' is
+    // at `eq` (kNone: none), and notes its value; `maybe_high`: the request may hold a byte
+    // >= 0x80.
+    Status take_line(size_t start, size_t end, size_t eq, bool maybe_high);
     // The empty line: fills `out` from the noted spans.
     Status complete_request(PolicyRequest& out);
     void compact();
