@@ -176,6 +176,38 @@ constexpr std::array<unsigned char, 256> kEscapeBytes = [] {
 thread_local LogText t_line_buffer;
 thread_local bool t_line_buffer_busy = false;
 
+// Copies n <= 16 bytes to w in at most two overlapping loads and stores of the widest size that
+// fits: the pieces of a log line (keys, values, runs between escapes) are mostly that short, and
+// for them a call to memcpy costs more than the copy.
+inline void copy_short(char* w, const char* p, size_t n) {
+    if (n >= 8) {
+        uint64_t a, b;
+        std::memcpy(&a, p, 8);
+        std::memcpy(&b, p + n - 8, 8);
+        std::memcpy(w, &a, 8);
+        std::memcpy(w + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        std::memcpy(&a, p, 4);
+        std::memcpy(&b, p + n - 4, 4);
+        std::memcpy(w, &a, 4);
+        std::memcpy(w + n - 4, &b, 4);
+    } else if (n > 0) {
+        w[0] = p[0];
+        w[n / 2] = p[n / 2];
+        w[n - 1] = p[n - 1];
+    }
+}
+
+inline char* copy(char* w, const char* p, size_t n) {
+    if (n > 16) {
+        std::memcpy(w, p, n);
+    } else {
+        copy_short(w, p, n);
+    }
+    return w + n;
+}
+
 #if defined(__SSE2__)
 // Sixteen bytes at a time (x86-64's baseline): the mask has bit k set where byte k is in the
 // class. A tail shorter than 16 bytes is copied to a zeroed block first, so nothing past the
@@ -189,7 +221,7 @@ size_t first_in_class(const char* p, size_t n, size_t i, MaskOf mask_of,
     }
     if (i == n) return n;
     alignas(16) char tail[16] = {};
-    std::memcpy(tail, p + i, n - i);
+    copy_short(tail, p + i, n - i);
     unsigned m =
         mask_of(_mm_load_si128(reinterpret_cast<const __m128i*>(tail))) & ((1u << (n - i)) - 1);
     return m != 0 ? i + static_cast<size_t>(std::countr_zero(m)) : n;
@@ -261,11 +293,6 @@ size_t first_escape_byte(const char* p, size_t n, size_t from) {
         kEscapeBytes);
 }
 #endif
-
-char* copy(char* w, const char* p, size_t n) {
-    std::memcpy(w, p, n);
-    return w + n;
-}
 
 }  // namespace
 

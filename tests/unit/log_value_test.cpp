@@ -64,6 +64,21 @@ std::string reference(std::string_view value) {
     return out + "\"";
 }
 
+// Plain values are copied in pieces of 1-3, 4-7, 8-16 bytes or more: every length, each byte in
+// place (a pattern that shows a byte copied to the wrong offset), before and after an escape.
+TEST(LogValue, EveryLengthIsCopiedWhole) {
+    for (size_t len = 1; len <= 40; ++len) {
+        std::string value;
+        for (size_t i = 0; i < len; ++i) value += static_cast<char>('A' + (i * 7) % 26);
+        std::string out = "x=";
+        append_log_value(out, value);
+        EXPECT_EQ(out, "x=" + value) << len;
+        out = "x=";
+        append_log_value(out, value + "\"" + value);
+        EXPECT_EQ(out, "x=\"" + value + "\\\"" + value + "\"") << len;
+    }
+}
+
 TEST(LogValue, EveryByteAtEveryOffsetMatchesTheRule) {
     // Values are classified a block at a time (16 bytes with SSE2, a word of eight elsewhere):
     // every byte value at every position of blocks and tails must come out as the byte-by-byte
