@@ -351,6 +351,12 @@ void Connection::write_backlog() {
         if (backlog_.capacity() > kMaxWriteQueueBytes) std::string().swap(backlog_);
         backlog_.clear();
         backlog_sent_ = 0;
+    } else if (backlog_sent_ >= backlog_.size() / 2) {
+        // A client that reads, but slower than it asks, may never let the backlog drain: what
+        // has been sent is dropped once it is half of the buffer, so the buffer stays within
+        // twice what waits (which update_io() bounds).
+        backlog_.erase(0, backlog_sent_);
+        backlog_sent_ = 0;
     }
     update_io();
     maybe_finish();
