@@ -165,7 +165,6 @@ void Connection::request_flush() {
 void Connection::flush_requested() {
     flush_requested_ = false;
     flush();
-    update_io();
     maybe_finish();
 }
 
@@ -205,8 +204,7 @@ void Connection::handle_eof() {
     }
     uv_timer_stop(&request_timer_);
     read_done_ = true;
-    update_io();
-    flush();
+    flush();  // and stops reading
     maybe_finish();
 }
 
@@ -217,8 +215,7 @@ void Connection::violation(ProtocolError kind, const std::string& reason) {
     LogLine(LogLevel::warning, "protocol-violation").field("peer", peer_).field("reason", reason);
     uv_timer_stop(&request_timer_);
     read_done_ = true;
-    update_io();
-    flush();
+    flush();  // and stops reading
     maybe_finish();
 }
 
@@ -291,8 +288,12 @@ void Connection::log_decision(const std::string& queue_id, const std::string& se
     if (d.repeat) line.field("repeat", "yes");
 }
 
+// Ends with update_io(): what the socket is watched for follows from what is left.
 void Connection::flush() {
-    if (closing_ || slots_.empty() || !slots_.front().ready) return;
+    if (closing_ || slots_.empty() || !slots_.front().ready) {
+        update_io();
+        return;
+    }
     // One ready reply (the usual case) is written from its slot; several are joined first.
     std::string joined;
     std::string* out = &slots_.front().reply;
