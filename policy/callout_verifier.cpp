@@ -92,10 +92,7 @@ bool CalloutVerifier::verify_into(const PolicyRequest& req, AddressParse&& parse
                                   const MakeDone& make_done, Verdict& verdict,
                                   DecisionSource& source) {
     auto answered = [&](std::optional<Immediate> answer) {
-        if (!answer) return false;
-        verdict = std::move(answer->verdict);
-        source = answer->source;
-        return true;
+        return take(std::move(answer), verdict, source);
     };
     if (!parsed) {
         // Never probed: nothing from this sender string may reach the SMTP wire.

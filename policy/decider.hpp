@@ -61,7 +61,12 @@ class SenderVerifier {
     // be called. The default goes through verify_parsed().
     virtual bool verify_into(const PolicyRequest& req, AddressParse&& sender,
                              const MakeDone& make_done, Verdict& verdict, DecisionSource& source) {
-        auto answer = verify_parsed(req, std::move(sender), make_done);
+        return take(verify_parsed(req, std::move(sender), make_done), verdict, source);
+    }
+
+  protected:
+    // verify_into()'s result from an answer given at once, or false for none.
+    static bool take(std::optional<Immediate> answer, Verdict& verdict, DecisionSource& source) {
         if (!answer) return false;
         verdict = std::move(answer->verdict);
         source = answer->source;
