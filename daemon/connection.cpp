@@ -159,7 +159,7 @@ void Connection::handle_bytes(const char* data, size_t len) {
 void Connection::request_flush() {
     if (flush_requested_ || closing_) return;
     flush_requested_ = true;
-    server_.flush_later(shared_from_this());
+    server_.flush_later(this);
 }
 
 void Connection::flush_requested() {

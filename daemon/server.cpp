@@ -150,6 +150,10 @@ void Server::on_connection(uv_stream_t* stream, int status) {
 }
 
 void Server::forget(Connection* c) {
+    // Not flushed after this: the connection is about to be destroyed. (Its handles close in
+    // the loop's closing phase, never while flush_pending() walks flushing_.)
+    std::erase(to_flush_, c);
+    std::erase(flushing_, c);
     connections_.erase(c);
     check_drained();
 }
@@ -184,8 +188,8 @@ void Server::drain(std::function<void()> drained) {
     check_drained();
 }
 
-void Server::flush_later(std::shared_ptr<Connection> c) {
-    to_flush_.push_back(std::move(c));
+void Server::flush_later(Connection* c) {
+    to_flush_.push_back(c);
     // A bound on what a reply waits for: when this many connections are waiting, they are
     // flushed now (a loop woken for thousands of ready connections would otherwise hold the
     // first one's reply until the last one is decided).
@@ -199,7 +203,7 @@ void Server::flush_later(std::shared_ptr<Connection> c) {
 void Server::flush_pending() {
     // Swapped (capacity kept): a flush may queue another connection, for the next round.
     flushing_.swap(to_flush_);
-    for (auto& c : flushing_) c->flush_requested();
+    for (Connection* c : flushing_) c->flush_requested();
     flushing_.clear();
 }
 
