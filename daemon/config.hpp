@@ -42,6 +42,7 @@ struct ServerSettings {
     std::string user;
     std::string group;
     std::string control_socket;  // unix socket path for `calloutd status|cache`; "" = none
+    std::string io_uring;        // "auto" | "on" | "off": policy sockets' I/O batched (IoBatch)
 };
 
 struct LogSettings {

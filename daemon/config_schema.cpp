@@ -160,6 +160,11 @@ constexpr KeyDef kSchema[] = {
         "unix socket (mode 0660) where `calloutd status` and `calloutd cache` reach the running "
         "daemon (empty = none)",
         FIELD(server.control_socket)),
+    choice_key("server.io_uring", Reload::restart, R"("auto")", "auto|on|off",
+               "policy connections' receives and sends, batched into one io_uring system call "
+               "per loop iteration; auto = when the kernel allows it, on = refuse to start "
+               "without it, off = one recv/send system call each",
+               FIELD(server.io_uring)),
     // [log]
     choice_key("log.target", Reload::live, R"("stderr")", "stderr|syslog|journald",
                "where log lines go", FIELD(log.target)),

@@ -6,6 +6,7 @@
 #include <array>
 #include <cerrno>
 
+#include "daemon/io_batch.hpp"
 #include "daemon/log.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/server.hpp"
@@ -106,7 +107,59 @@ void Connection::on_poll(uv_poll_t* p, int status, int events) {
         self->write_backlog();
         if (self->closing_) return;
     }
-    if ((events & UV_READABLE) && self->reading_) self->read_some();
+    if ((events & UV_READABLE) && self->reading_) {
+        if (!self->server_.batching()) {
+            self->read_some();
+        } else if (!self->receive_queued_) {
+            self->receive_queued_ = true;
+            self->server_.receive_later(self);
+        }
+    }
+}
+
+bool Connection::add_receive(IoBatch& batch, char* buf, size_t len) {
+    if (closing_ || !reading_) {
+        receive_queued_ = false;
+        return false;
+    }
+    batch.add_recv(fd_, buf, len);
+    return true;
+}
+
+void Connection::received(const char* data, ssize_t result) {
+    receive_queued_ = false;
+    if (closing_) return;
+    if (result > 0) {
+        handle_bytes(data, static_cast<size_t>(result));
+    } else if (result == 0) {
+        handle_eof();
+    } else if (result != -EAGAIN && result != -EWOULDBLOCK) {
+        io_error(static_cast<int>(-result));
+    }
+}
+
+bool Connection::add_send(IoBatch& batch) {
+    if (closing_ || backlog_bytes() == 0) {
+        send_queued_ = false;
+        return false;
+    }
+    batch.add_send(fd_, backlog_.data() + backlog_sent_, backlog_bytes());
+    return true;
+}
+
+void Connection::sent(ssize_t result) {
+    send_queued_ = false;
+    if (closing_) return;
+    if (result < 0 && result != -EAGAIN && result != -EWOULDBLOCK) {
+        io_error(static_cast<int>(-result));
+        return;
+    }
+    if (result > 0) {
+        backlog_sent_ += static_cast<size_t>(result);
+        last_activity_ = uv_now(server_.loop());
+    }
+    // What the socket did not take waits for it to become writable.
+    backlog_progress();
 }
 
 void Connection::read_some() {
@@ -164,7 +217,7 @@ void Connection::request_flush() {
 
 void Connection::flush_requested() {
     flush_requested_ = false;
-    flush();
+    flush(true);
     maybe_finish();
 }
 
@@ -289,8 +342,28 @@ void Connection::log_decision(const std::string& queue_id, const std::string& se
 }
 
 // Ends with update_io(): what the socket is watched for follows from what is left.
-void Connection::flush() {
+void Connection::flush(bool batched) {
     if (closing_ || slots_.empty() || !slots_.front().ready) {
+        update_io();
+        return;
+    }
+    if (batched && server_.batching()) {
+        // The replies join the backlog, and the backlog goes with the Server's batched send;
+        // unless a backlog already waits for the socket to become writable.
+        last_activity_ = uv_now(server_.loop());
+        const bool waiting = backlog_bytes() > 0;
+        if (!waiting) {
+            backlog_.clear();
+            backlog_sent_ = 0;
+        }
+        while (!slots_.empty() && slots_.front().ready) {
+            backlog_ += slots_.front().reply;
+            slots_.pop_front();
+        }
+        if (!waiting && !send_queued_) {
+            send_queued_ = true;
+            server_.send_later(this);
+        }
         update_io();
         return;
     }
@@ -347,6 +420,10 @@ void Connection::write_backlog() {
         backlog_sent_ += static_cast<size_t>(n);
         last_activity_ = uv_now(server_.loop());
     }
+    backlog_progress();
+}
+
+void Connection::backlog_progress() {
     if (backlog_bytes() == 0) {
         // Keeps the capacity of an ordinary backlog, not of a burst.
         if (backlog_.capacity() > kMaxWriteQueueBytes) std::string().swap(backlog_);
@@ -367,7 +444,9 @@ void Connection::update_io() {
     if (closing_ || !poll_open_) return;
     reading_ =
         !read_done_ && slots_.size() < kMaxPendingRequests && backlog_bytes() < kMaxWriteQueueBytes;
-    const int events = (reading_ ? UV_READABLE : 0) | (backlog_bytes() > 0 ? UV_WRITABLE : 0);
+    // A backlog queued for the batched send is not waiting for the socket (yet).
+    const bool wait_writable = backlog_bytes() > 0 && !send_queued_;
+    const int events = (reading_ ? UV_READABLE : 0) | (wait_writable ? UV_WRITABLE : 0);
     if (events == poll_events_) return;
     int rc = events == 0 ? uv_poll_stop(&poll_) : uv_poll_start(&poll_, events, on_poll);
     if (rc != 0) {

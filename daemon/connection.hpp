@@ -14,6 +14,7 @@
 
 namespace calloutd {
 
+class IoBatch;
 class Server;
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -32,8 +33,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Closes at once; unanswered requests are dropped.
     void close(const char* why);
     const std::string& peer() const { return peer_; }
-    // Server::flush_later's callback: writes the replies that became ready in this iteration.
+    // Server::flush_later's callback: writes the replies that became ready in this iteration
+    // (with batching, queues them for Server's batched send).
     void flush_requested();
+    // Batched I/O (Server::receive_later, Server::send_later): adds this connection's receive
+    // into `buf`, or the send of its waiting replies, to the batch; false when there is
+    // nothing to do any more (closed, not reading, nothing to send). The results come back
+    // through received() and sent(): bytes, 0 for end of stream, or -errno.
+    bool add_receive(IoBatch& batch, char* buf, size_t len);
+    void received(const char* data, ssize_t result);
+    bool add_send(IoBatch& batch);
+    void sent(ssize_t result);
 
   private:
     // A request waiting for its turn to be answered; replies leave in arrival order.
@@ -57,6 +67,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void read_some();
     // The socket is writable again: sends what flush() could not.
     void write_backlog();
+    // After a send: drops what has been sent from the backlog, then watches the socket for
+    // what is left and closes a finished connection.
+    void backlog_progress();
     // Logs a failed recv/send (errno `err`) and closes.
     void io_error(int err);
     size_t backlog_bytes() const { return backlog_.size() - backlog_sent_; }
@@ -68,8 +81,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void complete(uint64_t seq, const Decision& decision);
     void log_decision(const std::string& queue_id, const std::string& sender,
                       const std::string& client, const Decision& d, Clock::time_point start);
-    // Writes the ready replies at the head of the queue now.
-    void flush();
+    // Writes the ready replies at the head of the queue now; `batched`: queues them for the
+    // Server's batched send instead, when it batches.
+    void flush(bool batched = false);
     // The same at the end of this loop iteration, together with every other connection's.
     void request_flush();
     // Watches the socket for what is wanted now: readable while requests are accepted,
@@ -101,6 +115,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool read_done_ = false;  // EOF, violation or draining: no more requests will be read
     bool closing_ = false;
     bool flush_requested_ = false;  // queued with Server::flush_later
+    bool receive_queued_ = false;   // queued with Server::receive_later
+    bool send_queued_ = false;      // queued with Server::send_later: the backlog goes then
     RequestReader reader_;
     PolicyRequest scratch_;
     Decision decided_;       // submit()'s decision when made at once, reused

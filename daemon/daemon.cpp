@@ -74,7 +74,8 @@ int Daemon::run() {
         .field("redis", engine_->redis_configured() ? engine_->redis_endpoint() : std::string("-"))
         .field("dry_run", config_.policy.dry_run ? "yes" : "no")
         .field("tls", config_.callout.tls)
-        .field("log", Log::output_mode());
+        .field("log", Log::output_mode())
+        .field("io", server_->io_mode());
     // Start-up is written at once whatever log.flush_interval says.
     Log::flush();
     uv_run(&loop_, UV_RUN_DEFAULT);

@@ -6,10 +6,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "daemon/connection.hpp"
+#include "daemon/io_batch.hpp"
 #include "daemon/listen_socket.hpp"
 #include "daemon/log.hpp"
 
@@ -20,6 +22,12 @@ namespace {
 constexpr int kBacklog = 511;
 // Connections whose replies wait for the end of the loop iteration, at most (Server::flush_later).
 constexpr size_t kMaxDeferredFlushes = 64;
+// Batched receives (server.io_uring): how many connections one system call reads, and how much
+// each may bring (a request is ~500 bytes; a connection with more is read again next time).
+constexpr size_t kReceiveSlots = 64;
+constexpr size_t kReceiveSlotBytes = 16 * 1024;
+// Operations per io_uring_enter(2); more are made in several.
+constexpr unsigned kBatchEntries = 256;
 
 void log_bind_error(const ListenAddress& a, const std::string& why) {
     LogLine(LogLevel::error, "listen-failed").field("listen", a.text).field("reason", why);
@@ -37,12 +45,31 @@ Server::Server(uv_loop_t* loop, Decider& decider, const ServerSettings& settings
 
 Server::~Server() = default;
 
+bool Server::open_batch() {
+    if (settings_.io_uring == "off") return true;
+    std::string why;
+    batch_ = IoBatch::open(kBatchEntries, why);
+    if (batch_) {
+        receive_buffers_ = std::make_unique<char[]>(kReceiveSlots * kReceiveSlotBytes);
+        return true;
+    }
+    if (settings_.io_uring == "on") {
+        LogLine(LogLevel::error, "io-uring-failed")
+            .field("reason", why)
+            .field("hint", "set server.io_uring = \"auto\" or \"off\"");
+        return false;
+    }
+    LogLine(LogLevel::info, "io-uring-unavailable").field("reason", why).field("io", "syscalls");
+    return true;
+}
+
 ReaderLimits Server::reader_limits() const {
     return ReaderLimits{static_cast<size_t>(settings_.max_line_bytes),
                         static_cast<size_t>(settings_.max_request_bytes)};
 }
 
 bool Server::listen() {
+    if (!open_batch()) return false;
     for (const auto& addr : settings_.listen) {
         auto l = std::make_unique<Listener>();
         l->server = this;
@@ -152,8 +179,8 @@ void Server::on_connection(uv_stream_t* stream, int status) {
 void Server::forget(Connection* c) {
     // Not flushed after this: the connection is about to be destroyed. (Its handles close in
     // the loop's closing phase, never while flush_pending() walks flushing_.)
-    std::erase(to_flush_, c);
-    std::erase(flushing_, c);
+    for (auto* list : {&to_flush_, &flushing_, &to_receive_, &receiving_, &to_send_, &sending_})
+        std::erase(*list, c);
     connections_.erase(c);
     check_drained();
 }
@@ -195,9 +222,21 @@ void Server::flush_later(Connection* c) {
     // first one's reply until the last one is decided).
     // (Not from inside a flush: flushing_ is the list being walked.)
     if (to_flush_.size() >= kMaxDeferredFlushes && flushing_.empty()) flush_pending();
+    if (!to_flush_.empty()) start_flush_check();
+}
+
+void Server::start_flush_check() {
     auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
-    if (!to_flush_.empty() && !uv_is_active(h) && !uv_is_closing(h))
-        uv_check_start(&flush_check_, on_flush_check);
+    if (!uv_is_active(h) && !uv_is_closing(h)) uv_check_start(&flush_check_, on_flush_check);
+}
+
+void Server::receive_later(Connection* c) {
+    to_receive_.push_back(c);
+    start_flush_check();
+}
+
+void Server::send_later(Connection* c) {
+    to_send_.push_back(c);
 }
 
 void Server::flush_pending() {
@@ -205,16 +244,75 @@ void Server::flush_pending() {
     flushing_.swap(to_flush_);
     for (Connection* c : flushing_) c->flush_requested();
     flushing_.clear();
+    // With batching, those flushes only queued their sends.
+    send_pending();
+}
+
+void Server::receive_pending() {
+    // Receiving may make a connection's requests complete, never another connection readable:
+    // to_receive_ only grows in the poll phase. Up to kReceiveSlots connections per system call.
+    while (!to_receive_.empty()) {
+        receiving_.clear();
+        size_t take = std::min(to_receive_.size(), kReceiveSlots);
+        receiving_.assign(to_receive_.end() - static_cast<std::ptrdiff_t>(take), to_receive_.end());
+        to_receive_.resize(to_receive_.size() - take);
+        size_t used = 0;
+        for (size_t i = 0; i < receiving_.size(); ++i) {
+            char* buf = receive_buffers_.get() + used * kReceiveSlotBytes;
+            if (receiving_[i]->add_receive(*batch_, buf, kReceiveSlotBytes))
+                ++used;
+            else
+                receiving_[i] = nullptr;  // closed or no longer reading since it was queued
+        }
+        // A copy: handling what arrived may flush 64 connections at once (flush_later), and
+        // that runs the batch again.
+        const std::vector<ssize_t>& results = batch_->run();
+        received_.assign(results.begin(), results.end());
+        size_t k = 0;
+        for (size_t i = 0; i < receiving_.size(); ++i) {
+            // forget() cannot run here (handles close in a later phase), but a connection
+            // handled earlier in this list may have been closed; received() checks.
+            if (receiving_[i] == nullptr) continue;
+            receiving_[i]->received(receive_buffers_.get() + k * kReceiveSlotBytes, received_[k]);
+            ++k;
+        }
+    }
+    receiving_.clear();
+}
+
+void Server::send_pending() {
+    while (!to_send_.empty()) {
+        sending_.clear();
+        sending_.swap(to_send_);
+        size_t used = 0;
+        for (auto& c : sending_) {
+            if (c->add_send(*batch_))
+                ++used;
+            else
+                c = nullptr;
+        }
+        if (used == 0) continue;
+        const std::vector<ssize_t>& results = batch_->run();
+        size_t k = 0;
+        for (Connection* c : sending_) {
+            if (c == nullptr) continue;
+            c->sent(results[k++]);
+        }
+    }
+    sending_.clear();
 }
 
 void Server::on_flush_check(uv_check_t* h) {
     auto* self = static_cast<Server*>(h->data);
+    if (self->batch_) self->receive_pending();
     self->flush_pending();
-    if (self->to_flush_.empty()) uv_check_stop(&self->flush_check_);
+    if (self->to_flush_.empty() && self->to_receive_.empty()) uv_check_stop(&self->flush_check_);
 }
 
 void Server::close_flush_check() {
     to_flush_.clear();
+    to_receive_.clear();
+    to_send_.clear();
     auto* h = reinterpret_cast<uv_handle_t*>(&flush_check_);
     if (!uv_is_closing(h)) uv_close(h, nullptr);
 }

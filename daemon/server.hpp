@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -16,6 +17,7 @@
 namespace calloutd {
 
 class Connection;
+class IoBatch;
 class Metrics;
 
 class Server {
@@ -59,6 +61,14 @@ class Server {
     // A raw pointer, not a reference count (two atomic operations per request): forget()
     // takes a connection out of the lists before it is destroyed.
     void flush_later(Connection* c);
+    // With server.io_uring in use: the connection's socket is readable, and it is received
+    // from in this iteration's check phase together with every other ready connection's (one
+    // system call for all of them); its sends go out the same way after flush_pending().
+    bool batching() const { return batch_ != nullptr; }
+    void receive_later(Connection* c);
+    void send_later(Connection* c);
+    // "io_uring" or "syscalls", for the `started` line.
+    std::string_view io_mode() const { return batch_ ? "io_uring" : "syscalls"; }
 
   private:
     struct Listener {
@@ -97,7 +107,20 @@ class Server {
     std::vector<Connection*> flushing_;
     uv_check_t flush_check_;
     static void on_flush_check(uv_check_t* h);
+    void start_flush_check();
     void flush_pending();
+    // The batched receives, and the batched sends (server.io_uring).
+    void receive_pending();
+    void send_pending();
+    // Sets up batch_ as server.io_uring says; false: "on" and not available.
+    bool open_batch();
+    std::unique_ptr<IoBatch> batch_;
+    std::vector<Connection*> to_receive_;
+    std::vector<Connection*> receiving_;
+    std::vector<ssize_t> received_;  // the receives' results, while they are handled
+    std::vector<Connection*> to_send_;
+    std::vector<Connection*> sending_;
+    std::unique_ptr<char[]> receive_buffers_;  // kReceiveSlots of kReceiveSlotBytes
     void close_flush_check();
 };
 

@@ -179,8 +179,8 @@ TEST(ConfigSchema, RestartKeys) {
     }
     for (const char* key :
          {"server.listen", "server.socket_mode", "server.user", "server.group",
-          "server.control_socket", "dns.servers", "dns.canary", "callout.port", "callout.tls",
-          "cache.memory_entries", "redis.url", "redis.nodes", "metrics.listen"}) {
+          "server.control_socket", "server.io_uring", "dns.servers", "dns.canary", "callout.port",
+          "callout.tls", "cache.memory_entries", "redis.url", "redis.nodes", "metrics.listen"}) {
         EXPECT_TRUE(restart.contains(key)) << key;
     }
     for (const char* key : {"server.reply_timeout", "server.max_connections", "log.level",
