@@ -118,7 +118,9 @@ void Connection::on_poll(uv_poll_t* p, int status, int events) {
 }
 
 bool Connection::add_receive(IoBatch& batch, char* buf, size_t len) {
-    if (closing_ || !reading_) {
+    // Not `reading_`: what was readable when queued has arrived before a drain (SIGTERM) that
+    // came in the same loop iteration, and is answered (maybe_finish() waits for it).
+    if (closing_) {
         receive_queued_ = false;
         return false;
     }
@@ -135,7 +137,9 @@ void Connection::received(const char* data, ssize_t result) {
         handle_eof();
     } else if (result != -EAGAIN && result != -EWOULDBLOCK) {
         io_error(static_cast<int>(-result));
+        return;
     }
+    maybe_finish();
 }
 
 bool Connection::add_send(IoBatch& batch) {
@@ -460,7 +464,8 @@ void Connection::update_io() {
 }
 
 void Connection::maybe_finish() {
-    if (!closing_ && read_done_ && slots_.empty() && backlog_bytes() == 0) close("done");
+    if (!closing_ && read_done_ && !receive_queued_ && slots_.empty() && backlog_bytes() == 0)
+        close("done");
 }
 
 void Connection::drain() {

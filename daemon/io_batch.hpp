@@ -28,6 +28,9 @@ class IoBatch {
     // the kernel has no io_uring, refuses it (kernel.io_uring_disabled, a seccomp filter), or
     // does not complete nonblocking socket operations at once (checked on a socket pair).
     static std::unique_ptr<IoBatch> open(unsigned entries, std::string& why);
+    // A batch without a ring: one recv(2)/send(2) per operation, what open()'s batch falls
+    // back to when its ring fails (for tests of that path).
+    static std::unique_ptr<IoBatch> direct();
     ~IoBatch();
     IoBatch(const IoBatch&) = delete;
     IoBatch& operator=(const IoBatch&) = delete;
@@ -43,7 +46,7 @@ class IoBatch {
     // Never fails as a whole: what the ring cannot take is done with recv(2)/send(2).
     const std::vector<ssize_t>& run();
 
-    // Since open(): system calls made by run(), and operations done through them.
+    // Since open(): io_uring_enter(2) calls made by run(), and operations done through them.
     uint64_t system_calls() const { return system_calls_; }
     uint64_t operations() const { return operations_; }
     // Operations that did not complete at once (cancelled, and waited for); should stay 0.
@@ -57,6 +60,7 @@ class IoBatch {
         size_t len;
     };
     explicit IoBatch(std::unique_ptr<io_uring> ring);
+    IoBatch() = default;
     // Ops [first, first + n), n at most the ring's size, through the ring; returns how many
     // of them it did (fewer: the ring refused the rest).
     size_t run_chunk(size_t first, size_t n);

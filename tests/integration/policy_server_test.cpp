@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "daemon/io_batch.hpp"
 #include "support/daemon_process.hpp"
 #include "support/paths.hpp"
 #include "support/policy_client.hpp"
@@ -33,10 +34,20 @@ std::string config(const std::string& extra_server = "", const std::string& rest
            extra_server + "\n[log]\nlevel = \"debug\"\n" + kQuietEngine + rest;
 }
 
-class PolicyServer : public ::testing::Test {
+// Every test runs twice: with server.io_uring = "auto" (batched io_uring where the kernel
+// allows it, as on the machines this is developed on) and "off" (one recv/send each).
+class PolicyServer : public ::testing::TestWithParam<const char*> {
   protected:
+    static std::string with_io(std::string cfg) {
+        size_t at = cfg.find("[server]\n");
+        if (at != std::string::npos)
+            cfg.insert(at + 9, std::string("io_uring = \"") + GetParam() + "\"\n");
+        return cfg;
+    }
+    // A new configuration file for a reload, with the same server.io_uring.
+    void rewrite(const std::string& cfg) { daemon_->write_config(with_io(cfg)); }
     void start(const std::string& cfg) {
-        daemon_ = std::make_unique<DaemonProcess>("server", cfg);
+        daemon_ = std::make_unique<DaemonProcess>("server", with_io(cfg));
         ASSERT_TRUE(daemon_->started()) << daemon_->log();
         port_ = daemon_->tcp_port();
         ASSERT_NE(port_, 0) << daemon_->log();
@@ -50,7 +61,7 @@ class PolicyServer : public ::testing::Test {
     uint16_t port_ = 0;
 };
 
-TEST_F(PolicyServer, AnswersOverTcpAndUnixAndKeepsConnectionOpen) {
+TEST_P(PolicyServer, AnswersOverTcpAndUnixAndKeepsConnectionOpen) {
     start(config());
     for (bool use_unix : {false, true}) {
         PolicyClient c = use_unix ? unix_client() : tcp();
@@ -66,7 +77,7 @@ TEST_F(PolicyServer, AnswersOverTcpAndUnixAndKeepsConnectionOpen) {
         << daemon_->log();
 }
 
-TEST_F(PolicyServer, UnixSocketModeAndStaleSocketReplaced) {
+TEST_P(PolicyServer, UnixSocketModeAndStaleSocketReplaced) {
     std::string dir = "/tmp/calloutd-stale-" + std::to_string(getpid());
     ::mkdir(dir.c_str(), 0700);
     std::string path = dir + "/policy.sock";
@@ -91,7 +102,7 @@ TEST_F(PolicyServer, UnixSocketModeAndStaleSocketReplaced) {
     ::rmdir(dir.c_str());
 }
 
-TEST_F(PolicyServer, RefusesToStartOnALiveSocketOrBadConfig) {
+TEST_P(PolicyServer, RefusesToStartOnALiveSocketOrBadConfig) {
     start(config());
     DaemonProcess second("second",
                          "[server]\nlisten = [\"unix:" + daemon_->dir() + "/policy.sock\"]\n");
@@ -108,7 +119,7 @@ TEST_F(PolicyServer, RefusesToStartOnALiveSocketOrBadConfig) {
 
 // libuv reports a socket path in a missing directory as "permission denied"; the admin is told
 // which directory is missing instead (policy listener and control socket alike).
-TEST_F(PolicyServer, SocketInAMissingDirectoryNamesTheDirectory) {
+TEST_P(PolicyServer, SocketInAMissingDirectoryNamesTheDirectory) {
     DaemonProcess policy("nodir",
                          "[server]\nlisten = [\"unix:/nonexistent-calloutd-test/policy.sock\"]\n");
     EXPECT_FALSE(policy.started());
@@ -125,7 +136,7 @@ TEST_F(PolicyServer, SocketInAMissingDirectoryNamesTheDirectory) {
         << daemon_->log();
 }
 
-TEST_F(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
+TEST_P(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
     // Requests alternate between three answers so order is visible.
     start(config("",
                  "[actions]\n"
@@ -163,7 +174,7 @@ TEST_F(PolicyServer, HundredPipelinedRequestsAnsweredInOrder) {
 // once the client reads, every answer arrives, none twice. Over a unix socket, whose small
 // buffers the answers overflow at once; over TCP the kernel's autotuned buffers (megabytes) take
 // them all, and only the answers are checked.
-TEST_F(PolicyServer, AClientThatDoesNotReadIsPausedThenGetsEveryAnswer) {
+TEST_P(PolicyServer, AClientThatDoesNotReadIsPausedThenGetsEveryAnswer) {
     start(config());
     constexpr int kRequests = 40000;
     std::string batch;
@@ -198,7 +209,7 @@ TEST_F(PolicyServer, AClientThatDoesNotReadIsPausedThenGetsEveryAnswer) {
     }
 }
 
-TEST_F(PolicyServer, FiveHundredConcurrentConnectionsAllAnswered) {
+TEST_P(PolicyServer, FiveHundredConcurrentConnectionsAllAnswered) {
     start(config());
     std::vector<PolicyClient> clients;
     for (int i = 0; i < 500; ++i) {
@@ -211,7 +222,7 @@ TEST_F(PolicyServer, FiveHundredConcurrentConnectionsAllAnswered) {
     EXPECT_EQ(answered, 500);
 }
 
-TEST_F(PolicyServer, HalfClosedClientGetsItsReply) {
+TEST_P(PolicyServer, HalfClosedClientGetsItsReply) {
     start(config());
     PolicyClient c = tcp();
     ASSERT_TRUE(c.send(policy_request("alice@example.org")));
@@ -227,7 +238,7 @@ TEST_F(PolicyServer, HalfClosedClientGetsItsReply) {
     EXPECT_TRUE(u.wait_closed());
 }
 
-TEST_F(PolicyServer, ViolationsCloseOnlyTheirConnection) {
+TEST_P(PolicyServer, ViolationsCloseOnlyTheirConnection) {
     start(config("max_request_bytes = 1024\nmax_line_bytes = 512\n"));
     PolicyClient good = tcp();
     ASSERT_TRUE(good.send(policy_request("a@example.org")));
@@ -264,7 +275,7 @@ TEST_F(PolicyServer, ViolationsCloseOnlyTheirConnection) {
     EXPECT_NE(log.find("protocol-violation peer=127.0.0.1:"), std::string::npos) << log;
 }
 
-TEST_F(PolicyServer, GoodRequestsBeforeAViolationAreStillAnswered) {
+TEST_P(PolicyServer, GoodRequestsBeforeAViolationAreStillAnswered) {
     start(config());
     PolicyClient c = tcp();
     ASSERT_TRUE(
@@ -274,7 +285,7 @@ TEST_F(PolicyServer, GoodRequestsBeforeAViolationAreStillAnswered) {
     EXPECT_TRUE(c.wait_closed());
 }
 
-TEST_F(PolicyServer, MaxConnectionsAndIdleTimeout) {
+TEST_P(PolicyServer, MaxConnectionsAndIdleTimeout) {
     start(config("max_connections = 3\nidle_timeout = \"1s\"\n"));
     std::vector<PolicyClient> held;
     for (int i = 0; i < 3; ++i) {
@@ -292,20 +303,20 @@ TEST_F(PolicyServer, MaxConnectionsAndIdleTimeout) {
     EXPECT_EQ(again.read_action(), "DUNNO");
 }
 
-TEST_F(PolicyServer, SighupReloadsAndKeepsOldConfigWhenBroken) {
+TEST_P(PolicyServer, SighupReloadsAndKeepsOldConfigWhenBroken) {
     start(config("", "[actions]\nskipped = \"WARN first\"\n"));
     PolicyClient c = tcp();
     ASSERT_TRUE(c.send(policy_request("a@example.org")));
     EXPECT_EQ(c.read_action(), "WARN first");
 
-    daemon_->write_config(config("", "[actions]\nskipped = \"WARN second\"\nbogus = 1\n"));
+    rewrite(config("", "[actions]\nskipped = \"WARN second\"\nbogus = 1\n"));
     daemon_->signal(SIGHUP);
     ASSERT_TRUE(daemon_->wait_for_log("reload-failed", 5s)) << daemon_->log();
     EXPECT_NE(daemon_->log().find("unknown key 'actions.bogus'"), std::string::npos);
     ASSERT_TRUE(c.send(policy_request("a@example.org")));
     EXPECT_EQ(c.read_action(), "WARN first");
 
-    daemon_->write_config(config("", "[actions]\nskipped = \"WARN third\"\n"));
+    rewrite(config("", "[actions]\nskipped = \"WARN third\"\n"));
     daemon_->signal(SIGHUP);
     ASSERT_TRUE(daemon_->wait_for_log("reloaded", 5s)) << daemon_->log();
     ASSERT_TRUE(c.send(policy_request("a@example.org")));
@@ -313,11 +324,11 @@ TEST_F(PolicyServer, SighupReloadsAndKeepsOldConfigWhenBroken) {
 }
 
 // A reload applies what it can and names, in one warning, the changed keys that need a restart.
-TEST_F(PolicyServer, SighupNamesTheChangedKeysThatNeedARestart) {
+TEST_P(PolicyServer, SighupNamesTheChangedKeysThatNeedARestart) {
     start(config());
-    daemon_->write_config(config("max_connections = 5\n",
-                                 "[actions]\nskipped = \"WARN reloaded\"\n[callout]\nport = "
-                                 "2525\n[metrics]\nlisten = \"inet:127.0.0.1:0\"\n"));
+    rewrite(config("max_connections = 5\n",
+                   "[actions]\nskipped = \"WARN reloaded\"\n[callout]\nport = "
+                   "2525\n[metrics]\nlisten = \"inet:127.0.0.1:0\"\n"));
     daemon_->signal(SIGHUP);
     ASSERT_TRUE(daemon_->wait_for_log(" reloaded ", 5s)) << daemon_->log();
     EXPECT_NE(daemon_->log().find("warning reload reason=\"these changes take effect after a "
@@ -338,7 +349,7 @@ TEST_F(PolicyServer, SighupNamesTheChangedKeysThatNeedARestart) {
         << daemon_->log();
 }
 
-TEST_F(PolicyServer, SigtermDrainsAndExits) {
+TEST_P(PolicyServer, SigtermDrainsAndExits) {
     start(config("shutdown_timeout = \"3s\"\n"));
     PolicyClient idle = tcp();
     PolicyClient busy = tcp();
@@ -352,6 +363,51 @@ TEST_F(PolicyServer, SigtermDrainsAndExits) {
     EXPECT_EQ(daemon_->wait_exit(5s), 0) << daemon_->log();
     EXPECT_FALSE(tcp().connected());
     EXPECT_NE(daemon_->log().find("shutdown signal=TERM"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Io, PolicyServer, ::testing::Values("auto", "off"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// The `started` line says how the sockets are read and written; "on" refuses to start where
+// io_uring cannot be used, "auto" then falls back and says why.
+TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
+    std::string why;
+    const bool available = IoBatch::open(8, why) != nullptr;
+    auto cfg = [](const char* mode) {
+        return std::string("[server]\nlisten = [\"inet:127.0.0.1:0\"]\nio_uring = \"") + mode +
+               "\"\n" + kQuietEngine;
+    };
+    auto answers = [](DaemonProcess& d) {
+        PolicyClient c = PolicyClient::inet("127.0.0.1", d.tcp_port());
+        return c.send(policy_request("a@example.org")) && c.read_action() == "DUNNO";
+    };
+    {
+        DaemonProcess off("io-off", cfg("off"));
+        ASSERT_TRUE(off.started()) << off.log();
+        EXPECT_NE(off.log().find(" io=syscalls"), std::string::npos) << off.log();
+        EXPECT_TRUE(answers(off));
+    }
+    {
+        DaemonProcess automatic("io-auto", cfg("auto"));
+        ASSERT_TRUE(automatic.started()) << automatic.log();
+        EXPECT_NE(automatic.log().find(available ? " io=io_uring" : " io=syscalls"),
+                  std::string::npos)
+            << automatic.log();
+        if (!available) {
+            EXPECT_NE(automatic.log().find("io-uring-unavailable reason="), std::string::npos);
+        }
+        EXPECT_TRUE(answers(automatic));
+    }
+    DaemonProcess on("io-on", cfg("on"));
+    if (available) {
+        ASSERT_TRUE(on.started()) << on.log();
+        EXPECT_NE(on.log().find(" io=io_uring"), std::string::npos) << on.log();
+        EXPECT_TRUE(answers(on));
+    } else {
+        EXPECT_FALSE(on.started());
+        EXPECT_EQ(on.wait_exit(5s), 1);
+        EXPECT_NE(on.log().find("io-uring-failed reason="), std::string::npos) << on.log();
+    }
 }
 
 TEST(Cli, CheckConfigAndVersion) {
