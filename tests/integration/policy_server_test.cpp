@@ -410,6 +410,36 @@ TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
     }
 }
 
+// Under a seccomp filter that refuses io_uring with EPERM (a hardened unit or container):
+// "auto" says why and serves with one system call per operation; "on" refuses to start.
+TEST(IoMode, RefusedIoUringFallsBackOrStopsAsConfigured) {
+    auto cfg = [](const char* mode) {
+        return std::string("[server]\nlisten = [\"inet:127.0.0.1:0\"]\nio_uring = \"") + mode +
+               "\"\n" + kQuietEngine;
+    };
+    DaemonProcess automatic("io-refused-auto", cfg("auto"), CALLOUTD_WITHOUT_IO_URING);
+    ASSERT_TRUE(automatic.started()) << automatic.log();
+    EXPECT_NE(automatic.log().find("info io-uring-unavailable reason=\"io_uring_queue_init: "
+                                   "Operation not permitted\" io=syscalls"),
+              std::string::npos)
+        << automatic.log();
+    EXPECT_NE(automatic.log().find(" io=syscalls"), std::string::npos) << automatic.log();
+    for (int i = 0; i < 3; ++i) {
+        PolicyClient c = PolicyClient::inet("127.0.0.1", automatic.tcp_port());
+        ASSERT_TRUE(c.send(policy_request("a@example.org") + policy_request("b@example.org")));
+        EXPECT_EQ(c.read_action(), "DUNNO");
+        EXPECT_EQ(c.read_action(), "DUNNO");
+    }
+
+    DaemonProcess on("io-refused-on", cfg("on"), CALLOUTD_WITHOUT_IO_URING);
+    EXPECT_FALSE(on.started());
+    EXPECT_EQ(on.wait_exit(5s), 1);
+    EXPECT_NE(on.log().find("error io-uring-failed reason=\"io_uring_queue_init: Operation not "
+                            "permitted\""),
+              std::string::npos)
+        << on.log();
+}
+
 TEST(Cli, CheckConfigAndVersion) {
     std::string bin = daemon_binary();
     std::string sample = source_dir() + "/etc/calloutd.toml";
