@@ -143,6 +143,8 @@ write_config() {  # write_config FILE LEVEL
         echo '[server]'
         echo 'listen = ["inet:127.0.0.1:0"]'
         echo 'control_socket = ""'
+        # BENCH_IO_URING (auto): server.io_uring, "off" for the one-call-per-operation path.
+        echo "io_uring = \"${BENCH_IO_URING:-auto}\""
         echo '[log]'
         echo "level = \"$2\""
         if [[ $BACKENDS == yes ]]; then
