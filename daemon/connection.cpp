@@ -469,6 +469,13 @@ void Connection::maybe_finish() {
 }
 
 void Connection::drain() {
+    if (closing_) return;
+    // What the client sent before the drain began is answered, even if its readability has
+    // not been seen yet (it may sit in the same epoll batch as the signal, or behind it).
+    if (reading_ && !receive_queued_) {
+        read_some();
+        if (closing_) return;
+    }
     read_done_ = true;
     update_io();
     maybe_finish();

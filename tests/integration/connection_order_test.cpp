@@ -178,5 +178,53 @@ TEST(ConnectionOrder, ReadingResumesWhenAsynchronousAnswersDrainThePendingLimit)
     EXPECT_EQ(answered, kCount);
 }
 
+class DrainOrder : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(DrainOrder, ARequestSentBeforeTheDrainBeganIsAnswered) {
+    // Requests that have arrived when SIGTERM starts the drain, but whose readability the loop
+    // has not seen yet, are read and answered before their connections close.
+    constexpr int kConnections = 20;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Config cfg = std::get<Config>(
+        load_config_text(std::string("[server]\nlisten = [\"inet:127.0.0.1:0\"]\nio_uring = \"") +
+                             GetParam() + "\"\n[actions]\nskipped = \"WARN skipped\"\n",
+                         "t.toml"));
+    Decider decider(cfg.policy, nullptr);
+    Server server(&loop, decider, cfg.server);
+    ASSERT_TRUE(server.listen());
+    uint16_t port = static_cast<uint16_t>(
+        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
+
+    std::vector<test::PolicyClient> clients;
+    for (int i = 0; i < kConnections; ++i)
+        clients.push_back(test::PolicyClient::inet("127.0.0.1", port));
+    while (server.connection_count() < static_cast<size_t>(kConnections))
+        uv_run(&loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < kConnections; ++i) {
+        ASSERT_TRUE(clients[static_cast<size_t>(i)].send(
+            test::policy_request("u" + std::to_string(i) + "@example.org")));
+    }
+    std::vector<std::string> got(kConnections);
+    std::thread reader([&] {
+        for (int i = 0; i < kConnections; ++i) {
+            got[static_cast<size_t>(i)] = clients[static_cast<size_t>(i)]
+                                              .read_action(std::chrono::seconds(5))
+                                              .value_or("<none>");
+        }
+    });
+    bool drained = false;
+    server.drain([&] { drained = true; });  // before the loop polls again
+    uv_run(&loop, UV_RUN_DEFAULT);
+    reader.join();
+    EXPECT_TRUE(drained);
+    EXPECT_EQ(uv_loop_close(&loop), 0);
+    for (int i = 0; i < kConnections; ++i)
+        EXPECT_EQ(got[static_cast<size_t>(i)], "WARN skipped") << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(IoUring, DrainOrder, ::testing::Values("auto", "off"),
+                         [](const auto& info) { return std::string(info.param); });
+
 }  // namespace
 }  // namespace calloutd
