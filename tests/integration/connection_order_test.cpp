@@ -17,6 +17,26 @@ namespace {
 
 constexpr int kCount = 100;
 
+uint16_t bound_port(const Server& server) {
+    const std::string& bound = server.bound()[0];
+    return static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+}
+
+// `n` connections, each accepted, then each sent one request while the loop is not running.
+// Empty if a request could not be sent.
+std::vector<test::PolicyClient> connect_and_ask(uv_loop_t* loop, Server& server, int n) {
+    std::vector<test::PolicyClient> clients;
+    const uint16_t port = bound_port(server);
+    for (int i = 0; i < n; ++i) clients.push_back(test::PolicyClient::inet("127.0.0.1", port));
+    while (server.connection_count() < static_cast<size_t>(n)) uv_run(loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < n; ++i) {
+        if (!clients[static_cast<size_t>(i)].send(
+                test::policy_request("u" + std::to_string(i) + "@example.org")))
+            return {};
+    }
+    return clients;
+}
+
 // Answers request N after (kCount - N) milliseconds, so the last request finishes first.
 test::TimerVerifier::Later reversed(const PolicyRequest& req) {
     int n = std::stoi(req.sender.substr(1, req.sender.find('@') - 1));
@@ -36,8 +56,7 @@ TEST(ConnectionOrder, OutOfOrderVerdictsAreRepliedInRequestOrder) {
     Decider decider(cfg.policy, &verifier);
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());
-    uint16_t port = static_cast<uint16_t>(
-        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
+    const uint16_t port = bound_port(server);
 
     std::vector<std::string> got;
     std::atomic<bool> client_done{false};
@@ -93,19 +112,10 @@ TEST(ConnectionOrder, EveryConnectionReadyAtOnceIsAnswered) {
     Decider decider(cfg.policy, nullptr);  // no verifier: every answer is immediate
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());
-    uint16_t port = static_cast<uint16_t>(
-        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
 
-    std::vector<test::PolicyClient> clients;
-    for (int i = 0; i < kConnections; ++i)
-        clients.push_back(test::PolicyClient::inet("127.0.0.1", port));
-    while (server.connection_count() < static_cast<size_t>(kConnections))
-        uv_run(&loop, UV_RUN_NOWAIT);
     // The loop is not running: every request is waiting when it next polls.
-    for (int i = 0; i < kConnections; ++i) {
-        ASSERT_TRUE(clients[static_cast<size_t>(i)].send(
-            test::policy_request("u" + std::to_string(i) + "@example.org")));
-    }
+    auto clients = connect_and_ask(&loop, server, kConnections);
+    ASSERT_EQ(clients.size(), static_cast<size_t>(kConnections));
     std::atomic<int> answered{0};
     std::vector<std::string> got(kConnections);
     std::thread reader([&] {
@@ -145,8 +155,7 @@ TEST(ConnectionOrder, ReadingResumesWhenAsynchronousAnswersDrainThePendingLimit)
     Decider decider(cfg.policy, &verifier);
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());
-    uint16_t port = static_cast<uint16_t>(
-        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
+    const uint16_t port = bound_port(server);
 
     int answered = 0;
     std::atomic<bool> client_done{false};
@@ -193,18 +202,9 @@ TEST_P(DrainOrder, ARequestSentBeforeTheDrainBeganIsAnswered) {
     Decider decider(cfg.policy, nullptr);
     Server server(&loop, decider, cfg.server);
     ASSERT_TRUE(server.listen());
-    uint16_t port = static_cast<uint16_t>(
-        std::stoi(server.bound()[0].substr(server.bound()[0].rfind(':') + 1)));
 
-    std::vector<test::PolicyClient> clients;
-    for (int i = 0; i < kConnections; ++i)
-        clients.push_back(test::PolicyClient::inet("127.0.0.1", port));
-    while (server.connection_count() < static_cast<size_t>(kConnections))
-        uv_run(&loop, UV_RUN_NOWAIT);
-    for (int i = 0; i < kConnections; ++i) {
-        ASSERT_TRUE(clients[static_cast<size_t>(i)].send(
-            test::policy_request("u" + std::to_string(i) + "@example.org")));
-    }
+    auto clients = connect_and_ask(&loop, server, kConnections);
+    ASSERT_EQ(clients.size(), static_cast<size_t>(kConnections));
     std::vector<std::string> got(kConnections);
     std::thread reader([&] {
         for (int i = 0; i < kConnections; ++i) {
