@@ -56,8 +56,7 @@ std::unique_ptr<IoBatch> IoBatch::open(unsigned entries, std::string& why) {
     // What run() relies on, tried on a socket pair: a receive with nothing to read completes
     // at once with -EAGAIN (it does not wait for data), and a send and a receive complete in
     // the system call that submits them. One operation at a time, and without run()'s
-    // cancellation (which needs a 5.19 kernel): an operation that waits is ended by shutting
-    // the pair down.
+    // cancellation: an operation that waits is ended by shutting the pair down.
     SocketPair sp;
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp.fd) != 0) {
         why = std::string("socketpair: ") + std::strerror(errno);
@@ -101,12 +100,16 @@ std::unique_ptr<IoBatch> IoBatch::direct() {
 }
 
 void IoBatch::add_recv(int fd, char* buf, size_t len) {
-    ops_.push_back({fd, false, buf, len});
+    ops_.push_back({fd, false, false, buf, len});
 }
 
 void IoBatch::add_send(int fd, const char* data, size_t len) {
     // io_uring_prep_send takes a const buffer; the cast only shares Op's one pointer field.
-    ops_.push_back({fd, true, const_cast<char*>(data), len});
+    ops_.push_back({fd, true, false, const_cast<char*>(data), len});
+}
+
+void IoBatch::add_waiting_recv_for_test(int fd, char* buf, size_t len) {
+    ops_.push_back({fd, false, true, buf, len});
 }
 
 ssize_t IoBatch::run_directly(const Op& op) {
@@ -145,7 +148,7 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
         if (op.send)
             io_uring_prep_send(sqe, op.fd, op.buf, op.len, flags_of(true));
         else
-            io_uring_prep_recv(sqe, op.fd, op.buf, op.len, flags_of(false));
+            io_uring_prep_recv(sqe, op.fd, op.buf, op.len, op.wait ? 0 : flags_of(false));
         io_uring_sqe_set_data64(sqe, i);
     }
     // The kernel takes submissions in order; a transient refusal (-EAGAIN, -ENOMEM) takes
@@ -157,6 +160,7 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
         if (rc > 0) submitted += static_cast<size_t>(rc);
     }
     operations_ += submitted;
+    finished_.assign(n, 0);
     size_t pending = submitted;
     bool cancelled = false;
     while (pending > 0) {
@@ -167,6 +171,7 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
             ++seen;
             uint64_t tag = io_uring_cqe_get_data64(cqe);
             if (tag == kCancelTag) continue;
+            finished_[tag - first] = 1;
             // A cancelled operation did nothing: for a receive, nothing was read; for a send,
             // nothing was sent (the caller keeps the bytes and waits for writability).
             results_[tag] = cqe->res == -ECANCELED || cqe->res == -EINTR ? -EAGAIN : cqe->res;
@@ -180,10 +185,22 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
         // caller closes the ring instead, which cancels what waits.
         if (submitted < n) break;
         if (!cancelled) {
+            // One cancellation per waiting operation, by its tag (a 5.5 kernel has that; the
+            // cancel-them-all flag needs 5.19). The submission queue is empty again and at
+            // most its size wait, so there is room; the refill is only a guard.
             late_ += pending;
-            io_uring_sqe* sqe = io_uring_get_sqe(ring);
-            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-            io_uring_sqe_set_data64(sqe, kCancelTag);
+            for (size_t i = 0; i < n; ++i) {
+                if (finished_[i]) continue;
+                io_uring_sqe* sqe = io_uring_get_sqe(ring);
+                if (sqe == nullptr) {
+                    io_uring_submit(ring);
+                    ++system_calls_;
+                    sqe = io_uring_get_sqe(ring);
+                    if (sqe == nullptr) break;
+                }
+                io_uring_prep_cancel64(sqe, first + i, 0);
+                io_uring_sqe_set_data64(sqe, kCancelTag);
+            }
             cancelled = true;
         }
         io_uring_submit_and_wait(ring, 1);

@@ -40,6 +40,9 @@ class IoBatch {
     void add_recv(int fd, char* buf, size_t len);
     void add_send(int fd, const char* data, size_t len);
     size_t size() const { return ops_.size(); }
+    // For tests of run()'s guard: a receive without MSG_DONTWAIT, which waits in the kernel
+    // when nothing has arrived (only through a ring: without one it would block).
+    void add_waiting_recv_for_test(int fd, char* buf, size_t len);
 
     // Runs every operation added and forgets them: result i is the bytes received or sent by
     // operation i, 0 for end of stream, or -errno (-EAGAIN: nothing to read or no room).
@@ -56,6 +59,7 @@ class IoBatch {
     struct Op {
         int fd;
         bool send;
+        bool wait;
         char* buf;
         size_t len;
     };
@@ -70,6 +74,7 @@ class IoBatch {
     unsigned entries_ = 0;
     std::vector<Op> ops_;
     std::vector<ssize_t> results_;
+    std::vector<char> finished_;  // run_chunk(): which of its operations have completed
     uint64_t system_calls_ = 0;
     uint64_t operations_ = 0;
     uint64_t late_ = 0;
