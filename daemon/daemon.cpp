@@ -13,6 +13,7 @@
 #include "daemon/components.hpp"
 #include "daemon/config_schema.hpp"
 #include "daemon/config_values.hpp"
+#include "daemon/io_batch.hpp"
 #include "daemon/log.hpp"
 #include "daemon/process_stats.hpp"
 #include "daemon/status_command.hpp"
@@ -174,6 +175,12 @@ MetricsSnapshot Daemon::snapshot() const {
     s.resident_memory_bytes = p.resident_memory_bytes;
     s.open_fds = p.open_fds;
     s.log_dropped_lines = Log::dropped_lines();
+    s.io_uring = server_->io_uring();
+    if (const IoBatch* b = server_->io_batch()) {
+        s.io_uring_enters = b->system_calls();
+        s.io_uring_operations = b->operations();
+        s.io_uring_late_operations = b->late_completions();
+    }
     return s;
 }
 

@@ -154,10 +154,16 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
     // The kernel takes submissions in order; a transient refusal (-EAGAIN, -ENOMEM) takes
     // nothing and is tried again a few times.
     size_t submitted = 0;
+    int rc = 0;
     for (int attempt = 0; attempt < 3 && submitted < n; ++attempt) {
-        int rc = io_uring_submit(ring);
+        rc = io_uring_submit(ring);
         ++system_calls_;
         if (rc > 0) submitted += static_cast<size_t>(rc);
+    }
+    if (submitted < n) {
+        refused_ = rc < 0 ? std::string("io_uring_submit: ") + std::strerror(-rc)
+                          : "io_uring_submit took " + std::to_string(submitted) + " of " +
+                                std::to_string(n) + " operations";
     }
     operations_ += submitted;
     finished_.assign(n, 0);

@@ -54,6 +54,9 @@ class IoBatch {
     uint64_t operations() const { return operations_; }
     // Operations that did not complete at once (cancelled, and waited for); should stay 0.
     uint64_t late_completions() const { return late_; }
+    // False once the ring has refused submissions and run() works without it; then why.
+    bool uses_ring() const { return ring_ != nullptr; }
+    const std::string& refused() const { return refused_; }
 
   private:
     struct Op {
@@ -78,6 +81,7 @@ class IoBatch {
     uint64_t system_calls_ = 0;
     uint64_t operations_ = 0;
     uint64_t late_ = 0;
+    std::string refused_;
 };
 
 }  // namespace calloutd

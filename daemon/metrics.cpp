@@ -224,6 +224,18 @@ void Metrics::render(std::string& out, const MetricsSnapshot& s) const {
     w.family("calloutd_log_dropped_lines_total", "counter",
              "Log lines dropped because the log destination was blocked, failing or too slow.");
     w.sample("calloutd_log_dropped_lines_total", {}, s.log_dropped_lines);
+    w.family("calloutd_io_uring_up", "gauge",
+             "1 while policy connections' receives and sends are batched through io_uring.");
+    w.sample("calloutd_io_uring_up", {}, uint64_t{s.io_uring ? 1u : 0u});
+    w.family("calloutd_io_uring_enters_total", "counter",
+             "io_uring_enter system calls made for policy connections' receives and sends.");
+    w.sample("calloutd_io_uring_enters_total", {}, s.io_uring_enters);
+    w.family("calloutd_io_uring_operations_total", "counter",
+             "Receives and sends done through those system calls.");
+    w.sample("calloutd_io_uring_operations_total", {}, s.io_uring_operations);
+    w.family("calloutd_io_uring_late_operations_total", "counter",
+             "Batched operations that waited in the kernel and were cancelled (expected: 0).");
+    w.sample("calloutd_io_uring_late_operations_total", {}, s.io_uring_late_operations);
     w.family("calloutd_config_reloads_total", "counter",
              "Configuration reloads (SIGHUP) by result.");
     w.sample("calloutd_config_reloads_total", {{"result", "ok"}}, config_reloads_[0]);

@@ -69,6 +69,12 @@ struct MetricsSnapshot {
     uint64_t resident_memory_bytes = 0;
     uint64_t open_fds = 0;
     uint64_t log_dropped_lines = 0;
+    // Policy connections' I/O (server.io_uring): whether it goes through io_uring now, and
+    // the ring's io_uring_enter calls, operations, and operations that had to be cancelled.
+    bool io_uring = false;
+    uint64_t io_uring_enters = 0;
+    uint64_t io_uring_operations = 0;
+    uint64_t io_uring_late_operations = 0;
 };
 
 class Metrics {

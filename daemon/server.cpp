@@ -239,6 +239,10 @@ void Server::send_later(Connection* c) {
     to_send_.push_back(c);
 }
 
+bool Server::io_uring() const {
+    return batch_ && batch_->uses_ring();
+}
+
 void Server::flush_pending() {
     // Swapped (capacity kept): a flush may queue another connection, for the next round.
     flushing_.swap(to_flush_);
@@ -302,10 +306,19 @@ void Server::send_pending() {
     sending_.clear();
 }
 
+void Server::note_ring_lost() {
+    if (ring_lost_said_ || batch_->uses_ring()) return;
+    ring_lost_said_ = true;
+    LogLine(LogLevel::warning, "io-uring-failed")
+        .field("reason", batch_->refused())
+        .field("io", "syscalls");
+}
+
 void Server::on_flush_check(uv_check_t* h) {
     auto* self = static_cast<Server*>(h->data);
     if (self->batch_) self->receive_pending();
     self->flush_pending();
+    if (self->batch_) self->note_ring_lost();
     if (self->to_flush_.empty() && self->to_receive_.empty()) uv_check_stop(&self->flush_check_);
 }
 

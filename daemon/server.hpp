@@ -68,7 +68,10 @@ class Server {
     void receive_later(Connection* c);
     void send_later(Connection* c);
     // "io_uring" or "syscalls", for the `started` line.
-    std::string_view io_mode() const { return batch_ ? "io_uring" : "syscalls"; }
+    std::string_view io_mode() const { return io_uring() ? "io_uring" : "syscalls"; }
+    bool io_uring() const;
+    // The batch (calloutd_io_uring_* metrics); null when the policy I/O uses system calls.
+    const IoBatch* io_batch() const { return batch_.get(); }
 
   private:
     struct Listener {
@@ -114,7 +117,10 @@ class Server {
     void send_pending();
     // Sets up batch_ as server.io_uring says; false: "on" and not available.
     bool open_batch();
+    // Says once, as a warning, that the ring refused submissions and system calls took over.
+    void note_ring_lost();
     std::unique_ptr<IoBatch> batch_;
+    bool ring_lost_said_ = false;
     std::vector<Connection*> to_receive_;
     std::vector<Connection*> receiving_;
     std::vector<ssize_t> received_;  // the receives' results, while they are handled

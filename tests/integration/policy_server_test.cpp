@@ -14,6 +14,7 @@
 
 #include "daemon/io_batch.hpp"
 #include "support/daemon_process.hpp"
+#include "support/metrics_scrape.hpp"
 #include "support/paths.hpp"
 #include "support/policy_client.hpp"
 #include "support/text.hpp"
@@ -370,12 +371,30 @@ INSTANTIATE_TEST_SUITE_P(Io, PolicyServer, ::testing::Values("auto", "off"),
 
 // The `started` line says how the sockets are read and written; "on" refuses to start where
 // io_uring cannot be used, "auto" then falls back and says why.
+// calloutd_io_uring_* from a daemon that has answered requests: whether the ring is in use, and
+// that it did the work (or, without it, that nothing went through it).
+void expect_io_metrics(const DaemonProcess& d, bool ring) {
+    const std::string text = scrape(d);
+    ASSERT_FALSE(text.empty()) << d.log();
+    EXPECT_EQ(sample_value(text, "calloutd_io_uring_up"), ring ? 1 : 0) << text;
+    const double enters = sample_value(text, "calloutd_io_uring_enters_total").value_or(-1);
+    const double ops = sample_value(text, "calloutd_io_uring_operations_total").value_or(-1);
+    if (ring) {
+        EXPECT_GT(enters, 0);
+        EXPECT_GE(ops, 2);  // at least the request's receive and the reply's send
+    } else {
+        EXPECT_EQ(enters, 0);
+        EXPECT_EQ(ops, 0);
+    }
+    EXPECT_EQ(sample_value(text, "calloutd_io_uring_late_operations_total"), 0);
+}
+
 TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
     std::string why;
     const bool available = IoBatch::open(8, why) != nullptr;
     auto cfg = [](const char* mode) {
         return std::string("[server]\nlisten = [\"inet:127.0.0.1:0\"]\nio_uring = \"") + mode +
-               "\"\n" + kQuietEngine;
+               "\"\n[metrics]\nlisten = \"inet:127.0.0.1:0\"\n" + kQuietEngine;
     };
     auto answers = [](DaemonProcess& d) {
         PolicyClient c = PolicyClient::inet("127.0.0.1", d.tcp_port());
@@ -386,6 +405,7 @@ TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
         ASSERT_TRUE(off.started()) << off.log();
         EXPECT_NE(off.log().find(" io=syscalls"), std::string::npos) << off.log();
         EXPECT_TRUE(answers(off));
+        expect_io_metrics(off, false);
     }
     {
         DaemonProcess automatic("io-auto", cfg("auto"));
@@ -397,12 +417,14 @@ TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
             EXPECT_NE(automatic.log().find("io-uring-unavailable reason="), std::string::npos);
         }
         EXPECT_TRUE(answers(automatic));
+        expect_io_metrics(automatic, available);
     }
     DaemonProcess on("io-on", cfg("on"));
     if (available) {
         ASSERT_TRUE(on.started()) << on.log();
         EXPECT_NE(on.log().find(" io=io_uring"), std::string::npos) << on.log();
         EXPECT_TRUE(answers(on));
+        expect_io_metrics(on, true);
     } else {
         EXPECT_FALSE(on.started());
         EXPECT_EQ(on.wait_exit(5s), 1);
@@ -415,7 +437,7 @@ TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
 TEST(IoMode, RefusedIoUringFallsBackOrStopsAsConfigured) {
     auto cfg = [](const char* mode) {
         return std::string("[server]\nlisten = [\"inet:127.0.0.1:0\"]\nio_uring = \"") + mode +
-               "\"\n" + kQuietEngine;
+               "\"\n[metrics]\nlisten = \"inet:127.0.0.1:0\"\n" + kQuietEngine;
     };
     DaemonProcess automatic("io-refused-auto", cfg("auto"), CALLOUTD_WITHOUT_IO_URING);
     ASSERT_TRUE(automatic.started()) << automatic.log();
@@ -430,6 +452,7 @@ TEST(IoMode, RefusedIoUringFallsBackOrStopsAsConfigured) {
         EXPECT_EQ(c.read_action(), "DUNNO");
         EXPECT_EQ(c.read_action(), "DUNNO");
     }
+    expect_io_metrics(automatic, false);
 
     DaemonProcess on("io-refused-on", cfg("on"), CALLOUTD_WITHOUT_IO_URING);
     EXPECT_FALSE(on.started());
