@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "daemon/log.hpp"
+
 namespace calloutd {
 
 namespace {
@@ -100,23 +102,23 @@ std::unique_ptr<IoBatch> IoBatch::direct() {
 }
 
 void IoBatch::add_recv(int fd, char* buf, size_t len) {
-    ops_.push_back({fd, false, false, buf, len});
+    ops_.push_back({fd, false, flags_of(false), buf, len});
 }
 
 void IoBatch::add_send(int fd, const char* data, size_t len) {
     // io_uring_prep_send takes a const buffer; the cast only shares Op's one pointer field.
-    ops_.push_back({fd, true, false, const_cast<char*>(data), len});
+    ops_.push_back({fd, true, flags_of(true), const_cast<char*>(data), len});
 }
 
 void IoBatch::add_waiting_recv_for_test(int fd, char* buf, size_t len) {
-    ops_.push_back({fd, false, true, buf, len});
+    ops_.push_back({fd, false, 0, buf, len});
 }
 
 ssize_t IoBatch::run_directly(const Op& op) {
     ssize_t n;
     do {
-        n = op.send ? ::send(op.fd, op.buf, op.len, flags_of(true))
-                    : ::recv(op.fd, op.buf, op.len, flags_of(false));
+        n = op.send ? ::send(op.fd, op.buf, op.len, op.flags)
+                    : ::recv(op.fd, op.buf, op.len, op.flags);
     } while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : n;
 }
@@ -146,9 +148,9 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
         const Op& op = ops_[i];
         io_uring_sqe* sqe = io_uring_get_sqe(ring);  // never null: the ring is empty, n fits
         if (op.send)
-            io_uring_prep_send(sqe, op.fd, op.buf, op.len, flags_of(true));
+            io_uring_prep_send(sqe, op.fd, op.buf, op.len, op.flags);
         else
-            io_uring_prep_recv(sqe, op.fd, op.buf, op.len, op.wait ? 0 : flags_of(false));
+            io_uring_prep_recv(sqe, op.fd, op.buf, op.len, op.flags);
         io_uring_sqe_set_data64(sqe, i);
     }
     // The kernel takes submissions in order; a transient refusal (-EAGAIN, -ENOMEM) takes
@@ -161,12 +163,14 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
         if (rc > 0) submitted += static_cast<size_t>(rc);
     }
     if (submitted < n) {
-        refused_ = rc < 0 ? std::string("io_uring_submit: ") + std::strerror(-rc)
-                          : "io_uring_submit took " + std::to_string(submitted) + " of " +
-                                std::to_string(n) + " operations";
+        // run() closes the ring after this, so this is said once.
+        LogLine(LogLevel::warning, "io-uring-failed")
+            .field("reason", rc < 0 ? std::string("io_uring_submit: ") + std::strerror(-rc)
+                                    : "io_uring_submit took " + std::to_string(submitted) + " of " +
+                                          std::to_string(n) + " operations")
+            .field("io", "syscalls");
     }
     operations_ += submitted;
-    finished_.assign(n, 0);
     size_t pending = submitted;
     bool cancelled = false;
     while (pending > 0) {
@@ -177,7 +181,6 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
             ++seen;
             uint64_t tag = io_uring_cqe_get_data64(cqe);
             if (tag == kCancelTag) continue;
-            finished_[tag - first] = 1;
             // A cancelled operation did nothing: for a receive, nothing was read; for a send,
             // nothing was sent (the caller keeps the bytes and waits for writability).
             results_[tag] = cqe->res == -ECANCELED || cqe->res == -EINTR ? -EAGAIN : cqe->res;
@@ -191,20 +194,14 @@ size_t IoBatch::run_chunk(size_t first, size_t n) {
         // caller closes the ring instead, which cancels what waits.
         if (submitted < n) break;
         if (!cancelled) {
-            // One cancellation per waiting operation, by its tag (a 5.5 kernel has that; the
-            // cancel-them-all flag needs 5.19). The submission queue is empty again and at
-            // most its size wait, so there is room; the refill is only a guard.
+            // A cancellation for each of the chunk's operations, by its tag (a 5.5 kernel has
+            // that; the cancel-them-all flag needs 5.19); one for an operation that has
+            // completed finds nothing (-ENOENT) and is ignored like the others. Never short of
+            // entries: the submission queue is empty again and n fits.
             late_ += pending;
-            for (size_t i = 0; i < n; ++i) {
-                if (finished_[i]) continue;
+            for (size_t i = first; i < first + n; ++i) {
                 io_uring_sqe* sqe = io_uring_get_sqe(ring);
-                if (sqe == nullptr) {
-                    io_uring_submit(ring);
-                    ++system_calls_;
-                    sqe = io_uring_get_sqe(ring);
-                    if (sqe == nullptr) break;
-                }
-                io_uring_prep_cancel64(sqe, first + i, 0);
+                io_uring_prep_cancel64(sqe, i, 0);
                 io_uring_sqe_set_data64(sqe, kCancelTag);
             }
             cancelled = true;

@@ -54,15 +54,15 @@ class IoBatch {
     uint64_t operations() const { return operations_; }
     // Operations that did not complete at once (cancelled, and waited for); should stay 0.
     uint64_t late_completions() const { return late_; }
-    // False once the ring has refused submissions and run() works without it; then why.
+    // False once the ring has refused submissions (logged as io-uring-failed) and run() works
+    // without it.
     bool uses_ring() const { return ring_ != nullptr; }
-    const std::string& refused() const { return refused_; }
 
   private:
     struct Op {
         int fd;
         bool send;
-        bool wait;
+        int flags;  // MSG_DONTWAIT, and MSG_NOSIGNAL for a send
         char* buf;
         size_t len;
     };
@@ -77,11 +77,9 @@ class IoBatch {
     unsigned entries_ = 0;
     std::vector<Op> ops_;
     std::vector<ssize_t> results_;
-    std::vector<char> finished_;  // run_chunk(): which of its operations have completed
     uint64_t system_calls_ = 0;
     uint64_t operations_ = 0;
     uint64_t late_ = 0;
-    std::string refused_;
 };
 
 }  // namespace calloutd

@@ -306,19 +306,10 @@ void Server::send_pending() {
     sending_.clear();
 }
 
-void Server::note_ring_lost() {
-    if (ring_lost_said_ || batch_->uses_ring()) return;
-    ring_lost_said_ = true;
-    LogLine(LogLevel::warning, "io-uring-failed")
-        .field("reason", batch_->refused())
-        .field("io", "syscalls");
-}
-
 void Server::on_flush_check(uv_check_t* h) {
     auto* self = static_cast<Server*>(h->data);
     if (self->batch_) self->receive_pending();
     self->flush_pending();
-    if (self->batch_) self->note_ring_lost();
     if (self->to_flush_.empty() && self->to_receive_.empty()) uv_check_stop(&self->flush_check_);
 }
 

@@ -117,10 +117,7 @@ class Server {
     void send_pending();
     // Sets up batch_ as server.io_uring says; false: "on" and not available.
     bool open_batch();
-    // Says once, as a warning, that the ring refused submissions and system calls took over.
-    void note_ring_lost();
     std::unique_ptr<IoBatch> batch_;
-    bool ring_lost_said_ = false;
     std::vector<Connection*> to_receive_;
     std::vector<Connection*> receiving_;
     std::vector<ssize_t> received_;  // the receives' results, while they are handled

@@ -369,8 +369,6 @@ TEST_P(PolicyServer, SigtermDrainsAndExits) {
 INSTANTIATE_TEST_SUITE_P(Io, PolicyServer, ::testing::Values("auto", "off"),
                          [](const auto& info) { return std::string(info.param); });
 
-// The `started` line says how the sockets are read and written; "on" refuses to start where
-// io_uring cannot be used, "auto" then falls back and says why.
 // calloutd_io_uring_* from a daemon that has answered requests: whether the ring is in use, and
 // that it did the work (or, without it, that nothing went through it).
 void expect_io_metrics(const DaemonProcess& d, bool ring) {
@@ -389,6 +387,8 @@ void expect_io_metrics(const DaemonProcess& d, bool ring) {
     EXPECT_EQ(sample_value(text, "calloutd_io_uring_late_operations_total"), 0);
 }
 
+// The `started` line says how the sockets are read and written; "on" refuses to start where
+// io_uring cannot be used, "auto" then falls back and says why.
 TEST(IoMode, StartedLineSaysWhichIsUsedAndOnRefusesWithoutIt) {
     std::string why;
     const bool available = IoBatch::open(8, why) != nullptr;
